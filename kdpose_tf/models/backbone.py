@@ -1,0 +1,52 @@
+"""`Backbone`: base class of every feature extractor (keras-hub's Backbone shape).
+
+A backbone is a functional `keras.Model` built in its constructor from plain arguments.
+Calling it returns a dict of named multi-scale features, so necks and heads plug into any
+backbone the same way:
+
+    {"P2": stride-4 feature, "P3": stride-8, "P4": stride-16, "P5": stride-32}
+
+Only the levels a backbone has are present (a stacked hourglass has "P2" only, plus its
+per-stack outputs, see `HourglassBackbone`). Images enter as float32 RGB in [0, 255]; every
+backbone normalises inside the graph (so an exported TFLite model takes raw pixels).
+
+Subclasses store their constructor arguments and return them from `get_config`;
+`from_config` rebuilds the graph from them.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="kdpose_tf")
+class Backbone(keras.Model):
+    """Base class of kdpose_tf backbones. See the module docstring for the contract."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+
+    @property
+    def pyramid_outputs(self) -> dict:
+        """Named multi-scale outputs ("P2".."P5", plus family-specific extras)."""
+        outputs = self.output
+        if not isinstance(outputs, dict):
+            raise TypeError(f"{type(self).__name__} must output a dict of named features, got {type(outputs)}")
+        return outputs
+
+    @property
+    def pyramid_channels(self) -> dict:
+        return {k: int(v.shape[-1]) for k, v in self.pyramid_outputs.items()}
+
+    def get_config(self):
+        # Subclasses extend this with their constructor arguments.
+        return {"name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def normalize_images(x, name="normalize"):
+    """Map float RGB in [0, 255] to [-1, 1] inside the graph (one Rescaling layer)."""
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(x)
