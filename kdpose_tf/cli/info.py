@@ -1,0 +1,37 @@
+"""`kdpose summary` and `kdpose presets`."""
+
+from __future__ import annotations
+
+from kdpose_tf.cli.common import load_model
+
+
+def run_summary(args):
+    from kdpose_tf.models.summary import count_flops, count_params
+
+    overrides = {"input_size": args.input_size} if args.input_size else {}
+    model = load_model(args.model, **overrides)
+    shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    params = count_params(model)
+    macs = count_flops(model, (1, *shape))
+    print(f"model:        {args.model}")
+    print(f"input:        {shape[0]}x{shape[1]}x{shape[2]}")
+    print(f"parameters:   {params:,} ({params / 1e6:.2f} M)")
+    print(f"multiply-adds: {macs:,} ({macs / 1e9:.3f} GMACs, reported as 'GFLOPs' in the pose papers)")
+
+
+def run_presets(args):
+    from kdpose_tf.models.presets import list_presets
+
+    rows = list_presets()
+    cols = ("name", "family", "params", "gflops", "input_size", "keypoint_set")
+    print(" | ".join(f"{c}" for c in cols))
+    for row in rows:
+        print(" | ".join(_fmt(row.get(c)) for c in cols))
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, (tuple, list)):
+        return "x".join(str(x) for x in v)
+    return "-" if v is None else str(v)

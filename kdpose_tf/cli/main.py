@@ -1,0 +1,141 @@
+"""`kdpose`: the command line of kdpose_tf.
+
+    kdpose train      train a teacher or a student from ground truth
+    kdpose distill    distill a student from a teacher (fpd | lshm | dwpose)
+    kdpose evaluate   PCK / PCKh / COCO OKS AP of a .keras, preset or .tflite model
+    kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
+    kdpose predict    draw predicted keypoints on an image (PNG)
+    kdpose demo       the whole workflow on a synthetic (or given) dataset, with a report
+    kdpose summary    parameters and FLOPs of a model
+    kdpose presets    the built-in preset catalogue
+    kdpose check-edgetpu  which ops of a .tflite the Edge TPU compiler would map
+
+Every command has --help. Models are given as a `.keras` file, a preset directory or a
+catalogue preset name; data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
+or `buffy:DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from kdpose_tf.cli.common import parse_size, run_command
+
+
+def _add_data(p, required=True, name="--data"):
+    p.add_argument(name, required=required, help="COCO JSON or folder, mpii:FILE, parse:DIR[:split], buffy:DIR")
+    p.add_argument("--on-bad-sample", choices=("raise", "skip"), default="skip",
+                   help="what to do with a malformed sample (default: skip and report)")
+
+
+def _add_training(p):
+    p.add_argument("--input-size", type=parse_size, default=None, help="HxW crop size, e.g. 256x192")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
+    p.add_argument("--val-data", default=None, help="optional validation data (same forms as --data)")
+    p.add_argument("--run-dir", default=None, help="checkpoints and curves; an interrupted run there resumes")
+    p.add_argument("--output", default=None, help="write the trained model to this .keras file")
+    p.add_argument("--preset-out", default=None, help="write the trained model as a preset directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="train on plain crops (no flip/rotation/scale)")
+    p.add_argument("--distribute", choices=("none", "mirrored", "multiworker", "tpu"), default="none",
+                   help="tf.distribute strategy (see README: several GPUs or a TPU)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdpose", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from kdpose_tf.version import __version__
+
+    parser.add_argument("--version", action="version", version=f"kdpose_tf {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a teacher or student from ground truth")
+    p.add_argument("--model", required=True, help="preset name, preset directory or .keras file")
+    _add_data(p)
+    _add_training(p)
+
+    p = sub.add_parser("distill", help="distill a student from a frozen teacher")
+    p.add_argument("--teacher", required=True, help="trained teacher: .keras file or preset directory")
+    p.add_argument("--student", required=True, help="student: preset name, preset directory or .keras file")
+    p.add_argument("--method", choices=("fpd", "lshm", "dwpose"), default="fpd")
+    p.add_argument("--alpha", type=float, default=0.5, help="fpd: KD weight alpha (GT weight 1-alpha)")
+    p.add_argument("--lshm-sigma", type=float, default=0.1, help="lshm: sigma of the linear schedule")
+    p.add_argument("--dwpose-feature-weight", type=float, default=5e-5, help="dwpose: alpha (feature KD)")
+    p.add_argument("--dwpose-logit-weight", type=float, default=0.1, help="dwpose: beta (heatmap KD)")
+    p.add_argument("--stage2-fraction", type=float, default=0.2, help="dwpose: stage-2 epochs / stage-1 epochs")
+    p.add_argument("--teacher-feature", default=None, help="feature distillation: teacher layer name")
+    p.add_argument("--student-feature", default=None, help="feature distillation: student layer name")
+    p.add_argument("--resize-teacher", action="store_true",
+                   help="resize teacher heatmaps bilinearly when their size differs from the student's")
+    _add_data(p)
+    _add_training(p)
+
+    p = sub.add_parser("evaluate", help="PCK / PCKh / COCO OKS AP of a model")
+    p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
+    _add_data(p)
+    p.add_argument("--metrics", default=None, help="comma list of pck,pckh,coco (default: by keypoint set)")
+    p.add_argument("--flip-test", action="store_true")
+    p.add_argument("--json-out", default=None, help="write the metrics as JSON here")
+
+    p = sub.add_parser("export", help="convert a model to TFLite")
+    p.add_argument("--model", required=True, help=".keras file or preset directory")
+    p.add_argument("--output", required=True, help="the .tflite file to write (a .json sidecar goes beside it)")
+    p.add_argument("--quantize", choices=("none", "float16", "dynamic", "int8", "int8-qat"), default="int8")
+    p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
+                   help="input/output type of int8 models (default uint8: camera pixels)")
+    p.add_argument("--target", choices=("cpu", "edgetpu"), default="cpu")
+    _add_data(p, required=False, name="--calibration-data")
+    p.add_argument("--num-calibration", type=int, default=300, help="representative crops for int8")
+    p.add_argument("--qat-epochs", type=int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
+
+    p = sub.add_parser("predict", help="draw predicted keypoints on an image")
+    p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
+    p.add_argument("--image", required=True)
+    p.add_argument("--box", default=None, help="person box x,y,w,h in pixels (default: the whole image)")
+    p.add_argument("--output", default=None, help="PNG to write (default: <image>_pose.png)")
+    p.add_argument("--flip-test", action="store_true")
+    p.add_argument("--threshold", type=float, default=0.2, help="minimum joint score to draw")
+
+    p = sub.add_parser("demo", help="teacher -> distilled student -> int8 TFLite, with a report")
+    p.add_argument("--data", default=None, help="a real COCO-format dataset instead of the synthetic one")
+    p.add_argument("--output", default="demo_output")
+    p.add_argument("--quick", action="store_true", help="a very short run (smoke test)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("summary", help="parameters and FLOPs of a model")
+    p.add_argument("model", help="preset name, preset directory or .keras file")
+    p.add_argument("--input-size", type=parse_size, default=None)
+
+    sub.add_parser("presets", help="list the built-in presets")
+
+    p = sub.add_parser("check-edgetpu", help="check a .tflite model against the Edge TPU compiler 16.0")
+    p.add_argument("model", help=".tflite file")
+    return parser
+
+
+def _dispatch(args):
+    if args.command in ("train", "distill"):
+        from kdpose_tf.cli import train as mod
+    elif args.command in ("evaluate", "predict"):
+        from kdpose_tf.cli import evaluate as mod
+    elif args.command in ("export", "check-edgetpu"):
+        from kdpose_tf.cli import export as mod
+    elif args.command == "demo":
+        from kdpose_tf.cli import demo as mod
+    else:
+        from kdpose_tf.cli import info as mod
+    return getattr(mod, "run_" + args.command.replace("-", "_"))(args)
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    return run_command(_dispatch, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

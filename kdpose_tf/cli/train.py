@@ -1,0 +1,142 @@
+"""`kdpose train` and `kdpose distill`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size, save_model
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy for `--distribute` (None for the default strategy)."""
+    import tensorflow as tf
+
+    if name in (None, "none"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":  # reads TF_CONFIG
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise CLIError(f"--distribute must be none, mirrored, multiworker or tpu, got {name!r}")
+
+
+def make_optimizer(lr: float, total_steps: int):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps), alpha=0.05)
+    return keras.optimizers.Adam(schedule)
+
+
+def _codec_for(model, input_size):
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+
+    codec = getattr(model, "codec", None)
+    return codec if codec is not None else HeatmapCodec(input_size=input_size)
+
+
+def _model_overrides(args, keypoint_set):
+    overrides = {"keypoint_set": keypoint_set.name}
+    if args.input_size:
+        overrides["input_size"] = args.input_size
+    return overrides
+
+
+def _finish(args, model, history, extra_metadata=None):
+    from kdpose_tf.visualization import plot_history
+
+    run_dir = Path(args.run_dir)
+    plot_history({args.command: history}, run_dir / "curves.png", metrics=tuple(k for k in history if "loss" in k))
+    written = save_model(model, args.output, args.preset_out,
+                         metadata=extra_metadata if args.preset_out else None)
+    final = {k: v[-1] for k, v in history.items() if v}
+    print("final: " + ", ".join(f"{k}={v:.5f}" for k, v in sorted(final.items())))
+    for path in written:
+        print(f"wrote {path}")
+    print(f"curves: {run_dir / 'curves.png'}")
+
+
+def run_train(args):
+    from kdpose_tf.training import fit_resumable
+
+    samples, keypoint_set, _ = load_data(args.data, on_bad_sample=args.on_bad_sample)
+    val = load_data(args.val_data, on_bad_sample=args.on_bad_sample)[0] if args.val_data else None
+    args.run_dir = args.run_dir or str(Path("runs") / ("train_" + Path(args.model).stem))
+    strategy = make_strategy(args.distribute)
+    steps = max(1, len(samples) // args.batch_size)
+    with strategy.scope():
+        model = load_model(args.model, **_model_overrides(args, keypoint_set))
+        model.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
+    codec = _codec_for(model, model_input_size(model))
+    history = fit_resumable(
+        model, samples, codec, keypoint_set, args.run_dir, epochs=args.epochs, batch_size=args.batch_size,
+        val_samples=val, augment=_augment(args), seed=args.seed,
+    )
+    _finish(args, model, history, {"training_data": args.data, "epochs": args.epochs})
+
+
+def _augment(args):
+    from kdpose_tf.data.transforms import AugmentConfig
+
+    return AugmentConfig.none() if args.no_augment else AugmentConfig()
+
+
+def build_distiller(args, teacher, student, steps_per_epoch):
+    """The Distiller for --method fpd | lshm (dwpose is two fits, see run_distill)."""
+    from kdpose_tf.distillation.distiller import Distiller
+    from kdpose_tf.distillation.feature import FeatureDistillation
+    from kdpose_tf.distillation.schedules import ConstantWeight, LSHMLinearSchedule
+
+    if args.method == "fpd":
+        alpha = ConstantWeight(args.alpha)
+    elif args.method == "lshm":
+        alpha = LSHMLinearSchedule(total_steps=steps_per_epoch * args.epochs, sigma=args.lshm_sigma)
+    else:
+        raise CLIError(f"build_distiller handles fpd and lshm, got {args.method!r}")
+    features = ()
+    if args.teacher_feature or args.student_feature:
+        if not (args.teacher_feature and args.student_feature):
+            raise CLIError("feature distillation needs both --teacher-feature and --student-feature")
+        features = (FeatureDistillation(args.teacher_feature, args.student_feature),)
+    return Distiller(teacher, student, alpha=alpha, feature_distillations=features,
+                     resize_teacher="bilinear" if args.resize_teacher else None)
+
+
+def run_distill(args):
+    from kdpose_tf.distillation.teacher import load_teacher
+    from kdpose_tf.training import fit_resumable
+
+    samples, keypoint_set, _ = load_data(args.data, on_bad_sample=args.on_bad_sample)
+    val = load_data(args.val_data, on_bad_sample=args.on_bad_sample)[0] if args.val_data else None
+    args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
+    strategy = make_strategy(args.distribute)
+    steps = max(1, len(samples) // args.batch_size)
+    with strategy.scope():
+        teacher = load_teacher(args.teacher)
+        overrides = _model_overrides(args, keypoint_set)
+        overrides.setdefault("input_size", model_input_size(teacher))
+        student = load_model(args.student, **overrides)
+    codec = _codec_for(student, model_input_size(student))
+    common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed)
+    if args.method == "dwpose":
+        from kdpose_tf.distillation import dwpose
+
+        student, history = dwpose.run_two_stage(
+            teacher, student, samples, codec, keypoint_set, run_dir=args.run_dir, epochs=args.epochs,
+            stage2_fraction=args.stage2_fraction, feature_weight=args.dwpose_feature_weight,
+            logit_weight=args.dwpose_logit_weight, teacher_feature=args.teacher_feature,
+            student_feature=args.student_feature, optimizer_fn=lambda n: make_optimizer(args.lr, n),
+            strategy=strategy, **common,
+        )
+    else:
+        with strategy.scope():
+            distiller = build_distiller(args, teacher, student, steps)
+            distiller.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
+        history = fit_resumable(distiller, samples, codec, keypoint_set, args.run_dir, epochs=args.epochs, **common)
+        student = distiller.student
+    _finish(args, student, history, {"training_data": args.data, "distilled_from": args.teacher,
+                                     "method": args.method, "epochs": args.epochs})

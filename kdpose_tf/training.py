@@ -1,0 +1,177 @@
+"""Resumable training runs for pose models and distillers.
+
+`fit_resumable` wraps `model.fit` so that a run killed at any point resumes from its last
+finished epoch with the same model weights, optimizer state (hence the step counter that
+drives the distillation schedules), epoch number, learning curves and data order.
+
+What is saved after every epoch, atomically, in `run_dir`:
+    checkpoint.weights.h5   model weights + optimizer variables (Keras `save_weights`)
+    state.json              {"epoch", "history", "seed", "steps_per_epoch", ...}
+The data order of epoch e is a permutation drawn from `seed + e`, so a resumed run sees
+the same samples in the same order as an uninterrupted one; augmentation noise differs.
+
+Example:
+>>> history = fit_resumable(model, train_samples, codec, COCO17, "runs/student", epochs=10)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kdpose_tf.utils import io
+
+CHECKPOINT_NAME = "checkpoint.weights.h5"
+STATE_NAME = "state.json"
+
+
+def read_run_state(run_dir) -> dict | None:
+    """The saved state of a run directory, or None when it holds no finished epoch."""
+    run_dir = Path(run_dir)
+    state_path = run_dir / STATE_NAME
+    if not state_path.exists() or not (run_dir / CHECKPOINT_NAME).exists():
+        return None
+    try:
+        state = json.loads(state_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{state_path}: corrupt run state ({e}); delete the run directory to start over") from e
+    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), dict):
+        raise ValueError(f"{state_path}: expected keys 'epoch' (int) and 'history' (dict), got {sorted(state)}")
+    return state
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Saves weights + optimizer state and the learning curves after each epoch, atomically.
+
+    Args:
+        run_dir: directory for `checkpoint.weights.h5` and `state.json`.
+        history: curves of the epochs already run (from an earlier, interrupted run).
+        extra_state: JSON-serialisable dict stored alongside (seed, schedule settings, ...).
+    """
+
+    def __init__(self, run_dir, history=None, extra_state=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.extra_state = dict(extra_state or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        with io.atomic_path(self.run_dir / CHECKPOINT_NAME) as tmp:
+            self.model.save_weights(str(tmp))
+        state = dict(self.extra_state, epoch=epoch + 1, history=self.history)
+        io.write_json(self.run_dir / STATE_NAME, state)
+
+
+def epoch_ordered_samples(samples, seed, first_epoch, epochs, steps_per_epoch, batch_size):
+    """Samples for epochs [first_epoch, epochs), each epoch a permutation drawn from seed + epoch."""
+    per_epoch = steps_per_epoch * batch_size
+    ordered = []
+    for epoch in range(first_epoch, epochs):
+        rng = np.random.default_rng(seed + epoch)
+        idx = rng.permutation(len(samples))
+        while len(idx) < per_epoch:  # datasets smaller than one epoch's worth wrap around
+            idx = np.concatenate([idx, rng.permutation(len(samples))])
+        ordered.extend(samples[i] for i in idx[:per_epoch])
+    return ordered
+
+
+def fit_resumable(
+    model,
+    train_samples,
+    codec,
+    keypoint_set,
+    run_dir,
+    epochs,
+    batch_size=32,
+    val_samples=None,
+    augment=None,
+    seed=0,
+    callbacks=(),
+    verbose="auto",
+    steps_per_epoch=None,
+    dataset_fn=None,
+):
+    """Train a compiled `model` (PoseEstimator or Distiller) with resume-after-kill.
+
+    Args:
+        model: a compiled keras.Model whose train_step takes
+            `(images, {"heatmaps", "target_weight"})` batches.
+        train_samples: list of PoseSample.
+        codec: the HeatmapCodec shared by the data pipeline and the model.
+        keypoint_set: KeypointSet (flip pairs for augmentation).
+        run_dir: where checkpoints and curves go; an existing run there is resumed.
+        epochs: total number of epochs (not additional ones).
+        batch_size: global batch size. Default 32.
+        val_samples: optional list of PoseSample for validation losses.
+        augment: AugmentConfig or None (pipeline default).
+        seed: seed of the data order and augmentation. Default 0.
+        callbacks: extra Keras callbacks.
+        steps_per_epoch: default len(train_samples) // batch_size (at least 1).
+        dataset_fn: override of `kdpose_tf.data.pipeline.make_dataset` (tests, caching).
+
+    Returns:
+        dict of learning curves over all epochs, the resumed ones included.
+    """
+    from kdpose_tf.data.pipeline import make_dataset
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if not train_samples:
+        raise ValueError("train_samples is empty: nothing to train on")
+    dataset_fn = dataset_fn or make_dataset
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    steps_per_epoch = steps_per_epoch or max(1, len(train_samples) // batch_size)
+
+    state = read_run_state(run_dir)
+    first_epoch, history = 0, {}
+    if state is not None:
+        first_epoch, history = state["epoch"], state["history"]
+        if state.get("steps_per_epoch") not in (None, steps_per_epoch) or state.get("seed") not in (None, seed):
+            raise ValueError(
+                f"{run_dir}: the saved run used steps_per_epoch={state.get('steps_per_epoch')}, "
+                f"seed={state.get('seed')}; this call asks for {steps_per_epoch}, {seed}. "
+                "Use the same settings to resume, or another run directory."
+            )
+        _build_for_restore(model, train_samples[:1], codec, keypoint_set, dataset_fn)
+        model.load_weights(str(run_dir / CHECKPOINT_NAME))
+        if first_epoch >= epochs:
+            return history
+
+    ordered = epoch_ordered_samples(train_samples, seed, first_epoch, epochs, steps_per_epoch, batch_size)
+    train_ds = dataset_fn(
+        ordered, codec, keypoint_set, batch_size=batch_size, training=True, augment=augment,
+        shuffle=False, seed=seed + first_epoch, drop_remainder=True,
+    )
+    val_ds = None
+    if val_samples:
+        val_ds = dataset_fn(val_samples, codec, keypoint_set, batch_size=batch_size, training=False, shuffle=False)
+    checkpoint = ResumableCheckpoint(
+        run_dir, history, extra_state={"seed": seed, "steps_per_epoch": steps_per_epoch, "epochs": epochs}
+    )
+    model.fit(
+        train_ds,
+        epochs=epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_ds,
+        callbacks=[checkpoint, *callbacks],
+        verbose=verbose,
+    )
+    return checkpoint.history
+
+
+def _build_for_restore(model, samples, codec, keypoint_set, dataset_fn):
+    """Create model and optimizer variables so saved weights can be loaded into them."""
+    batch = next(iter(dataset_fn(samples, codec, keypoint_set, batch_size=1, training=False, shuffle=False)))
+    images, _ = batch
+    if not model.built:
+        model(images, training=False)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
