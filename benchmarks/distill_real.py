@@ -1,0 +1,225 @@
+"""Does distillation help on real photos? Teacher, then one student trained four ways.
+
+Train on PARSE images 1-100 + BUFFY (upper body, mapped to LSP-14) + coco_mini (COCO joints
+mapped to LSP-14 by name); evaluate PCK@0.2 (torso rule) on PARSE images 101-305, with
+per-joint rows. The student is trained (i) from scratch, (ii) FPD (alpha 0.5), (iii) with the
+LSHM linear schedule, (iv) DWPose two-stage, with the same epochs and data, for several seeds.
+Also the training cost: seconds per step of distillation versus plain student training.
+
+    python benchmarks/distill_real.py                 # CPU configuration (about an hour on 2 cores)
+    python benchmarks/distill_real.py --quick         # a minute, to check it runs
+    python benchmarks/distill_real.py --size 256 --teacher-epochs 60 --student-epochs 40   # GPU
+
+Writes benchmarks/results/distill_real.md and .json (and a PNG of PCK per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=128, help="square input size (default 128)")
+    p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument("--student-epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--methods", nargs="+", default=["scratch", "fpd", "lshm", "dwpose"])
+    p.add_argument("--teacher-filters", type=int, default=96)
+    p.add_argument("--student-filters", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    p.add_argument("--out", default=str(RESULTS / "distill_real"))
+    p.add_argument("--work-dir", default="runs/distill_real", help="checkpoints (a killed run resumes)")
+    return p.parse_args(argv)
+
+
+def build_models(keypoint_set, size, args, seed):
+    import keras
+
+    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    keras.utils.set_random_seed(seed)
+    k = keypoint_set.num_keypoints
+
+    def student(name):
+        return PoseEstimator(
+            HourglassBackbone(num_stacks=2, filters=args.student_filters, order=3, block="inverted_residual",
+                              num_keypoints=k, input_shape=(size, size, 3), name=f"{name}_backbone"),
+            keypoint_set=keypoint_set.name, name=name)
+
+    def teacher():
+        return PoseEstimator(
+            HourglassBackbone(num_stacks=2, filters=args.teacher_filters, order=3, block="bottleneck",
+                              num_keypoints=k, input_shape=(size, size, 3), name="teacher_backbone"),
+            keypoint_set=keypoint_set.name, name="teacher")
+
+    return teacher, student
+
+
+class StepTimer:
+    """Keras callback measuring seconds per training step (excluding the first epoch's tracing)."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times, self._t = [], None
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter() - self._t)
+
+            def seconds_per_step(self):
+                t = self.times[len(self.times) // 4:] or self.times
+                return float(np.median(t)) if t else float("nan")
+
+        return _Timer()
+
+
+def train_student(method, teacher, make_student, train, codec, ks, args, seed, run_dir):
+    from kdpose_tf.distillation.distiller import Distiller
+    from kdpose_tf.distillation.schedules import ConstantWeight, LSHMLinearSchedule
+    from kdpose_tf.distillation import dwpose
+    from kdpose_tf.training import fit_resumable
+    from kdpose_tf.cli.train import make_optimizer
+
+    student = make_student(f"student_{method}")
+    steps = max(1, len(train) // args.batch_size)
+    timer = StepTimer()
+    fit = dict(batch_size=args.batch_size, seed=seed, callbacks=[timer], verbose=2)
+    if method == "scratch":
+        student.compile(optimizer=make_optimizer(args.lr, steps * args.student_epochs))
+        fit_resumable(student, train, codec, ks, run_dir, epochs=args.student_epochs, **fit)
+    elif method in ("fpd", "lshm"):
+        alpha = ConstantWeight(0.5) if method == "fpd" else LSHMLinearSchedule(steps * args.student_epochs, sigma=0.1)
+        distiller = Distiller(teacher, student, alpha=alpha)
+        distiller.compile(optimizer=make_optimizer(args.lr, steps * args.student_epochs))
+        fit_resumable(distiller, train, codec, ks, run_dir, epochs=args.student_epochs, **fit)
+    elif method == "dwpose":
+        # Same total budget: stage 1 + stage 2 (20 %) = student_epochs.
+        stage1 = max(1, round(args.student_epochs / 1.2))
+        student, _ = dwpose.run_two_stage(
+            teacher, student, train, codec, ks, run_dir=run_dir, epochs=stage1, stage2_fraction=0.2,
+            optimizer_fn=lambda n: make_optimizer(args.lr, n), **fit)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return student, timer.seconds_per_step()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        args.size, args.teacher_epochs, args.student_epochs = 64, 1, 1
+        args.seeds, args.teacher_filters, args.student_filters = [0], 16, 8
+
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.data.datasets import real_benchmark_split
+    from kdpose_tf.evaluation import evaluate, keras_predict_fn
+    from kdpose_tf.keypoints import LSP14
+    from kdpose_tf.training import fit_resumable
+    from kdpose_tf.utils import io
+    from kdpose_tf.utils.shared import shared_dir
+    from kdpose_tf.cli.train import make_optimizer
+
+    train, test = real_benchmark_split(shared_dir())
+    if args.quick:
+        train, test = train[:64], test[:32]
+    size = (args.size, args.size)
+    codec = HeatmapCodec(input_size=size)
+    work = Path(args.work_dir) / f"{args.size}"
+    print(f"train {len(train)} people, test {len(test)} (PARSE 101-305), input {size}")
+
+    results = {"config": vars(args), "runs": [], "teachers": []}
+    for seed in args.seeds:
+        make_teacher, make_student = build_models(LSP14, args.size, args, seed)
+        teacher = make_teacher()
+        steps = max(1, len(train) // args.batch_size)
+        teacher.compile(optimizer=make_optimizer(args.lr, steps * args.teacher_epochs))
+        t = time.time()
+        fit_resumable(teacher, train, codec, LSP14, work / f"teacher_s{seed}", epochs=args.teacher_epochs,
+                      batch_size=args.batch_size, seed=seed, verbose=2)
+        res = evaluate(keras_predict_fn(teacher), test, size, codec, LSP14, metrics=("pck",))
+        results["teachers"].append({"seed": seed, "pck": res["pck"], "per_joint": _per_joint(res),
+                                    "params": teacher.count_params(), "train_s": time.time() - t})
+        print(f"teacher seed {seed}: PCK@0.2 {100 * res['pck']:.1f}")
+        for method in args.methods:
+            t = time.time()
+            student, sps = train_student(method, teacher, make_student, train, codec, LSP14, args, seed,
+                                         work / f"{method}_s{seed}")
+            res = evaluate(keras_predict_fn(student), test, size, codec, LSP14, metrics=("pck",))
+            row = {"method": method, "seed": seed, "pck": res["pck"], "per_joint": _per_joint(res),
+                   "sec_per_step": sps, "train_s": time.time() - t, "params": student.count_params()}
+            results["runs"].append(row)
+            print(f"{method} seed {seed}: PCK@0.2 {100 * res['pck']:.1f}  ({sps * 1e3:.0f} ms/step)")
+            io.write_json(Path(args.out).with_suffix(".json"), results)
+    text = render(results, LSP14)
+    io.write_text(Path(args.out).with_suffix(".md"), text)
+    io.write_json(Path(args.out).with_suffix(".json"), results)
+    print(text)
+
+
+def _per_joint(res):
+    pj = res.get("pck_per_joint")
+    return None if pj is None else [float(v) for v in np.asarray(pj)]
+
+
+def render(results, keypoint_set):
+    import platform
+
+    methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
+    by = {m: [r for r in results["runs"] if r["method"] == m] for m in methods}
+    scratch_sps = np.median([r["sec_per_step"] for r in by.get("scratch", [])] or [np.nan])
+    cfg = results["config"]
+    lines = [
+        "# Distillation on real photos (PARSE 101-305, PCK@0.2)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only. "
+        f"Input {cfg['size']}x{cfg['size']}, teacher {cfg['teacher_epochs']} epochs, students "
+        f"{cfg['student_epochs']} epochs, batch {cfg['batch_size']}, seeds {cfg['seeds']}.",
+        "Train: PARSE 1-100 + BUFFY (upper body) + coco_mini, joints mapped to LSP-14.",
+        "",
+        "| model | PCK@0.2 mean ± spread (%) | per seed | s/step | cost vs scratch |",
+        "|---|---|---|---|---|",
+    ]
+    t = [r["pck"] for r in results["teachers"]]
+    lines.append(f"| teacher ({results['teachers'][0]['params'] / 1e6:.2f} M) | {100 * np.mean(t):.1f} ± "
+                 f"{100 * (np.max(t) - np.min(t)) / 2:.1f} | {', '.join(f'{100 * v:.1f}' for v in t)} | - | - |")
+    for m in methods:
+        p = [r["pck"] for r in by[m]]
+        sps = np.median([r["sec_per_step"] for r in by[m]])
+        lines.append(f"| student {m} ({by[m][0]['params'] / 1e6:.2f} M) | {100 * np.mean(p):.1f} ± "
+                     f"{100 * (np.max(p) - np.min(p)) / 2:.1f} | {', '.join(f'{100 * v:.1f}' for v in p)} | "
+                     f"{sps:.3f} | {sps / scratch_sps:.2f}x |")
+    lines += ["", "Spread = half the range over seeds. Cost: median seconds per training step (DWPose: "
+              "stage 1 + 2 steps pooled), ratio to the scratch student.", "", "## PCK@0.2 per joint (%)", ""]
+    header = "| joint | teacher | " + " | ".join(methods) + " |"
+    lines += [header, "|" + "---|" * (2 + len(methods))]
+    for j, name in enumerate(keypoint_set.names):
+        def cell(rows):
+            vals = [r["per_joint"][j] for r in rows if r.get("per_joint")]
+            return f"{100 * np.nanmean(vals):.1f}" if vals else "-"
+        lines.append(f"| {name} | {cell(results['teachers'])} | " + " | ".join(cell(by[m]) for m in methods) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
