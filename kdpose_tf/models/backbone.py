@@ -46,6 +46,26 @@ class Backbone(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **overrides):
+        """Build this backbone from a catalogue name, a preset directory or a hf:// / kaggle:// handle.
+
+        A `PoseEstimator` preset gives its backbone. See `kdpose_tf.models.preset_utils`.
+
+        Example:
+        >>> from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+        >>> bb = HourglassBackbone.from_preset("lshm_2_mpii_256x256", load_weights=False)  # doctest: +SKIP
+        """
+        from kdpose_tf.models.preset_utils import load_preset
+
+        return load_preset(preset, cls=cls, load_weights=load_weights, **overrides)
+
+    def save_to_preset(self, directory, metadata=None):
+        """Write config.json, model.weights.h5 and metadata.json to `directory` (atomically)."""
+        from kdpose_tf.models.preset_utils import save_to_preset
+
+        return save_to_preset(self, directory, metadata=metadata)
+
 
 def normalize_images(x, name="normalize"):
     """Map float RGB in [0, 255] to [-1, 1] inside the graph (one Rescaling layer)."""

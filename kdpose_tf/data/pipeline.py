@@ -1,0 +1,215 @@
+"""tf.data pipeline for top-down heatmap training, plus inference crops and their inverse map.
+
+`make_dataset` turns a list of `PoseSample`s into batches
+`(images float32 (B, H, W, 3) in [0, 255], {"heatmaps": (B, h, w, K), "target_weight": (B, K)})`
+with static shapes. Each element is produced by a NumPy/OpenCV worker (read image, affine crop,
+augmentation, heatmap encoding) wrapped in `tf.numpy_function` and mapped in parallel; the
+result is deterministic for a fixed `seed` (per-element generators are seeded with
+(seed, position in the stream, sample index) and map order is deterministic).
+
+Example:
+>>> from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+>>> ds = make_dataset(samples, HeatmapCodec((256, 192)), "coco17", batch_size=8, seed=0)  # doctest: +SKIP
+>>> images, targets = next(iter(ds))  # doctest: +SKIP
+>>> images.shape, targets["heatmaps"].shape  # doctest: +SKIP
+(TensorShape([8, 256, 192, 3]), TensorShape([8, 64, 48, 17]))
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from kdpose_tf.data.transforms import (
+    AugmentConfig,
+    affine_points,
+    augmented_crop,
+    box_to_center_scale,
+    crop_person,
+    get_affine_transform,
+)
+from kdpose_tf.errors import DataError
+from kdpose_tf.keypoints import get_keypoint_set
+
+
+def _read_image(path):
+    from kdpose_tf.data import images  # owned by the data-loading engineer
+
+    return images.read_image(path)
+
+
+class _ImageSource:
+    """read_image with an optional thread-safe in-memory cache."""
+
+    def __init__(self, cache):
+        self.cache = {} if cache else None
+        self.lock = threading.Lock()
+
+    def __call__(self, path):
+        if self.cache is None:
+            return _read_image(path)
+        with self.lock:
+            img = self.cache.get(path)
+        if img is None:
+            img = _read_image(path)
+            with self.lock:
+                self.cache[path] = img
+        return img
+
+
+def _check_samples(samples, keypoint_set):
+    if len(samples) == 0:
+        raise ValueError("make_dataset needs at least one PoseSample, got an empty list")
+    k = keypoint_set.num_keypoints
+    for s in samples:
+        if s.num_keypoints != k:
+            raise DataError(
+                f"sample has {s.num_keypoints} keypoints but keypoint set {keypoint_set.name!r} has {k}",
+                path=s.image_path,
+                field="keypoints",
+                annotation_id=s.annotation_id,
+            )
+    missing = sorted({s.image_path for s in samples if not os.path.isfile(s.image_path)})
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"image file not found{more}", path=missing[0], field="image_path")
+
+
+def make_dataset(
+    samples,
+    codec,
+    keypoint_set,
+    batch_size=32,
+    training=True,
+    augment=None,
+    shuffle=True,
+    seed=None,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    repeat=False,
+    drop_remainder=False,
+    cache_images=False,
+):
+    """Build the training / validation `tf.data.Dataset`.
+
+    Args:
+        samples: list of `PoseSample`.
+        codec: `HeatmapCodec` (input size, heatmap size, σ).
+        keypoint_set: `KeypointSet` or its name; must match the samples' joint count.
+        batch_size: batch size. Default 32.
+        training: augment (and shuffle) when True. Default True.
+        augment: `AugmentConfig`; default None = `AugmentConfig()` when training, else `AugmentConfig.none()`.
+        shuffle: shuffle samples every epoch (only when training). Default True.
+        seed: int seed for shuffling and augmentation; None = a random one.
+        num_parallel_calls: parallelism of the map. Default AUTOTUNE.
+        repeat: repeat forever. Default False.
+        drop_remainder: drop the last partial batch. Default False.
+        cache_images: keep decoded images in memory after first use. Default False.
+
+    Returns:
+        Dataset of `(images, {"heatmaps", "target_weight"})` with static shapes.
+
+    Raises:
+        DataError: naming the file, for a missing image (at construction) or an unreadable one
+            (while iterating; tf.data re-raises it as a tf error whose message holds the DataError's).
+    """
+    keypoint_set = get_keypoint_set(keypoint_set)
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if augment is not None and not isinstance(augment, AugmentConfig):
+        raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
+    samples = list(samples)
+    _check_samples(samples, keypoint_set)
+    if augment is None:
+        augment = AugmentConfig() if training else AugmentConfig.none()
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+    seed = int(seed)
+
+    in_h, in_w = codec.input_size
+    hm_h, hm_w = codec.heatmap_size
+    k = keypoint_set.num_keypoints
+    source = _ImageSource(cache_images)
+    paths = [s.image_path for s in samples]
+    boxes = np.stack([s.bbox for s in samples]).astype(np.float64)
+    kps = np.stack([s.keypoints for s in samples]).astype(np.float64)
+    viss = np.stack([s.visibility for s in samples]).astype(np.float64)
+    ann_ids = [s.annotation_id for s in samples]
+
+    def work(position, index):
+        position, index = int(position), int(index)
+        image = source(paths[index])
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError("read_image returned no (H, W, 3) image", path=paths[index], annotation_id=ann_ids[index])
+        rng = np.random.default_rng([seed, position, index])
+        crop, kp, vis = augmented_crop(
+            image, kps[index], viss[index], boxes[index], (in_h, in_w), keypoint_set, augment, rng
+        )
+        heatmaps, weight = codec.encode(kp, vis)
+        return crop.astype(np.float32), heatmaps, weight
+
+    def map_fn(position, index):
+        image, heatmaps, weight = tf.numpy_function(
+            work, [position, index], [tf.float32, tf.float32, tf.float32], stateful=False
+        )
+        image.set_shape((in_h, in_w, 3))
+        heatmaps.set_shape((hm_h, hm_w, k))
+        weight.set_shape((k,))
+        return image, {"heatmaps": heatmaps, "target_weight": weight}
+
+    n = len(samples)
+    ds = tf.data.Dataset.range(n)
+    if training and shuffle:
+        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.enumerate()
+    ds = ds.map(map_fn, num_parallel_calls=num_parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_inference_inputs(samples, input_size, padding=1.25):
+    """Un-augmented crops for evaluation / prediction.
+
+    Args:
+        samples: list of `PoseSample` (their boxes are used).
+        input_size: (H, W) of the model input.
+        padding: box padding. Default 1.25.
+
+    Returns:
+        images float32 (N, H, W, 3) in [0, 255], centers float64 (N, 2), scales float64 (N, 2) [w, h].
+    """
+    in_h, in_w = (int(v) for v in input_size)
+    samples = list(samples)
+    images = np.zeros((len(samples), in_h, in_w, 3), np.float32)
+    centers = np.zeros((len(samples), 2), np.float64)
+    scales = np.zeros((len(samples), 2), np.float64)
+    last_path, last_image = None, None
+    for i, s in enumerate(samples):
+        if s.image_path != last_path:
+            if not os.path.isfile(s.image_path):
+                raise DataError("image file not found", path=s.image_path, annotation_id=s.annotation_id)
+            last_path, last_image = s.image_path, _read_image(s.image_path)
+        centers[i], scales[i] = box_to_center_scale(s.bbox, in_w / in_h, padding)
+        images[i] = crop_person(last_image, centers[i], scales[i], 0.0, (in_h, in_w))
+    return images, centers, scales
+
+
+def keypoints_to_image(keypoints_crop, centers, scales, input_size):
+    """Map keypoints (N, K, 2) from input-crop pixels back to image pixels (inverse affine, no rotation)."""
+    kp = np.asarray(keypoints_crop, np.float64)
+    centers = np.asarray(centers, np.float64).reshape(-1, 2)
+    scales = np.asarray(scales, np.float64).reshape(-1, 2)
+    if kp.ndim != 3 or kp.shape[-1] != 2 or not (kp.shape[0] == centers.shape[0] == scales.shape[0]):
+        raise ValueError(
+            f"keypoints_to_image expects keypoints (N, K, 2), centers (N, 2), scales (N, 2); got "
+            f"{kp.shape}, {centers.shape}, {scales.shape}"
+        )
+    out = np.empty_like(kp)
+    for i in range(kp.shape[0]):
+        M = get_affine_transform(centers[i], scales[i], 0.0, input_size, inverse=True)
+        out[i] = affine_points(kp[i], M)
+    return out

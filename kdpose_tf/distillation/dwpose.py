@@ -1,0 +1,186 @@
+"""DWPose two-stage pose distillation (Yang et al., "Effective Whole-body Pose Estimation with
+Two-stages Distillation", ICCVW 2023), for heatmap models.
+
+Stage 1 (from scratch): `L = L_gt + r(t)·(α·L_fea + β·L_logit)`, `r(t) = 1 − (t−1)/t_max`,
+L_fea the MSE between the student's last backbone feature (1×1-aligned to the teacher's
+channels) and the teacher's, L_logit the heatmap KD loss. α = 5e-5 and β = 0.1 as in the paper.
+
+Stage 2 (head-aware self-distillation): the stage-1 student (a frozen copy) becomes the
+teacher; the student's backbone is frozen, its head re-initialised and trained alone with
+`γ·L_logit` (no GT term) for ~20 % of the stage-1 epochs.
+
+Example:
+    >>> student, h1, h2 = two_stage_distill(
+    ...     teacher, student, train_ds, epochs=50,
+    ...     feature_layers=("teacher_backbone_out", "student_backbone_out"),
+    ...     head_layer_names=["head_conv", "head_out"])
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import keras
+import tensorflow as tf
+
+from kdpose_tf.distillation.distiller import Distiller
+from kdpose_tf.distillation.feature import FeatureDistillation
+from kdpose_tf.distillation.schedules import ConstantWeight, DWPoseDecay
+
+
+def resolve_head_layers(model, head_layer_names=None, head_predicate=None, feature_layer=None):
+    """Names of the top-level layers of `model` that form its head.
+
+    Exactly one source is used, in this order: `head_layer_names`; `head_predicate(layer)`;
+    every layer after `feature_layer` in the model's (topological) layer order; the
+    `head` attribute of a PoseEstimator-like model.
+    """
+    names = [layer.name for layer in model.layers]
+    if head_layer_names is not None:
+        missing = [n for n in head_layer_names if n not in names]
+        if missing:
+            raise ValueError(f"head_layer_names {missing} are not layers of '{model.name}'; its layers: {names}.")
+        head = list(head_layer_names)
+    elif head_predicate is not None:
+        head = [layer.name for layer in model.layers if head_predicate(layer)]
+    elif feature_layer is not None:
+        if feature_layer not in names:
+            raise ValueError(f"feature_layer '{feature_layer}' is not a layer of '{model.name}'; its layers: {names}.")
+        head = names[names.index(feature_layer) + 1 :]
+    elif isinstance(getattr(model, "head", None), keras.layers.Layer):
+        head = [model.head.name]
+    else:
+        raise ValueError(
+            f"Cannot tell the head of '{model.name}': pass head_layer_names, head_predicate or feature_layer "
+            "(the layers after it form the head)."
+        )
+    head = [n for n in head if model.get_layer(n).weights]
+    if not head:
+        raise ValueError(f"The head of '{model.name}' resolved to no layer with weights.")
+    return head
+
+
+def reinitialize_layers(model, layer_names):
+    """Re-initialise the named layers' weights (fresh initializers, as a new model would get)."""
+    fresh = keras.models.clone_model(model)
+    for name in layer_names:
+        model.get_layer(name).set_weights(fresh.get_layer(name).get_weights())
+
+
+def frozen_copy(model, name=None):
+    """An independent copy of `model` with the same weights, frozen."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.trainable = False
+    return copy
+
+
+def _steps_per_epoch(train_data, steps_per_epoch):
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    if isinstance(train_data, tf.data.Dataset):
+        n = int(train_data.cardinality())
+        if n > 0:
+            return n
+    raise ValueError(
+        "Cannot infer steps_per_epoch from train_data (needs a finite tf.data.Dataset); pass steps_per_epoch."
+    )
+
+
+def two_stage_distill(
+    teacher,
+    student,
+    train_data,
+    epochs,
+    stage2_fraction=0.2,
+    validation_data=None,
+    callbacks=None,
+    optimizer_fn=None,
+    feature_layers=None,
+    alpha=5e-5,
+    beta=0.1,
+    gamma=1.0,
+    head_layer_names=None,
+    head_predicate=None,
+    steps_per_epoch=None,
+    use_target_weight_for_kd=True,
+    verbose="auto",
+):
+    """Run DWPose stage 1 then stage 2; returns `(student, history1, history2)`.
+
+    Args:
+        teacher: frozen teacher `keras.Model` (images -> heatmaps or list of heatmaps).
+        student: student `keras.Model` (trained in place).
+        train_data: batched `tf.data.Dataset` of `(images, {"heatmaps", "target_weight"})`.
+        epochs: stage-1 epochs (t_max of the decay).
+        stage2_fraction: stage-2 epochs as a fraction of `epochs` (at least 1). Defaults to 0.2.
+        validation_data: passed to both `fit` calls. Defaults to None.
+        callbacks: list of callbacks for both stages. Defaults to None.
+        optimizer_fn: `() -> keras.optimizers.Optimizer`, called once per stage. Defaults to Adam(1e-3).
+        feature_layers: `(teacher_layer, student_layer)` for L_fea (the last backbone
+            features); None trains stage 1 with the logit term only. Defaults to None.
+        alpha: L_fea weight α. Defaults to 5e-5.
+        beta: L_logit weight β. Defaults to 0.1.
+        gamma: stage-2 KD weight γ. Defaults to 1.0.
+        head_layer_names / head_predicate: the student's head (see `resolve_head_layers`);
+            without them the layers after `feature_layers[1]`, else `student.head`.
+        steps_per_epoch: optimizer steps per epoch; inferred from a finite dataset.
+        use_target_weight_for_kd: weigh KD joints by target weights. Defaults to True.
+        verbose: `fit` verbosity. Defaults to "auto".
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"`epochs` must be a positive integer; received {epochs!r}.")
+    if not isinstance(stage2_fraction, numbers.Real) or not 0 < stage2_fraction <= 1:
+        raise ValueError(f"`stage2_fraction` must be in (0, 1]; received {stage2_fraction!r}.")
+    if feature_layers is not None and (not isinstance(feature_layers, (tuple, list)) or len(feature_layers) != 2):
+        raise ValueError(f"`feature_layers` must be (teacher_layer, student_layer); received {feature_layers!r}.")
+    optimizer_fn = optimizer_fn or (lambda: keras.optimizers.Adam(1e-3))
+    spe = _steps_per_epoch(train_data, steps_per_epoch)
+    head = resolve_head_layers(
+        student, head_layer_names, head_predicate, feature_layers[1] if feature_layers else None
+    )
+
+    # Stage 1: GT + r(t)·(α·L_fea + β·L_logit), from scratch.
+    fds = []
+    if feature_layers is not None:
+        fds = [FeatureDistillation(feature_layers[0], feature_layers[1], weight=alpha, name="dwpose_fea")]
+    stage1 = Distiller(
+        teacher,
+        student,
+        alpha=DWPoseDecay(epochs, spe, kd_scale=beta, gt_weight=1.0),
+        use_target_weight_for_kd=use_target_weight_for_kd,
+        feature_distillations=fds,
+        name="dwpose_stage1",
+    )
+    stage1.compile(optimizer=optimizer_fn())
+    history1 = stage1.fit(
+        train_data, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose
+    )
+
+    # Stage 2: head-aware self-distillation, KD only, backbone frozen, head re-initialised.
+    self_teacher = frozen_copy(student)
+    reinitialize_layers(student, head)
+    flags = {layer.name: layer.trainable for layer in student.layers}
+    for layer in student.layers:
+        layer.trainable = layer.name in head
+    try:
+        stage2 = Distiller(
+            self_teacher,
+            student,
+            alpha=ConstantWeight(gamma, gt_weight=0.0),
+            use_target_weight_for_kd=use_target_weight_for_kd,
+            stack_mapping="matched",
+            name="dwpose_stage2",
+        )
+        stage2.compile(optimizer=optimizer_fn())
+        history2 = stage2.fit(
+            train_data,
+            epochs=max(1, round(epochs * stage2_fraction)),
+            validation_data=validation_data,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    finally:
+        for layer in student.layers:
+            layer.trainable = flags[layer.name]
+    return student, history1, history2

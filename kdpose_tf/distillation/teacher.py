@@ -1,0 +1,126 @@
+"""Teacher sources and teacher-output caching.
+
+`load_teacher(source)` accepts a `keras.Model`, a path to a `.keras` file, or a preset name /
+preset directory (through `PoseEstimator.from_preset`, i.e. `kdpose_tf.models.preset_utils`).
+The teacher comes back frozen (`trainable = False`).
+
+`cache_teacher_outputs(teacher, dataset)` runs the teacher once over a batched, un-augmented
+dataset of `(images, targets)` and returns a `tf.data.Dataset` of
+`(images, {**targets, "teacher_heatmaps": ...})` with the same batches. The `Distiller`
+uses cached heatmaps when present and skips the teacher forward pass. Only valid when the
+images are identical every epoch (no random augmentation): the cached heatmaps belong to
+the exact crops they were computed on.
+
+Example:
+    >>> teacher = load_teacher("runs/teacher.keras")
+    >>> train = cache_teacher_outputs(teacher, crops_ds)   # crops_ds: batched, no augmentation
+    >>> Distiller(teacher, student).fit(train.shuffle(8), epochs=20)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdpose_tf.errors import PresetError
+
+
+def load_teacher(source, compile=False):
+    """Return a frozen teacher `keras.Model` from a model, a `.keras` path or a preset.
+
+    Args:
+        source: a `keras.Model`; a `str`/`Path` to a `.keras` file; or a preset name or
+            preset directory understood by `PoseEstimator.from_preset`.
+        compile: passed to `keras.saving.load_model` for `.keras` files. Defaults to False.
+
+    Raises:
+        ValueError: `source` is of another type.
+        FileNotFoundError: a `.keras` path that does not exist.
+        PresetError: a name that is neither a `.keras` file nor a loadable preset.
+    """
+    if isinstance(source, keras.Model):
+        model = source
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix == ".keras":
+            if not path.is_file():
+                raise FileNotFoundError(f"Teacher file {path} does not exist (expected a saved .keras model).")
+            import kdpose_tf.distillation.feature  # noqa: F401  (registers kdpose_tf objects)
+
+            model = keras.saving.load_model(path, compile=compile)
+        else:
+            model = _from_preset(str(source))
+    else:
+        raise ValueError(
+            f"`source` must be a keras.Model, a .keras path or a preset name/directory; "
+            f"received {type(source).__name__}."
+        )
+    model.trainable = False
+    return model
+
+
+def _from_preset(preset):
+    try:
+        from kdpose_tf.models.pose_estimator import PoseEstimator
+    except ImportError as err:
+        raise PresetError(
+            f"Cannot load teacher preset '{preset}': kdpose_tf.models.pose_estimator is not available ({err}). "
+            "Pass a keras.Model or a .keras path instead."
+        ) from err
+    try:
+        return PoseEstimator.from_preset(preset)
+    except PresetError:
+        raise
+    except Exception as err:  # preset loader errors other than PresetError
+        raise PresetError(f"Cannot load teacher preset '{preset}': {err}") from err
+
+
+def _first_dim(structure):
+    return int(tf.nest.flatten(structure)[0].shape[0])
+
+
+def cache_teacher_outputs(teacher, dataset, verbose=False):
+    """Run `teacher` once over `dataset` and attach its heatmaps to the targets.
+
+    Args:
+        teacher: `keras.Model` (called with `training=False`).
+        dataset: batched `tf.data.Dataset` (or any iterable) of `(images, targets_dict)`,
+            without random augmentation.
+        verbose: show a tqdm bar. Defaults to False.
+
+    Returns:
+        `tf.data.Dataset` of `(images, {**targets, "teacher_heatmaps": hm})` with the same
+        batch sizes; `hm` is a tensor, or a tuple of tensors (one per teacher stack).
+    """
+    if not isinstance(teacher, keras.Model):
+        raise ValueError(f"`teacher` must be a keras.Model; received {type(teacher).__name__}.")
+    images, targets, outputs, sizes = [], [], [], []
+    iterator = dataset
+    if verbose:
+        from tqdm import tqdm
+
+        iterator = tqdm(dataset, desc="caching teacher outputs")
+    for batch in iterator:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], dict)):
+            raise ValueError("`dataset` must yield (images, targets_dict) batches.")
+        x, y = batch
+        out = teacher(x, training=False)
+        out = tuple(np.asarray(o, dtype="float32") for o in out) if isinstance(out, (list, tuple)) else np.asarray(out, "float32")
+        images.append(np.asarray(x))
+        targets.append({k: np.asarray(v) for k, v in y.items()})
+        outputs.append(out)
+        sizes.append(_first_dim(x))
+    if not images:
+        raise ValueError("`dataset` is empty; nothing to cache.")
+    if len(set(sizes[:-1])) > 1 or (len(sizes) > 1 and sizes[-1] > sizes[0]):
+        raise ValueError(f"`dataset` must have a fixed batch size (only the last batch smaller); got sizes {sizes}.")
+    x_all = np.concatenate(images)
+    y_all = {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
+    if isinstance(outputs[0], tuple):
+        y_all["teacher_heatmaps"] = tuple(np.concatenate([o[i] for o in outputs]) for i in range(len(outputs[0])))
+    else:
+        y_all["teacher_heatmaps"] = np.concatenate(outputs)
+    return tf.data.Dataset.from_tensor_slices((x_all, y_all)).batch(sizes[0])

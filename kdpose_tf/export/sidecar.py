@@ -1,0 +1,120 @@
+"""The sidecar JSON shipped next to every exported model (`<model>.json`).
+
+Everything an app needs to run the model without Python: input size and dtype, the pixel
+convention (raw 0-255 RGB: normalisation is inside the graph), the (scale, zero_point) of the
+input and output tensors, heatmap size and stride, the joint names, skeleton edges and flip
+pairs, and the decoding recipe (per-channel argmax, a quarter-pixel shift towards the higher
+neighbour, times the stride; the SimpleBaseline / MMPose "MSRAHeatmap" post-processing).
+
+TFLite metadata (`tflite-support`'s MetadataWriter) would embed similar information in the
+flatbuffer, but `tflite-support` has no wheel for Python 3.11 with TF 2.21 (`pip install
+tflite-support` finds none), so the JSON sidecar is the single source of truth.
+The Android sample (`tflite/android`) reads exactly these keys.
+
+Example:
+>>> info = make_sidecar("student_int8.tflite", keypoint_set=COCO17)   # doctest: +SKIP
+>>> info["input"]["dtype"], info["heatmap"]["stride"]                  # doctest: +SKIP
+('uint8', 4)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdpose_tf.utils.io import write_json
+
+SIDECAR_VERSION = 1
+
+DECODING = {
+    "method": "argmax_quarter_offset",
+    "steps": [
+        "for each joint k: (px, py) = argmax of heatmap[:, :, k]; score = its value",
+        "if 0 < px < w-1: px += 0.25 * sign(heatmap[py, px+1, k] - heatmap[py, px-1, k]); same for py",
+        "input pixel x = px * stride_x, y = py * stride_y (stride = input size / heatmap size)",
+        "map back to the frame with the inverse of the crop's affine transform",
+    ],
+}
+
+
+def _tensor_entry(t):
+    dtype = t["dtype"].lower()
+    entry = {"name": t["name"], "shape": t["shape"], "dtype": dtype}
+    if t["scale"]:
+        entry["quantization"] = {"scale": t["scale"][0], "zero_point": t["zero_point"][0] if t["zero_point"] else 0}
+    else:
+        entry["quantization"] = None
+    return entry
+
+
+def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None) -> dict:
+    """Build the sidecar dict of an exported model from its own tensor details.
+
+    Args:
+        tflite_path: the exported .tflite (read, not modified).
+        keypoint_set: `KeypointSet` of the K heatmap channels (names / skeleton / flip pairs), or None.
+        stride: input pixels per heatmap pixel; default: input height / heatmap height.
+        quantize: the export variant ("none", "int8", ...), recorded as is.
+        target: "cpu" or "edgetpu".
+        extra: dict merged in last (e.g. {"model": "lshm2_tiny", "dataset": "coco"}).
+
+    Returns:
+        dict with keys: format_version, model_file, variant, target, input, output, normalization,
+        heatmap, keypoints, decoding (and the `extra` keys).
+    """
+    from kdpose_tf.export.runner import model_io, model_tensors
+
+    tflite_path = Path(tflite_path)
+    tensors = model_tensors(tflite_path)
+    io = model_io(tflite_path)
+    if len(io["inputs"]) != 1:
+        raise ValueError(f"{tflite_path}: expected 1 input tensor, got {len(io['inputs'])}")
+    inp = tensors[io["inputs"][0]]
+    out = tensors[io["outputs"][-1]]
+    if len(inp["shape"]) != 4 or len(out["shape"]) != 4:
+        raise ValueError(f"{tflite_path}: expected 4-D input and output, got {inp['shape']} and {out['shape']}")
+    _, H, W, _ = inp["shape"]
+    _, h, w, K = out["shape"]
+    if keypoint_set is not None and keypoint_set.num_keypoints != K:
+        raise ValueError(
+            f"keypoint_set {keypoint_set.name!r} has {keypoint_set.num_keypoints} joints but the model outputs {K} heatmaps"
+        )
+    if stride is None:
+        stride = H // h if h else None
+    info = {
+        "format_version": SIDECAR_VERSION,
+        "model_file": tflite_path.name,
+        "variant": quantize,
+        "target": target,
+        "input": {**_tensor_entry(inp), "height": H, "width": W, "layout": "NHWC", "color": "RGB"},
+        "output": _tensor_entry(out),
+        "normalization": {
+            "description": "raw 0-255 RGB; normalisation ((x / 127.5) - 1) is inside the model",
+            "in_graph": True,
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+            "integer_input": "q = clamp(round(pixel / scale + zero_point)) with input.quantization",
+        },
+        "heatmap": {"height": h, "width": w, "num_keypoints": K, "stride": stride,
+                    "stride_xy": [W / w, H / h],
+                    "dequantize": "value = (q - zero_point) * scale with output.quantization"},
+        "keypoints": None,
+        "decoding": DECODING,
+    }
+    if keypoint_set is not None:
+        info["keypoints"] = {
+            "set": keypoint_set.name,
+            "names": list(keypoint_set.names),
+            "skeleton": [list(e) for e in keypoint_set.skeleton],
+            "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
+        }
+    if extra:
+        info.update(extra)
+    return info
+
+
+def write_sidecar(tflite_path, path=None, **kwargs) -> Path:
+    """Write `make_sidecar(tflite_path, **kwargs)` atomically to `path` (default `<model>.json`)."""
+    tflite_path = Path(tflite_path)
+    path = Path(path) if path is not None else tflite_path.with_suffix(".json")
+    write_json(path, make_sidecar(tflite_path, **kwargs))
+    return path

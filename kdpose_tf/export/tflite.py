@@ -1,0 +1,309 @@
+"""Export a pose model to LiteRT (TFLite): float32, float16, dynamic-range, int8 and int8-QAT.
+
+Every variant is a batch-1, fixed-size flatbuffer with builtin ops only (no Flex / Select TF
+ops). The model contract (ARCHITECTURE.md): float32 RGB (1, H, W, 3) in [0, 255] -> heatmaps
+(1, h, w, K), normalisation inside the graph, so integer models take raw pixels.
+
+Conversion goes through Keras' own `model.export(path, format="litert", **converter_options)`:
+Keras 3.15 forwards every keyword that is an attribute of `tf.lite.TFLiteConverter`
+(`optimizations`, `representative_dataset`, `inference_input_type`, `inference_output_type`,
+`target_spec={"supported_ops": ..., "supported_types": ...}`), so it covers all five variants,
+int8 with a representative set and integer I/O included. Two things it does not do, handled here:
+its default op set includes SELECT_TF_OPS (we always override `supported_ops` with builtins
+only), and it writes the file non-atomically (we give it a temporary path and move it into place).
+If `model.export` fails (e.g. a model that ExportArchive cannot trace), the fallback is
+`model.export(dir, format="tf_saved_model")` + `tf.lite.TFLiteConverter.from_saved_model`.
+
+Quantisation modes:
+    "none"      float32 weights and activations.
+    "float16"   float16 weights (dequantised to float32 at load on CPU), float32 I/O.
+    "dynamic"   int8 weights, float activations quantised on the fly; float32 I/O.
+    "int8"      full-integer post-training quantisation calibrated on `representative_data`
+                (required: real training crops); int8/uint8 input and output.
+    "int8-qat"  full-integer model from a `kdpose_tf.export.qat.quantize_model` model: the
+                converter takes activation ranges from its FakeQuant ops and quantises the
+                (already on-grid) weights per channel; a representative set is optional and only
+                used for tensors without a FakeQuant range.
+
+I/O dtype of the integer variants: default "uint8", because camera frames and the Android
+`Bitmap`/`ByteBuffer` path are uint8 RGB and the Edge TPU accepts uint8; calibrated on real crops
+the uint8 input comes out at scale ~1, zero point 0, i.e. raw pixels. "int8" is available (input
+scale ~1, zero point -128); "float32" keeps float I/O around an integer body (CPU only).
+
+Example:
+>>> path = export_tflite(model, "out/student_int8.tflite", quantize="int8",
+...                      representative_data=crops, keypoint_set=COCO17)   # doctest: +SKIP
+>>> export_info(path)["ops"][:2]                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kdpose_tf.utils.io import atomic_path, write_json
+
+QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
+IO_DTYPES = ("int8", "uint8", "float32")
+TARGETS = ("cpu", "edgetpu")
+
+
+def single_output_model(model):
+    """The single-output, functional export model of a pose model.
+
+    `PoseEstimator` (anything with `inference_model()`) gives its own; a functional model returning
+    a list (one heatmap per stack) is wrapped to return the final one only.
+    """
+    import keras
+
+    if hasattr(model, "inference_model"):
+        model = model.inference_model()
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+    try:
+        outputs = model.outputs
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        outputs = inputs = None
+    if not outputs:
+        raise ValueError(
+            f"model {model.name!r} is not functional (no symbolic outputs); export needs a functional "
+            "model or one with inference_model()"
+        )
+    if len(inputs) != 1:
+        raise ValueError(f"model {model.name!r}: expected 1 image input, got {len(inputs)}")
+    if len(outputs) > 1 or isinstance(model.output, (list, tuple, dict)):
+        model = keras.Model(inputs, outputs[-1], name=f"{model.name}_final")
+    return model
+
+
+def _input_hw(model, input_size):
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"model input must be (B, H, W, 3) images, got {shape}")
+    h, w = shape[1], shape[2]
+    if input_size is not None:
+        ih, iw = int(input_size[0]), int(input_size[1])
+        if (h is not None and h != ih) or (w is not None and w != iw):
+            raise ValueError(f"input_size {input_size} disagrees with the model input {shape}")
+        h, w = ih, iw
+    if h is None or w is None:
+        raise ValueError(f"model input {shape} has no fixed (H, W): pass input_size=(H, W)")
+    return int(h), int(w)
+
+
+def _calibration_samples(representative_data, hw, num_calibration):
+    """Materialise up to `num_calibration` float32 (1, H, W, 3) arrays."""
+    if isinstance(representative_data, np.ndarray):
+        if representative_data.ndim == 3:
+            representative_data = representative_data[None]
+        items = (representative_data[i : i + 1] for i in range(len(representative_data)))
+    else:
+        items = iter(representative_data)
+    samples = []
+    for x in itertools.islice(items, num_calibration):
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.shape != (1, hw[0], hw[1], 3):
+            raise ValueError(
+                f"representative_data items must be float32 (1, {hw[0]}, {hw[1]}, 3) images in [0, 255], "
+                f"got shape {x.shape}"
+            )
+        samples.append(x)
+    if not samples:
+        raise ValueError("representative_data is empty: give real training crops for calibration")
+    return samples
+
+
+def _converter_options(quantize, io_dtype, samples):
+    import tensorflow as tf
+
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    opts = {"target_spec": {"supported_ops": [builtins]}}
+    if quantize == "float16":
+        opts["optimizations"] = [tf.lite.Optimize.DEFAULT]
+        opts["target_spec"]["supported_types"] = [tf.float16]
+    elif quantize == "dynamic":
+        opts["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    elif quantize in ("int8", "int8-qat"):
+        opts["optimizations"] = [tf.lite.Optimize.DEFAULT]
+        if quantize == "int8":
+            opts["target_spec"]["supported_ops"] = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # int8-qat keeps TFLITE_BUILTINS: with TFLITE_BUILTINS_INT8 the converter insists on a
+        # representative dataset before it has looked for FakeQuant ops; full-integer output is
+        # verified after conversion instead (`_check_full_integer`).
+        if samples is not None:
+            opts["representative_dataset"] = lambda: ([s] for s in samples)
+        io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+        opts["inference_input_type"] = io
+        opts["inference_output_type"] = io
+    return opts
+
+
+def convert_to_tflite(model, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
+                      input_size=None) -> bytes:
+    """Convert to flatbuffer bytes (see `export_tflite` for the arguments); writes nothing."""
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+    if not isinstance(num_calibration, int) or num_calibration < 1:
+        raise ValueError(f"num_calibration must be a positive int, got {num_calibration!r}")
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs representative_data: an array (N, H, W, 3) or an iterable of "
+            "float32 (1, H, W, 3) real training crops in [0, 255] to calibrate activation ranges"
+        )
+    model = single_output_model(model)
+    hw = _input_hw(model, input_size)
+    samples = None
+    if representative_data is not None and quantize in ("int8", "int8-qat"):
+        samples = _calibration_samples(representative_data, hw, num_calibration)
+    opts = _converter_options(quantize, io_dtype, samples)
+    signature = [tf.TensorSpec((1, hw[0], hw[1], 3), tf.float32, name="images")]
+    if quantize == "int8-qat":
+        # model.export(format="litert") converts from a SavedModel; on that path TF 2.21's converter
+        # does not scan for FakeQuant ops (it has no GraphDef), so it neither detects the QAT graph
+        # nor uses its ranges. A frozen concrete function lets it take every activation range from
+        # the FakeQuant ops (the representative set, if any, only fills tensors without one).
+        data = _convert_concrete(model, signature, opts)
+        _check_full_integer(data, io_dtype)
+        return data
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "model.tflite"
+        try:
+            model.export(str(target), format="litert", input_signature=signature, verbose=False, **opts)
+            return target.read_bytes()
+        except Exception as litert_error:  # fallback: SavedModel + TFLiteConverter
+            saved = Path(tmp) / "saved_model"
+            try:
+                model.export(str(saved), format="tf_saved_model", input_signature=signature, verbose=False)
+                converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+                return _configure(converter, opts).convert()
+            except Exception as fallback_error:
+                raise RuntimeError(
+                    f"TFLite conversion of {model.name!r} (quantize={quantize!r}) failed with model.export "
+                    f"({litert_error}) and with the SavedModel fallback ({fallback_error})"
+                ) from fallback_error
+
+
+def _configure(converter, opts):
+    for key, value in opts.items():
+        if key == "target_spec":
+            for k, v in value.items():
+                setattr(converter.target_spec, k, v)
+        else:
+            setattr(converter, key, value)
+    return converter
+
+
+def _check_full_integer(data, io_dtype):
+    from kdpose_tf.export.runner import model_io, model_tensors
+
+    tensors = model_tensors(data)
+    io = set(model_io(data)["inputs"] + model_io(data)["outputs"])
+    floats = [t["name"] for t in tensors if t["dtype"] == "FLOAT32" and not (io_dtype == "float32" and t["index"] in io)]
+    if floats:
+        raise ValueError(
+            f"int8-qat conversion left float32 tensors {floats[:5]}: the model has tensors without a FakeQuant "
+            "range; build it with kdpose_tf.export.qat.quantize_model or pass representative_data"
+        )
+
+
+def _convert_concrete(model, signature, opts):
+    import tensorflow as tf
+
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    fn = tf.function(lambda images: model(images, training=False), input_signature=signature)
+    # Freeze first: with live resource variables the FakeQuant ranges stay `read_variable`s and
+    # the converter cannot turn them into int8 scales.
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    return _configure(converter, opts).convert()
+
+
+def export_tflite(model, path, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
+                  target="cpu", sidecar=None, keypoint_set=None, input_size=None, stride=4):
+    """Export `model` to a LiteRT flatbuffer at `path` (atomically) and return the Path.
+
+    Args:
+        model: keras.Model (functional, or with `inference_model()`), float32 (1,H,W,3) in [0,255]
+            -> heatmaps (1,h,w,K) (a list of heatmaps: the last is exported).
+        path: output .tflite path.
+        quantize: "none" | "float16" | "dynamic" | "int8" | "int8-qat" (default "none").
+        representative_data: real training crops, array (N,H,W,3) or iterable of (1,H,W,3) float32
+            in [0,255]; required for "int8", optional for "int8-qat".
+        num_calibration: at most this many calibration images are used (default 300).
+        io_dtype: input/output type of the int8 variants, "uint8" (default), "int8" or "float32";
+            ignored by the float variants (float32 I/O).
+        target: "cpu" (default) or "edgetpu": needs an integer variant with int8/uint8 I/O, rejects
+            transposed convolutions before converting (switch the head to upsample="resize_conv"),
+            and checks the converted ops against the Edge TPU compiler 16.0 table before writing.
+        sidecar: None, True, or a dict of extra fields: writes `<path stem>.json` next to the model
+            (see `kdpose_tf.export.sidecar`), with `keypoint_set` names, skeleton and flip pairs.
+        keypoint_set: `KeypointSet` of the heatmap channels (for the sidecar).
+        input_size: (H, W) when the model input has no fixed size.
+        stride: input pixels per heatmap pixel, for the sidecar's decoding recipe (default 4).
+
+    Returns:
+        Path of the written model. `export_info(path)` gives ops, versions and tensor types.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"path must end with .tflite, got {path}")
+    if target == "edgetpu":
+        from kdpose_tf.export.edgetpu import check_edgetpu, validate_edgetpu_model
+
+        if quantize not in ("int8", "int8-qat") or io_dtype not in ("int8", "uint8"):
+            raise ValueError(
+                "target='edgetpu' needs a full-integer model: quantize 'int8' or 'int8-qat' with io_dtype "
+                f"'int8' or 'uint8', got quantize={quantize!r}, io_dtype={io_dtype!r}"
+            )
+        validate_edgetpu_model(single_output_model(model))
+    data = convert_to_tflite(model, quantize, representative_data, num_calibration, io_dtype, input_size)
+    if target == "edgetpu":
+        report = check_edgetpu(data)
+        if not report.ok:
+            raise ValueError(f"model is not Edge TPU compatible:\n{report.summary()}")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+    if sidecar is not None and sidecar is not False:
+        from kdpose_tf.export.sidecar import make_sidecar
+
+        extra = sidecar if isinstance(sidecar, dict) else {}
+        info = make_sidecar(path, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
+                            extra=extra)
+        write_json(sidecar_path(path), info)
+    return path
+
+
+def sidecar_path(path) -> Path:
+    path = Path(path)
+    return path.with_suffix(".json")
+
+
+def export_info(path) -> dict:
+    """Conversion info of an exported model: ops (name, version), I/O tensors, size in bytes."""
+    from kdpose_tf.export.runner import model_io, model_ops, model_tensors
+
+    tensors = model_tensors(path)
+    io = model_io(path)
+    ops = model_ops(path)
+    return {
+        "path": str(path),
+        "size_bytes": Path(path).stat().st_size,
+        "ops": [(o["name"], o["version"]) for o in ops],
+        "op_counts": {n: sum(1 for o in ops if o["name"] == n) for n in sorted({o["name"] for o in ops})},
+        "flex_ops": [o["name"] for o in ops if not o["builtin"]],
+        "inputs": [tensors[i] for i in io["inputs"]],
+        "outputs": [tensors[i] for i in io["outputs"]],
+    }

@@ -1,0 +1,68 @@
+"""HRNet presets (architecture only: kdpose_tf never ships or downloads pretrained weights).
+
+`backbone_presets[name]` holds the `HRNetBackbone` constructor kwargs plus a "metadata" dict with
+the published figures of the pose network (backbone + the standard head, a 1x1 conv to 17 COCO
+heatmaps) at 256x192, from Sun et al., CVPR 2019, Table 1 (COCO val2017).
+The paper's "GFLOPs" are multiply-accumulates (MACs) of convolutions and fully-connected
+layers, counted like `kdpose_tf.models.summary.count_flops`, but divided by 1024**3, not 10**9
+(the official `get_model_summary` prints `flops_sum / (1024 ** 3)`): HRNet-W32 has 7.645e9 MACs,
+i.e. 7.12 "GFLOPs". `metadata["gflops_divisor"]` records that unit. Parameters are in 10**6.
+
+Example:
+    >>> from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
+    >>> preset = backbone_presets["hrnet_w32"]
+    >>> kwargs = {k: v for k, v in preset.items() if k != "metadata"}
+    >>> backbone = HRNetBackbone(**kwargs)
+"""
+
+_COMMON = {
+    "stage_blocks": (4, 4, 4, 4),
+    "stage_modules": (1, 1, 4, 3),
+    "stem_width": 64,
+    "stage1_filters": 64,
+    "psa": False,
+    "multiscale_output": False,
+    "input_shape": (256, 192, 3),
+}
+
+backbone_presets = {
+    "hrnet_w32": {
+        "width": 32,
+        **_COMMON,
+        "metadata": {
+            "description": "HRNet-W32 pose network (Sun et al., CVPR 2019), 256x192, COCO keypoints.",
+            "paper": "Deep High-Resolution Representation Learning for Human Pose Estimation, CVPR 2019",
+            "params_m": 28.5,
+            "gflops": 7.1,
+            "flops_unit": "MACs (conv + FC, with the 1x1 head to 17 keypoints) / 1024**3",
+            "gflops_divisor": 1024**3,
+            "coco_ap": 73.4,
+            "dataset": "COCO val2017",
+            "input_size": (256, 192),
+        },
+    },
+    "hrnet_w48": {
+        "width": 48,
+        **_COMMON,
+        "metadata": {
+            "description": "HRNet-W48 pose network (Sun et al., CVPR 2019), 256x192, COCO keypoints.",
+            "paper": "Deep High-Resolution Representation Learning for Human Pose Estimation, CVPR 2019",
+            "params_m": 63.6,
+            "gflops": 14.6,
+            "flops_unit": "MACs (conv + FC, with the 1x1 head to 17 keypoints) / 1024**3",
+            "gflops_divisor": 1024**3,
+            "coco_ap": 75.1,
+            "dataset": "COCO val2017",
+            "input_size": (256, 192),
+        },
+    },
+}
+
+
+def preset_kwargs(name):
+    """The `HRNetBackbone` kwargs of preset `name` (metadata removed)."""
+    from kdpose_tf.errors import PresetError
+
+    if name not in backbone_presets:
+        raise PresetError(f"unknown HRNet preset {name!r}; expected one of {sorted(backbone_presets)}")
+    return {k: v for k, v in backbone_presets[name].items() if k != "metadata"}

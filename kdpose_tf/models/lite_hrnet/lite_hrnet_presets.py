@@ -1,0 +1,63 @@
+"""Lite-HRNet / Dite-HRNet presets (architecture only: no pretrained weights are shipped).
+
+Each entry: ``metadata`` (description, the paper's published figures at 256x192 on COCO val2017,
+with the standard head: 1x1 conv to 17 heatmaps on the 1/4 branch) and ``config`` (keyword
+arguments of `LiteHRNetBackbone`).
+
+Measured here (trainable parameters incl. the 17-channel 1x1 head; multiply-adds of convs, with
+Dite's dynamic kernels counted at the reference's aggregated-kernel cost):
+lite_hrnet_18 1.13 M / 0.199 G, lite_hrnet_30 1.76 M / 0.309 G, dite_hrnet_18 1.19 M / 0.199 G,
+dite_hrnet_30 1.86 M / 0.314 G. The deployed Dite graph runs the K kernels in parallel
+(see `dite_hrnet_layers`): 0.257 G / 0.405 G multiply-adds.
+"""
+
+_WIDTHS = (40, 80, 160, 320)
+
+backbone_presets = {
+    "lite_hrnet_18": {
+        "metadata": {
+            "description": "Lite-HRNet-18 (Yu et al., CVPR 2021): conditional channel weighting, modules (2, 4, 2).",
+            "paper": "https://arxiv.org/abs/2104.06403",
+            "params": 1.1e6,
+            "flops": 0.205e9,
+            "coco_ap": 64.8,
+            "input_size": (256, 192),
+        },
+        "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2)},
+    },
+    "lite_hrnet_30": {
+        "metadata": {
+            "description": "Lite-HRNet-30 (Yu et al., CVPR 2021): conditional channel weighting, modules (3, 8, 3).",
+            "paper": "https://arxiv.org/abs/2104.06403",
+            "params": 1.8e6,
+            "flops": 0.319e9,
+            "coco_ap": 67.2,
+            "input_size": (256, 192),
+        },
+        "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (3, 8, 3)},
+    },
+    "dite_hrnet_18": {
+        "metadata": {
+            "description": "Dite-HRNet-18 (Li et al., IJCAI 2022): dynamic split conv + context modelling, "
+            "modules (2, 4, 2).",
+            "paper": "https://arxiv.org/abs/2204.10762",
+            "params": 1.1e6,
+            "flops": 0.2e9,
+            "coco_ap": 65.9,
+            "input_size": (256, 192),
+        },
+        "config": {"variant": "dite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2)},
+    },
+    "dite_hrnet_30": {
+        "metadata": {
+            "description": "Dite-HRNet-30 (Li et al., IJCAI 2022): dynamic split conv + context modelling, "
+            "modules (3, 8, 3).",
+            "paper": "https://arxiv.org/abs/2204.10762",
+            "params": 1.8e6,
+            "flops": 0.3e9,
+            "coco_ap": 68.3,
+            "input_size": (256, 192),
+        },
+        "config": {"variant": "dite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (3, 8, 3)},
+    },
+}

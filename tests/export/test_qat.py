@@ -1,0 +1,97 @@
+"""Keras-3-native QAT: fake-quant clone, BN folding, quantization-aware distillation, int8-qat export."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kdpose_tf.export.qat import ActivationFakeQuant, QuantConv2D, QuantDepthwiseConv2D, quantize_model, \
+    refresh_weight_ranges
+from kdpose_tf.export.runner import TFLiteRunner, model_tensors
+from kdpose_tf.export.tflite import export_tflite
+from tests.export.test_tflite import coco_crops, tiny_pose_model
+
+
+@pytest.fixture(scope="module")
+def float_model_and_crops(data_dir):
+    keras.utils.set_random_seed(0)
+    model = tiny_pose_model()
+    rng = np.random.default_rng(1)
+    model.get_layer("stem_bn").set_weights([rng.uniform(0.5, 1.5, 8), rng.uniform(-0.2, 0.2, 8),
+                                           rng.uniform(-0.2, 0.2, 8), rng.uniform(0.5, 2.0, 8)])
+    return model, coco_crops(data_dir, n=24)
+
+
+def test_weight_fake_quant_is_per_channel_symmetric_narrow():
+    layer = QuantConv2D(3, 1, name="qc")
+    layer.build((None, 4, 4, 2))
+    w = np.array([[[[0.5, -0.01, 2.0], [0.25, 0.013, -1.0]]]], np.float32)  # (1,1,2,3)
+    layer.kernel.assign(w)
+    layer.refresh_ranges()
+    q = layer.quantized_kernel().numpy()
+    step = np.abs(w).max(axis=(0, 1, 2)) / 127.0  # hand-computed: scale = max|w| / 127 per channel
+    # FakeQuant rounds half up (floor(v + 0.5)): -1.0 / (2 / 127) = -63.5 -> -63
+    np.testing.assert_allclose(q, np.floor(w / step + 0.5) * step, atol=1e-6)
+
+
+def test_clone_structure_and_bn_folding(float_model_and_crops):
+    model, crops = float_model_and_crops
+    qat = quantize_model(model)
+    names = [l.name for l in qat.layers]
+    assert "stem_bn" not in names  # folded
+    assert isinstance(qat.get_layer("stem_conv"), QuantConv2D) and isinstance(qat.get_layer("dw"), QuantDepthwiseConv2D)
+    assert "stem_relu_act_quant" in names and "stem_conv_act_quant" not in names  # conv+relu fused: one range
+    assert "input_act_quant" in names
+    # folded conv == conv followed by BN (inference statistics), checked with the float layers
+    bn = model.get_layer("stem_bn")
+    conv = model.get_layer("stem_conv")
+    x = model.get_layer("normalize")(crops[:2])
+    ref = bn(conv(x), training=False).numpy()
+    qc = qat.get_layer("stem_conv")
+    folded = tf.nn.conv2d(x, qc.kernel, 2, "SAME") + qc.bias
+    np.testing.assert_allclose(folded.numpy(), ref, atol=1e-4)
+
+
+def test_qat_close_to_float_before_training(float_model_and_crops):
+    model, crops = float_model_and_crops
+    qat = quantize_model(model, calibration_data=crops[:16])
+    ref = model.predict(crops[16:], verbose=0)
+    got = qat.predict(crops[16:], verbose=0)
+    # 8-bit fake quant of ~10 tensors: error a few % of the output range
+    assert np.abs(got - ref).max() < 0.05 * (ref.max() - ref.min())
+    assert np.abs(got - ref).mean() < 0.01 * (ref.max() - ref.min())
+
+
+def test_quantization_aware_distillation_and_int8_export(float_model_and_crops, tmp_path):
+    """Float teacher supervises the fake-quant student through the project's Distiller (2 steps);
+    the exported int8-qat model then matches the fake-quant Keras model."""
+    model, crops = float_model_and_crops
+    distiller_mod = pytest.importorskip("kdpose_tf.distillation.distiller")
+    keras.utils.set_random_seed(2)
+    teacher = tiny_pose_model(name="teacher")
+    student = quantize_model(model, calibration_data=crops[:16])
+    ranges_before = [l.max_var.numpy() for l in student.layers if isinstance(l, ActivationFakeQuant)]
+    kernel_before = student.get_layer("pw").kernel.numpy().copy()
+    distiller = distiller_mod.Distiller(teacher, student, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = crops[:8]
+    targets = {"heatmaps": teacher.predict(images, verbose=0), "target_weight": np.ones((8, 17), np.float32)}
+    hist = distiller.fit(images, targets, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    assert not np.allclose(student.get_layer("pw").kernel.numpy(), kernel_before)  # gradients flowed through FQ
+    ranges_after = [l.max_var.numpy() for l in student.layers if isinstance(l, ActivationFakeQuant)]
+    assert not np.allclose(ranges_before, ranges_after)  # EMA ranges updated in training
+    refresh_weight_ranges(student)
+
+    path = export_tflite(student, tmp_path / "qat.tflite", quantize="int8-qat")
+    tensors = model_tensors(path)
+    assert all(t["dtype"] in ("INT8", "UINT8", "INT32") for t in tensors)
+    runner = TFLiteRunner(path)
+    assert runner.input_details["dtype"] == np.uint8
+    got = runner(crops[16:])
+    ref = student.predict(crops[16:], verbose=0)
+    step = runner.output_details["quantization"][0]
+    # Tolerance: the int8 kernels requantise after every op (rounding differs from float fake
+    # quant by up to 1 step per op), so allow 4 output steps max and 0.5 step on average.
+    assert np.abs(got - ref).max() <= 4 * step + 1e-6
+    assert np.abs(got - ref).mean() <= 0.5 * step
