@@ -18,7 +18,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -67,7 +69,7 @@ def reinitialize_layers(model, layer_names):
         model.get_layer(name).set_weights(fresh.get_layer(name).get_weights())
 
 
-def frozen_copy(model, name=None):
+def frozen_copy(model):
     """An independent copy of `model` with the same weights, frozen."""
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
@@ -139,32 +141,51 @@ def two_stage_distill(
     head = resolve_head_layers(
         student, head_layer_names, head_predicate, feature_layers[1] if feature_layers else None
     )
+    fit = dict(validation_data=validation_data, callbacks=callbacks, verbose=verbose, shuffle=False)
+    stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, alpha, beta, use_target_weight_for_kd)
+    stage1.compile(optimizer=optimizer_fn())
+    history1 = stage1.fit(train_data, epochs=epochs, **fit)
+    with stage2_distiller(student, head, gamma, use_target_weight_for_kd) as stage2:
+        stage2.compile(optimizer=optimizer_fn())
+        history2 = stage2.fit(train_data, epochs=stage2_epochs(epochs, stage2_fraction), **fit)
+    return student, history1, history2
 
-    # Stage 1: GT + r(t)·(α·L_fea + β·L_logit), from scratch.
+
+def stage2_epochs(epochs, stage2_fraction):
+    """Stage-2 epochs: `stage2_fraction` of stage 1's, at least 1."""
+    return max(1, round(epochs * stage2_fraction))
+
+
+def stage1_distiller(teacher, student, epochs, steps_per_epoch, feature_layers=None, alpha=5e-5, beta=0.1,
+                     use_target_weight_for_kd=True):
+    """Stage 1: GT + r(t)·(α·L_fea + β·L_logit), from scratch (uncompiled Distiller)."""
     fds = []
     if feature_layers is not None:
         fds = [FeatureDistillation(feature_layers[0], feature_layers[1], weight=alpha, name="dwpose_fea")]
-    stage1 = Distiller(
+    return Distiller(
         teacher,
         student,
-        alpha=DWPoseDecay(epochs, spe, kd_scale=beta, gt_weight=1.0),
+        alpha=DWPoseDecay(epochs, steps_per_epoch, kd_scale=beta, gt_weight=1.0),
         use_target_weight_for_kd=use_target_weight_for_kd,
         feature_distillations=fds,
         name="dwpose_stage1",
     )
-    stage1.compile(optimizer=optimizer_fn())
-    history1 = stage1.fit(
-        train_data, epochs=epochs, validation_data=validation_data, callbacks=callbacks, verbose=verbose
-    )
 
-    # Stage 2: head-aware self-distillation, KD only, backbone frozen, head re-initialised.
+
+@contextlib.contextmanager
+def stage2_distiller(student, head, gamma=1.0, use_target_weight_for_kd=True):
+    """Stage 2: head-aware self-distillation; yields an uncompiled Distiller.
+
+    The trained student (a frozen copy) is the teacher, the student's head layers are
+    re-initialised and only they train (KD only, weight γ). Trainable flags are restored on exit.
+    """
     self_teacher = frozen_copy(student)
     reinitialize_layers(student, head)
     flags = {layer.name: layer.trainable for layer in student.layers}
     for layer in student.layers:
         layer.trainable = layer.name in head
     try:
-        stage2 = Distiller(
+        yield Distiller(
             self_teacher,
             student,
             alpha=ConstantWeight(gamma, gt_weight=0.0),
@@ -172,15 +193,51 @@ def two_stage_distill(
             stack_mapping="matched",
             name="dwpose_stage2",
         )
-        stage2.compile(optimizer=optimizer_fn())
-        history2 = stage2.fit(
-            train_data,
-            epochs=max(1, round(epochs * stage2_fraction)),
-            validation_data=validation_data,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
     finally:
         for layer in student.layers:
             layer.trainable = flags[layer.name]
-    return student, history1, history2
+
+
+def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epochs, stage2_fraction=0.2,
+                  feature_weight=5e-5, logit_weight=0.1, gamma=1.0, teacher_feature=None, student_feature=None,
+                  optimizer_fn=None, strategy=None, batch_size=32, **fit_kwargs):
+    """DWPose's two stages on `PoseSample`s, each stage resumable (`kdpose distill --method dwpose`).
+
+    Stage 1 runs in `run_dir/stage1`, stage 2 in `run_dir/stage2` through
+    `kdpose_tf.training.fit_resumable`; a killed run resumes in the stage it was in.
+
+    Args:
+        teacher, student: as in `two_stage_distill`.
+        samples, codec, keypoint_set: training data for `fit_resumable`.
+        run_dir: checkpoint folder. epochs: stage-1 epochs.
+        feature_weight, logit_weight, gamma: α, β, γ of the paper.
+        teacher_feature, student_feature: layer names for L_fea (both or neither).
+        optimizer_fn: `(total_steps) -> optimizer`. Default Adam(1e-3).
+        strategy: tf.distribute strategy whose scope builds the distillers (default: current).
+        batch_size, **fit_kwargs: passed to `fit_resumable`.
+
+    Returns:
+        (student, history) with the two stages' curves concatenated (keys prefixed "stage2_" for stage 2).
+    """
+    from kdpose_tf.training import fit_resumable
+
+    if (teacher_feature is None) != (student_feature is None):
+        raise ValueError("feature distillation needs both teacher_feature and student_feature, or neither")
+    feature_layers = (teacher_feature, student_feature) if teacher_feature else None
+    optimizer_fn = optimizer_fn or (lambda steps: keras.optimizers.Adam(1e-3))
+    strategy = strategy or tf.distribute.get_strategy()
+    spe = max(1, len(samples) // batch_size)
+    head = resolve_head_layers(student, feature_layer=student_feature)
+    with strategy.scope():
+        stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, feature_weight, logit_weight)
+        stage1.compile(optimizer=optimizer_fn(spe * epochs))
+    history = fit_resumable(stage1, samples, codec, keypoint_set, Path(run_dir) / "stage1", epochs=epochs,
+                            batch_size=batch_size, **fit_kwargs)
+    epochs2 = stage2_epochs(epochs, stage2_fraction)
+    with strategy.scope(), stage2_distiller(student, head, gamma) as stage2:
+        stage2.compile(optimizer=optimizer_fn(spe * epochs2))
+        history2 = fit_resumable(stage2, samples, codec, keypoint_set, Path(run_dir) / "stage2", epochs=epochs2,
+                                 batch_size=batch_size, **fit_kwargs)
+    history = dict(history)
+    history.update({f"stage2_{k}": v for k, v in history2.items()})
+    return student, history

@@ -159,7 +159,7 @@ class FeatureDistillation(keras.layers.Layer):
         if student_shape is None:  # called as build([teacher_shape, student_shape])
             teacher_shape, student_shape = teacher_shape
         self.check_shapes(teacher_shape, student_shape)
-        if self.align == "conv1x1":
+        if self.align == "conv1x1" and self.adapter is None:
             self.adapter = keras.layers.Conv2D(
                 int(teacher_shape[-1]), 1, use_bias=True, dtype="float32", name=f"{self.name}_align"
             )
@@ -175,6 +175,13 @@ class FeatureDistillation(keras.layers.Layer):
         if self.resize is not None and tuple(s.shape[1:3]) != t_hw:
             s = ops.image.resize(s, t_hw, interpolation=self.resize)
         return self.weight * ops.mean(ops.square(s - t))
+
+    def get_build_config(self):
+        # Built by the Distiller from the models' feature shapes, not from a saved config.
+        return None
+
+    def build_from_config(self, config):
+        pass
 
     def compute_output_shape(self, teacher_shape, student_shape=None):
         return ()

@@ -290,12 +290,11 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         model = model.inference_model()
     if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
         raise ValueError(f"quantize_model needs a functional keras.Model, got {type(model).__name__}")
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise ValueError(
-                f"quantize_model: nested model {layer.name!r} found; pass a flat functional model "
-                "(e.g. PoseEstimator.inference_model() built without nested sub-models)"
-            )
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        # A PoseEstimator holds its backbone as a nested functional model: expand it in place.
+        from kdpose_tf.models.graph import flatten_functional
+
+        model = flatten_functional(model)
     consumers = _consumers(model)
     folded = {}  # id(conv) -> bn ; id(bn) -> conv
     if fold_batchnorm:

@@ -7,8 +7,9 @@ pairs, and the decoding recipe (per-channel argmax, a quarter-pixel shift toward
 neighbour, times the stride; the SimpleBaseline / MMPose "MSRAHeatmap" post-processing).
 
 TFLite metadata (`tflite-support`'s MetadataWriter) would embed similar information in the
-flatbuffer, but `tflite-support` has no wheel for Python 3.11 with TF 2.21 (`pip install
-tflite-support` finds none), so the JSON sidecar is the single source of truth.
+flatbuffer, but `pip install tflite-support` (0.4.4, the last release) would downgrade protobuf to
+3.20.3, which TensorFlow 2.21 cannot use (checked with `pip install --dry-run`), so it is not a
+dependency and the JSON sidecar is the single source of truth.
 The Android sample (`tflite/android`) reads exactly these keys.
 
 Example:

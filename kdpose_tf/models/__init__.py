@@ -1,0 +1,17 @@
+"""Backbones, necks, heads and the PoseEstimator task (importing registers them with Keras)."""
+
+from kdpose_tf.models.backbone import Backbone
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
+from kdpose_tf.models.layers.inverted_residual import InvertedResidual
+from kdpose_tf.models.layers.residual import BottleneckResidual
+from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
+from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
+from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.models.heads.heatmap_head import HeatmapHead
+from kdpose_tf.models.pose_estimator import PoseEstimator
+
+__all__ = [
+    "Backbone", "PolarizedSelfAttention", "InvertedResidual", "BottleneckResidual", "HourglassBackbone",
+    "HRNetBackbone", "LiteHRNetBackbone", "DepthwiseCSPPAN", "HeatmapHead", "PoseEstimator",
+]

@@ -216,3 +216,19 @@ def test_mixed_precision_student(data_dir):
         keras.mixed_precision.set_global_policy("float32")
     assert student.outputs[0].dtype == "float16"
     assert np.isfinite(hist.history["loss"][0]) and hist.history["kd_loss"][0] > 0
+
+
+def test_config_round_trip(data_dir):
+    from kdpose_tf.distillation.feature import FeatureDistillation
+    from kdpose_tf.distillation.schedules import LSHMLinearSchedule
+
+    x, y = photo_batch(data_dir, n=2)
+    d = Distiller(tiny("teacher", 16, 2, seed=1), tiny("student", 8, 2, seed=2), alpha=LSHMLinearSchedule(10),
+                  stack_mapping="matched", feature_distillations=[FeatureDistillation("teacher_c2", "student_c1", weight=0.5)])
+    d2 = Distiller.from_config(d.get_config())
+    assert d2.stack_pairs == [(0, 0), (1, 1)] and d2.schedule.get_config() == d.schedule.get_config()
+    assert d2.feature_distillations[0].weight == 0.5
+    d2.set_weights(d.get_weights())
+    a, b = d.compute_distillation_losses(x, y, step=3), d2.compute_distillation_losses(x, y, step=3)
+    for key in ("loss", "kd_loss", "gt_loss", "feat_loss", "kd_weight"):
+        np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-6)

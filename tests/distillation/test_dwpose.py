@@ -57,8 +57,8 @@ def test_two_stage_pose_estimator_default_head(data_dir):
     x, y = photo_batch(data_dir, n=4)
     y = {"heatmaps": np.repeat(y["heatmaps"], 4, axis=-1), "target_weight": np.repeat(y["target_weight"], 4, axis=-1)}
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    teacher = PoseEstimator(HourglassBackbone(num_stacks=2, filters=16, order=2, num_keypoints=16, input_shape=(32, 32, 3), name="t_hg"), keypoint_set="mpii16", name="teacher")
-    student = PoseEstimator(HourglassBackbone(num_stacks=2, filters=8, order=2, num_keypoints=16, input_shape=(32, 32, 3), name="s_hg"), keypoint_set="mpii16", name="student")
+    teacher = PoseEstimator(HourglassBackbone(num_stacks=1, filters=8, order=1, num_keypoints=16, input_shape=(32, 32, 3), name="t_hg"), keypoint_set="mpii16", name="teacher")
+    student = PoseEstimator(HourglassBackbone(num_stacks=1, filters=8, order=1, num_keypoints=16, input_shape=(32, 32, 3), name="s_hg"), keypoint_set="mpii16", name="student")
     assert resolve_head_layers(student) == [student.head.name]
     bb_before = [w.copy() for w in student.backbone.get_weights()]
     snap = Snapshot(student)

@@ -206,6 +206,7 @@ def test_invalid_arguments(kwargs, match):
         HRNetBackbone(**kwargs)
 
 
+@pytest.mark.slow
 def test_shared_harness_with_pose_estimator(tmp_path):
     """Config round trip, .keras save/load, mixed precision and TFLite float32 parity (shared harness)."""
     from harness import run_model_checks

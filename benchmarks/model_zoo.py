@@ -1,0 +1,276 @@
+"""Model-zoo benchmark: size, multiply-adds, int8 TFLite size and CPU latency of every pose model.
+
+For each model that can be built from the package (HRNet-W32/W48, hourglass 8x256 / 4x128,
+LSHM-2 / LSHM-4, Lite-HRNet-18/30, Dite-HRNet-18/30, the proposal student), with the standard
+`PoseEstimator` head:
+
+- params (M): learnable parameters (`kdpose_tf.models.summary.count_params`, BN statistics excluded);
+- GMACs: multiply-adds of convs / matmuls (`count_flops`) / 1e9, next to the published "GFLOPs" and the
+  ratio measured / published computed in the paper's own unit (HRNet divides by 1024**3);
+- int8 TFLite: post-training full-integer quantization (uint8 input / output) through
+  `model.export(dir, format="tf_saved_model")` + `tf.lite.TFLiteConverter.from_saved_model`, calibrated
+  on random images in [0, 255]: fine for file size and latency, meaningless for accuracy;
+- latency: median of >= 20 `invoke()` of `ai_edge_litert.interpreter.Interpreter(num_threads=1)` after
+  warm-up, on this machine.
+
+Writes benchmarks/results/model_zoo.md and model_zoo.json (atomically).
+
+Usage:
+    python benchmarks/model_zoo.py                                  # everything, TFLite up to 10 M params
+    python benchmarks/model_zoo.py --models lite_hrnet_18,student   # a subset
+    python benchmarks/model_zoo.py --skip-tflite-over-params 0      # params / GMACs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from kdpose_tf.models.summary import count_flops, count_params  # noqa: E402
+from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
+
+NOTES = [
+    "GFLOPs are multiply-accumulates (MACs) of convolutions, transposed / depthwise convolutions and "
+    "matrix products, BN / activations / additions / resizing excluded: the convention of the HRNet, "
+    "Lite-HRNet and hourglass papers (one multiply-add = one 'FLOP').",
+    "HRNet (Sun et al. 2019) printed MACs / 1024**3 (its `get_model_summary`): HRNet-W32 has 7.645e9 MACs = "
+    "7.12 of its 'GFLOPs'. The ratio column is taken in each paper's own unit; the GMACs column is MACs / 1e9.",
+    "Params follow PyTorch: learnable weights incl. BN gamma / beta, excluding BN running statistics "
+    "(Keras' `count_params()` would add them).",
+    "Every model carries the standard head: a 1x1 conv to K heatmaps at 1/4 resolution (K=17 COCO for "
+    "HRNet / Lite / Dite / student, K=16 MPII for the hourglass family, one head per stack).",
+    "LSHM: the paper's 2.3 M (2 stacks) and 12 M (4 stacks) cannot come from one width; the presets pick "
+    "C=128 and C=224 (see hourglass_presets.py).",
+    "Dite-HRNet: dynamic kernels are counted as executed here (K kernels in parallel, see "
+    "dite_hrnet_layers.py), which is above the paper's aggregated-kernel count.",
+    "Proposal student (methods.md section 5): Dite-HRNet-18 topology with stem 32 and branch widths "
+    "(32, 64, 128, 256) ('width 32'), PSA after every block's split conv, no iterative head, depthwise "
+    "CSP-PAN on P3-P5 (out 32 channels), head = one 4x4 stride-2 deconv (32 ch) back to 1/4 + 1x1 conv. "
+    "The proposal gives no exact widths: these are our reading.",
+    "int8 TFLite: post-training full-integer quantization calibrated on random images (size / latency only, "
+    "not accuracy). Latency: median of the runs, 1 thread, on a shared CPU machine: compare rows with each "
+    "other, not with phone numbers.",
+]
+
+
+# --------------------------------------------------------------------------- model catalogue
+def _hrnet(name):
+    from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
+    from kdpose_tf.models.hrnet.hrnet_presets import backbone_presets, preset_kwargs
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    meta = backbone_presets[name]["metadata"]
+    model = PoseEstimator(HRNetBackbone(**preset_kwargs(name)), keypoint_set="coco17")
+    return model, {"params_m": meta["params_m"], "gflops": meta["gflops"], "gflops_divisor": meta["gflops_divisor"]}
+
+
+def _hourglass(name):
+    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.models.hourglass.hourglass_presets import backbone_presets, preset_kwargs
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    meta = backbone_presets[name]["metadata"]
+    model = PoseEstimator(HourglassBackbone(**preset_kwargs(name)), keypoint_set="mpii16")
+    return model, {"params_m": meta.get("params_m"), "gflops": meta.get("gflops")}
+
+
+def _lite(name):
+    from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
+    from kdpose_tf.models.lite_hrnet.lite_hrnet_presets import backbone_presets
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    preset = backbone_presets[name]
+    meta = preset["metadata"]
+    model = PoseEstimator(LiteHRNetBackbone(**preset["config"]), keypoint_set="coco17")
+    return model, {"params_m": meta["params"] / 1e6, "gflops": meta["flops"] / 1e9}
+
+
+def _student(name):
+    from kdpose_tf.models.heads.heatmap_head import HeatmapHead
+    from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
+    from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    backbone = LiteHRNetBackbone(
+        variant="dite", stem_width=32, widths=(32, 64, 128, 256), stage_modules=(2, 4, 2), psa=True,
+        iterative_head=False, input_shape=(256, 192, 3),
+    )
+    neck = DepthwiseCSPPAN(in_levels=("P3", "P4", "P5"))
+    head = HeatmapHead(17, num_deconv_layers=1, deconv_filters=32, name="heatmap_head")
+    return PoseEstimator(backbone, keypoint_set="coco17", neck=neck, head=head), {}
+
+
+MODELS = {
+    "hrnet_w32": (_hrnet, "HRNet-W32"),
+    "hrnet_w48": (_hrnet, "HRNet-W48"),
+    "hourglass_8x256": (_hourglass, "Hourglass 8x256 (FPD teacher)"),
+    "hourglass_4x128": (_hourglass, "Hourglass 4x128 (FPD student)"),
+    "lshm_2": (_hourglass, "LSHM-2"),
+    "lshm_4": (_hourglass, "LSHM-4"),
+    "lite_hrnet_18": (_lite, "Lite-HRNet-18"),
+    "lite_hrnet_30": (_lite, "Lite-HRNet-30"),
+    "dite_hrnet_18": (_lite, "Dite-HRNet-18"),
+    "dite_hrnet_30": (_lite, "Dite-HRNet-30"),
+    "student": (_student, "Student: Dite-32 + PSA + dw CSP-PAN + deconv"),
+}
+
+
+# --------------------------------------------------------------------------- TFLite
+def int8_tflite(model, input_shape, num_calibration=8, seed=0) -> bytes:
+    """Post-training full-integer TFLite (uint8 in / out) from a SavedModel export, random calibration."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    def representative():
+        for _ in range(num_calibration):
+            yield [rng.uniform(0, 255, (1,) + tuple(input_shape)).astype("float32")]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved_model"
+        model.export(str(saved), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+        return converter.convert()
+
+
+def tflite_latency_ms(data: bytes, runs=20, warmup=3, seed=0):
+    """Median / min invoke() time in ms with one thread."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data, num_threads=1)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    x = np.random.default_rng(seed).integers(0, 256, detail["shape"]).astype(detail["dtype"])
+    interpreter.set_tensor(detail["index"], x)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), min(times)
+
+
+# --------------------------------------------------------------------------- run
+def measure(key, args):
+    builder, label = MODELS[key]
+    row = {"key": key, "model": label}
+    start = time.perf_counter()
+    try:
+        model, published = builder(key)
+    except ImportError as exc:  # a family not in the tree yet
+        row["error"] = f"not available: {exc}"
+        return row
+    model = model.inference_model() if hasattr(model, "inference_model") else model
+    input_shape = tuple(int(d) for d in model.input_shape[1:])
+    params, macs = count_params(model), count_flops(model)
+    row.update(
+        input="x".join(map(str, input_shape[:2])),
+        params=params,
+        macs=macs,
+        params_m=params / 1e6,
+        gmacs=macs / 1e9,
+        published_params_m=published.get("params_m"),
+        published_gflops=published.get("gflops"),
+        gflops_divisor=published.get("gflops_divisor", 1e9),
+    )
+    if row["published_params_m"]:
+        row["params_ratio"] = row["params_m"] / row["published_params_m"]
+    if row["published_gflops"]:
+        row["flops_ratio"] = macs / row["gflops_divisor"] / row["published_gflops"]
+    if params / 1e6 <= args.skip_tflite_over_params:
+        data = int8_tflite(model, input_shape, args.calibration)
+        row["int8_tflite_mb"] = len(data) / 2**20
+        row["latency_ms_median"], row["latency_ms_min"] = tflite_latency_ms(data, args.runs)
+        row["latency_runs"] = args.runs
+    else:
+        row["tflite_skipped"] = f"params > {args.skip_tflite_over_params} M (--skip-tflite-over-params)"
+    row["bench_seconds"] = time.perf_counter() - start
+    return row
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows, args):
+    lines = [
+        "# Model zoo: size, multiply-adds, int8 TFLite",
+        "",
+        f"Generated by `benchmarks/model_zoo.py` on {platform.machine()} ({os.cpu_count()} CPUs), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; int8 latency: median of {args.runs} runs, 1 thread.",
+        "",
+        "| model | input | params (M) | GMACs | published params (M) | published GFLOPs | params ratio | "
+        "FLOPs ratio | int8 TFLite (MB) | int8 latency (ms) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['error']} |" + " |" * 8)
+            continue
+        latency = r.get("latency_ms_median")
+        lines.append(
+            "| " + " | ".join([
+                r["model"], r["input"], f"{r['params_m']:.2f}", f"{r['gmacs']:.3f}",
+                _fmt(r.get("published_params_m"), "g"), _fmt(r.get("published_gflops"), "g"),
+                _fmt(r.get("params_ratio"), ".3f"), _fmt(r.get("flops_ratio"), ".3f"),
+                _fmt(r.get("int8_tflite_mb"), ".2f") if "int8_tflite_mb" in r else "skipped",
+                _fmt(latency, ".1f") if latency is not None else "skipped",
+            ]) + " |"
+        )
+    lines += ["", "## Reading notes", ""] + [f"- {n}" for n in NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {list(MODELS)}")
+    parser.add_argument("--skip-tflite-over-params", type=float, default=10.0,
+                        help="no TFLite conversion / latency above this many million params (default 10)")
+    parser.add_argument("--runs", type=int, default=20, help="timed invoke() runs (>= 20, default 20)")
+    parser.add_argument("--calibration", type=int, default=8, help="random calibration images (default 8)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="output folder")
+    args = parser.parse_args(argv)
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; expected names from {list(MODELS)}")
+    if args.runs < 20:
+        parser.error(f"--runs must be >= 20, received {args.runs}")
+
+    rows = []
+    for key in keys:
+        print(f"[model_zoo] {key} ...", flush=True)
+        row = measure(key, args)
+        rows.append(row)
+        print("[model_zoo]", json.dumps({k: v for k, v in row.items() if k not in ("model",)}), flush=True)
+        import keras
+
+        keras.backend.clear_session()
+    out = Path(args.out)
+    write_json(out / "model_zoo.json", {"settings": vars(args), "notes": NOTES, "rows": rows})
+    write_text(out / "model_zoo.md", markdown(rows, args))
+    print(markdown(rows, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Graph utilities for functional models.
+
+`flatten_functional` turns a functional model that contains nested functional models (a
+`PoseEstimator` holds its `Backbone` as one) into a single-level functional model that shares
+the same layers and weights. Layer-by-layer rewriters (quantization-aware training, Edge TPU
+rewrites) need that flat view.
+
+Example:
+>>> flat = flatten_functional(pose_estimator.inference_model())
+>>> {l.name for l in flat.layers} >= {"normalize"}
+True
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def _is_functional(op) -> bool:
+    return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(op, "_run_through_graph")
+
+
+def _replay(model, inputs):
+    """Re-apply `model`'s graph to `inputs`, expanding nested functional models in place."""
+
+    def operation_fn(op):
+        if _is_functional(op):
+            return lambda *args, **kwargs: _replay(op, args[0] if len(args) == 1 else list(args))
+        return op
+
+    return model._run_through_graph(inputs, operation_fn=operation_fn)
+
+
+def flatten_functional(model, name=None):
+    """A flat functional model with `model`'s layers (shared, not copied) and outputs.
+
+    Args:
+        model: a functional keras.Model, possibly with nested functional models.
+        name: name of the flat model. Default: `<model.name>_flat`.
+
+    Raises:
+        TypeError: when `model` is not functional (a subclassed model has no graph to flatten).
+    """
+    if not _is_functional(model):
+        raise TypeError(f"flatten_functional needs a functional keras.Model, got {type(model).__name__}")
+    inputs = [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=x.name) for x in model.inputs]
+    outputs = _replay(model, inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or f"{model.name}_flat")

@@ -1,0 +1,138 @@
+"""PolarizedSelfAttention: NumPy reference (methods.md §5), serialization, int8 TFLite."""
+
+import numpy as np
+import pytest
+
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
+
+
+def _np_softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_conv1x1(x, conv):
+    kernel, bias = (np.asarray(w, dtype=np.float64) for w in conv.get_weights())
+    return np.einsum("bhwc,cd->bhwd", x, kernel[0, 0]) + bias
+
+
+def _np_channel(x, layer):
+    """Channel branch written from the paper's matrix form, with flattened H*W."""
+    b, h, w, c = x.shape
+    v = _np_conv1x1(x, layer.ch_wv).reshape(b, h * w, -1)  # (B, HW, C/2)
+    q = _np_softmax(_np_conv1x1(x, layer.ch_wq).reshape(b, h * w, 1), axis=1)  # (B, HW, 1)
+    z = np.matmul(np.transpose(v, (0, 2, 1)), q)[:, :, 0]  # (B, C/2)
+    z = z @ np.asarray(layer.ch_wz.get_weights()[0][0, 0], np.float64) + layer.ch_wz.get_weights()[1]
+    if layer.use_layer_norm:
+        gamma, beta = layer.ch_ln.get_weights()
+        mu = z.mean(-1, keepdims=True)
+        var = z.var(-1, keepdims=True)
+        z = (z - mu) / np.sqrt(var + 1e-5) * gamma + beta
+    return x * (1.0 / (1.0 + np.exp(-z)))[:, None, None, :]
+
+
+def _np_spatial(x, layer):
+    b, h, w, c = x.shape
+    q = _np_conv1x1(x, layer.sp_wq).reshape(b, h * w, -1).mean(axis=1)  # (B, C/2)
+    q = _np_softmax(q, axis=-1)
+    v = _np_conv1x1(x, layer.sp_wv).reshape(b, h * w, -1)
+    a = np.matmul(v, q[:, :, None]).reshape(b, h, w, 1)
+    return x * (1.0 / (1.0 + np.exp(-a)))
+
+
+def _np_psa(x, layer):
+    if layer.mode == "channel":
+        return _np_channel(x, layer)
+    if layer.mode == "spatial":
+        return _np_spatial(x, layer)
+    if layer.layout == "sequential":
+        return _np_spatial(_np_channel(x, layer), layer)
+    return _np_channel(x, layer) + _np_spatial(x, layer)
+
+
+def _randomize(layer, rng):
+    """Random weights (incl. biases, LayerNorm) so every term of the formula matters."""
+    for w in layer.weights:
+        w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("layout", ["sequential", "parallel"])
+@pytest.mark.parametrize("mode", ["both", "channel", "spatial"])
+def test_matches_numpy_reference(layout, mode):
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(2, 6, 5, 8)).astype("float32")
+    layer = PolarizedSelfAttention(layout=layout, mode=mode, name="psa")
+    layer.build(x.shape)
+    _randomize(layer, rng)
+    y = np.asarray(layer(x))
+    ref = _np_psa(x.astype(np.float64), layer)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_on_real_photo_features(data_dir):
+    """Real image statistics: a downscaled COCO photo (RGB/255 plus 5 derived channels) as X."""
+    import cv2
+
+    path = sorted((data_dir / "coco_mini" / "train2017").glob("*.jpg"))[0]
+    img = cv2.resize(cv2.imread(str(path))[:, :, ::-1], (12, 16), interpolation=cv2.INTER_AREA) / 255.0
+    x = np.concatenate([img, img ** 2, img[..., :2] - img[..., 2:]], axis=-1)[None].astype("float32")
+    layer = PolarizedSelfAttention(reduction=2, name="psa_photo")
+    layer.build(x.shape)
+    _randomize(layer, np.random.RandomState(3))
+    y = np.asarray(layer(x))
+    np.testing.assert_allclose(y, _np_psa(x.astype(np.float64), layer), atol=1e-5, rtol=1e-5)
+    # attention only rescales: |y| <= |x| elementwise (both gates are sigmoids in (0, 1))
+    assert np.all(np.abs(y) <= np.abs(x) + 1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"layout": "stacked"}, {"mode": "temporal"}, {"reduction": 0}, {"reduction": 1.5}],
+)
+def test_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="PolarizedSelfAttention"):
+        PolarizedSelfAttention(**kwargs)
+
+
+def test_rejects_dynamic_spatial_size():
+    with pytest.raises(ValueError, match="static"):
+        PolarizedSelfAttention(name="psa").build((None, None, None, 8))
+
+
+def test_harness_checks(tmp_path):
+    from harness import run_layer_checks
+
+    figures = run_layer_checks(
+        PolarizedSelfAttention, {"layout": "parallel", "name": "psa_h"}, (2, 8, 8, 8), tmp_path=tmp_path
+    )
+    assert figures["tflite_max_diff"] < 1e-4
+
+
+def test_int8_tflite_builtin_ops_only(tmp_path):
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    inp = keras.Input((8, 8, 8), batch_size=1, name="x")
+    model = keras.Model(inp, PolarizedSelfAttention(name="psa_q")(inp))
+    rng = np.random.RandomState(0)
+    saved = tmp_path / "saved"
+    model.export(str(saved), format="tf_saved_model", verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.normal(size=(1, 8, 8, 8)).astype("float32")] for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    interp = Interpreter(model_content=conv.convert())
+    ops = {d["op_name"] for d in interp._get_ops_details()}
+    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
+    assert {"SOFTMAX", "MUL", "SUM"} <= ops and "BATCH_MATMUL" not in ops, ops
+    interp.allocate_tensors()
+    x = rng.normal(size=(1, 8, 8, 8)).astype("float32")
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    y = interp.get_tensor(interp.get_output_details()[0]["index"])
+    ref = np.asarray(model(x))
+    # int8 weights and activations: agrees to quantisation precision
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max(), np.abs(y - ref).max()
