@@ -54,8 +54,8 @@ NOTES = [
     "HRNet / Lite / Dite / student, K=16 MPII for the hourglass family, one head per stack).",
     "LSHM: the paper's 2.3 M (2 stacks) and 12 M (4 stacks) cannot come from one width; the presets pick "
     "C=128 and C=224 (see hourglass_presets.py).",
-    "Dite-HRNet: dynamic kernels are counted as executed here (K kernels in parallel, see "
-    "dite_hrnet_layers.py), which is above the paper's aggregated-kernel count.",
+    "Dite-HRNet: `count_flops` counts the graph as it executes; lite_hrnet_presets.py explains the gap "
+    "between the paper's aggregated-kernel count and running the K dynamic kernels in parallel.",
     "Proposal student (methods.md section 5): Dite-HRNet-18 topology with stem 32 and branch widths "
     "(32, 64, 128, 256) ('width 32'), PSA after every block's split conv, no iterative head, depthwise "
     "CSP-PAN on P3-P5 (out 32 channels), head = one 4x4 stride-2 deconv (32 ch) back to 1/4 + 1x1 conv. "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.layers.inverted_residual import _make_psa
+from kdpose_tf.models.layers.upsample import Upsample
 
 UPSAMPLE_MODES = ("deconv", "resize_conv")
 
@@ -103,7 +104,7 @@ class HeatmapHead(keras.layers.Layer):
                 ]
             else:
                 layers = [
-                    keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{n}_resize{i}", dtype=dt),
+                    Upsample(2, interpolation="nearest", name=f"{n}_resize{i}", dtype=dt),
                     keras.layers.Conv2D(
                         self.deconv_filters, 3, padding="same", use_bias=False, name=f"{n}_resize{i}_conv", dtype=dt
                     ),

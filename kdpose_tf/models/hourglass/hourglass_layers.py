@@ -16,6 +16,7 @@ import keras
 
 from kdpose_tf.models.layers.inverted_residual import InvertedResidual
 from kdpose_tf.models.layers.residual import BottleneckResidual
+from kdpose_tf.models.layers.upsample import Upsample
 
 BLOCK_TYPES = ("bottleneck", "inverted_residual")
 
@@ -65,5 +66,5 @@ def hourglass_module(x, order, filters, blocks_per_level, prefix, **block_kwargs
     else:
         low = residual_stack(low, filters, blocks_per_level, f"{p}_low2", **block_kwargs)
     low = residual_stack(low, filters, blocks_per_level, f"{p}_low3", **block_kwargs)
-    up2 = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{p}_upsample")(low)
+    up2 = Upsample(2, interpolation="nearest", name=f"{p}_upsample")(low)
     return keras.layers.Add(name=f"{p}_add")([up1, up2])

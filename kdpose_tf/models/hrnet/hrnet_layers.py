@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import keras
 
+from kdpose_tf.models.layers.upsample import Upsample
+
 _BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 _BN_EPSILON = 1e-5
 
@@ -235,7 +237,7 @@ class HRNetFusion(keras.layers.Layer):
                 conv, bn = _conv(self, self.filters, 1, 1, f"from{j}_conv"), _bn(self, f"from{j}_bn")
                 conv.build(shape)
                 bn.build(conv.compute_output_shape(shape))
-                up = keras.layers.UpSampling2D(
+                up = Upsample(
                     2 ** (j - i), interpolation="nearest", dtype=self.dtype_policy, name=f"{self.name}_from{j}_up"
                 )
                 path = [(conv, bn, False), up]
@@ -257,7 +259,7 @@ class HRNetFusion(keras.layers.Layer):
         total = None
         for j, (x, path) in enumerate(zip(inputs, self.paths)):
             for step in path:
-                if isinstance(step, keras.layers.UpSampling2D):
+                if isinstance(step, Upsample):
                     x = step(x)
                     continue
                 conv, bn, relu = step

@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import (
     ChannelShuffle,
     ChannelSplit,
@@ -195,7 +196,7 @@ def dense_context(xs, reduction, name):
     for i, (t, p) in enumerate(zip(xs, parts)):
         f = int(t.shape[1]) // size
         if f > 1:
-            p = layers.UpSampling2D(f, interpolation="nearest", name=f"{name}_up{i}")(p)
+            p = Upsample(f, interpolation="nearest", name=f"{name}_up{i}")(p)
         out.append(layers.Multiply(name=f"{name}_mul{i}")([t, p]))
     return out
 

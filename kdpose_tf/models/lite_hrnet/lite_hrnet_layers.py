@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kdpose_tf.models.layers.upsample import Upsample
+
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -178,7 +180,7 @@ def fuse(xs, name):
                 terms.append(xs[j])
             elif j > i:
                 t = conv_bn(xs[j], widths[i], 1, name=f"{name}_{i}_{j}")
-                t = layers.UpSampling2D(2 ** (j - i), interpolation="nearest", name=f"{name}_{i}_{j}_up")(t)
+                t = Upsample(2 ** (j - i), interpolation="nearest", name=f"{name}_{i}_{j}_up")(t)
                 terms.append(t)
             else:
                 t = xs[j]
@@ -232,7 +234,7 @@ def cross_resolution_weighting(xs, reduction, name):
     for i, (t, p) in enumerate(zip(xs, parts)):
         f = int(t.shape[1]) // int(size)
         if f > 1:
-            p = layers.UpSampling2D(f, interpolation="nearest", name=f"{name}_up{i}")(p)
+            p = Upsample(f, interpolation="nearest", name=f"{name}_up{i}")(p)
         out.append(layers.Multiply(name=f"{name}_mul{i}")([t, p]))
     return out
 
@@ -273,7 +275,7 @@ def iterative_head(xs, name="head"):
     for i, s in enumerate(rev):
         level = len(xs) - 1 - i
         if last is not None:
-            last = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_{level}_up")(last)
+            last = Upsample(2, interpolation="bilinear", name=f"{name}_{level}_up")(last)
             s = layers.Add(name=f"{name}_{level}_add")([s, last])
         c_out = widths[i + 1] if i < len(rev) - 1 else widths[i]
         s = dw_bn(s, 3, name=f"{name}_{level}_dw")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kdpose_tf.models.layers.upsample import Upsample
+
 _ACTIVATIONS = ("relu", "relu6", "hard_swish", "leaky_relu")
 
 
@@ -147,7 +149,7 @@ class DepthwiseCSPPAN(keras.layers.Layer):
         n = len(self.in_levels)
         p = self.name
         self.reduce = [self._conv(c, f"{p}_reduce_{k}") for k in self.in_levels]
-        self.upsample = [layers.UpSampling2D(2, interpolation="nearest", name=f"{p}_td{i}_up", dtype=self.dtype_policy)
+        self.upsample = [Upsample(2, interpolation="nearest", name=f"{p}_td{i}_up", dtype=self.dtype_policy)
                          for i in range(n - 1)]
         self.td_concat = [layers.Concatenate(name=f"{p}_td{i}_concat", dtype=self.dtype_policy) for i in range(n - 1)]
         self.td_csp = [self._csp(c, f"{p}_td{i}_csp") for i in range(n - 1)]
