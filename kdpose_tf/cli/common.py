@@ -110,7 +110,11 @@ def _coco_keypoint_set(path: Path):
 
 
 def load_model(spec: str, **overrides):
-    """A model from a `.keras` file, a preset directory or a catalogue preset name."""
+    """A model from a `.keras` file, a preset directory or a catalogue preset name.
+
+    `overrides` (keypoint_set, num_keypoints, input_size) apply to catalogue names only: a
+    `.keras` file or preset directory is a trained model and keeps its own.
+    """
     import keras
 
     from kdpose_tf.models.pose_estimator import PoseEstimator
@@ -120,8 +124,8 @@ def load_model(spec: str, **overrides):
         if not path.exists():
             raise CLIError(f"model file {path} does not exist")
         return keras.saving.load_model(str(path), compile=False)
-    if path.is_dir():
-        return PoseEstimator.from_preset(str(path), **overrides)
+    if path.is_dir():  # a trained preset: its own keypoint set and size (overrides would break its weights)
+        return PoseEstimator.from_preset(str(path))
     if spec.endswith(".tflite"):
         raise CLIError(f"{spec}: a TFLite model cannot be trained; give a .keras file, preset directory or preset name")
     return PoseEstimator.from_preset(spec, load_weights=False, **overrides)

@@ -26,7 +26,7 @@ def load_predictor(spec: str):
         sidecar = Path(spec).with_suffix(".json")
         keypoint_set = None
         if sidecar.exists():
-            keypoint_set = json.loads(sidecar.read_text()).get("keypoint_set", {}).get("name")
+            keypoint_set = (json.loads(sidecar.read_text()).get("keypoints") or {}).get("set")
         out = runner.output_details["shape"] if hasattr(runner, "output_details") else None
         heatmap_size = (int(out[1]), int(out[2])) if out is not None else None
         return runner, size, HeatmapCodec(input_size=size, heatmap_size=heatmap_size), keypoint_set

@@ -34,7 +34,7 @@ def run_export(args):
             args.calibration_data, size, args.num_calibration, args.on_bad_sample)
     export_model = model
     if args.quantize == "int8-qat":
-        export_model = quantization_aware_finetune(model, samples, keypoint_set, args.qat_epochs)
+        export_model = quantization_aware_finetune(model, samples, keypoint_set, args.qat_epochs, representative)
     keypoint_set = getattr(model, "keypoint_set", None)
     path = export_tflite(export_model, args.output, quantize=args.quantize, representative_data=representative,
                          num_calibration=args.num_calibration, io_dtype=args.io_dtype, target=args.target,
@@ -46,15 +46,16 @@ def run_export(args):
         print(check_edgetpu(path))
 
 
-def quantization_aware_finetune(model, samples, keypoint_set, epochs, batch_size=16, lr=1e-4):
-    """Fake-quant copy of `model`, fine-tuned by distillation from the float model itself."""
+def quantization_aware_finetune(model, samples, keypoint_set, epochs, calibration, batch_size=16, lr=1e-4):
+    """Fake-quant copy of `model` (ranges set on `calibration` crops), fine-tuned by distillation
+    from the float model itself (quantization-aware distillation)."""
     import keras
 
     from kdpose_tf.data.pipeline import make_dataset
     from kdpose_tf.distillation.distiller import Distiller
     from kdpose_tf.export.qat import quantize_model
 
-    qat_student = quantize_model(model)
+    qat_student = quantize_model(model, calibration_data=calibration[:64])
     if epochs <= 0:
         return qat_student
     codec = model.codec

@@ -40,7 +40,7 @@ def _codec_for(model, input_size):
 
 
 def _model_overrides(args, keypoint_set):
-    overrides = {"keypoint_set": keypoint_set.name}
+    overrides = {"keypoint_set": keypoint_set.name, "num_keypoints": keypoint_set.num_keypoints}
     if args.input_size:
         overrides["input_size"] = args.input_size
     return overrides

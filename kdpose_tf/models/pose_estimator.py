@@ -131,6 +131,10 @@ class PoseEstimator(keras.Model):
             raise ShapeMismatchError(
                 f"PoseEstimator: the head outputs {final.shape[-1]} channels, expected num_keypoints={num_keypoints}"
             )
+        if codec is None and input_size is not None:
+            from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+
+            codec = HeatmapCodec(input_size=input_size, heatmap_size=tuple(int(v) for v in final.shape[1:3]))
         kwargs.setdefault("name", "pose_estimator")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 

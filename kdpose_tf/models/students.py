@@ -39,7 +39,7 @@ def build_proposal_student(
     stage_modules=(2, 4, 2),
     blocks_per_module=2,
     deconv_filters=None,
-    upsample="deconv",
+    upsample="resize_conv",
     name="proposal_student",
 ):
     """Build the proposal's student: Dite-HRNet-W32 [+ PSA] [+ CSP-PAN] + deconv-tail heatmap head.
@@ -59,7 +59,10 @@ def build_proposal_student(
         stage_modules: modules per stage (default (2, 4, 2), Dite-HRNet-18 depth).
         blocks_per_module: blocks per module (default 2).
         deconv_filters: channels of the deconv tail (default None = the head's input channels).
-        upsample: "deconv" (default) or "resize_conv" (Edge TPU friendly tail).
+        upsample: "resize_conv" (default: nearest resize + 3x3 conv, Edge TPU friendly) or "deconv"
+            (transposed conv). The default avoids TRANSPOSE_CONV: besides the Edge TPU compiler's
+            version limits, LiteRT 2.3's XNNPACK delegate crashed (double free) running this student's
+            int8 TRANSPOSE_CONV here, while the same graph ran without the delegate.
         name: model name (default "proposal_student").
 
     Returns:
