@@ -1,0 +1,117 @@
+"""COCO keypoints JSON reader: one `PoseSample` per annotated, non-crowd person.
+
+Reads the official layout (`images`, `annotations` with `keypoints` = [x, y, v] * K, `bbox`,
+`area`, `iscrowd`, `num_keypoints`, `categories[0].keypoints`). Works for COCO-17 and any file
+whose category lists the joint names of a known `KeypointSet`.
+
+Example:
+>>> samples = read_coco("annotations/person_keypoints_train2017.json", image_dir="train2017")  # doctest: +SKIP
+>>> samples[0].keypoints.shape                                                                 # doctest: +SKIP
+(17, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdpose_tf.data.sample import PoseSample
+from kdpose_tf.data.validation import SampleChecker
+from kdpose_tf.errors import DataError
+from kdpose_tf.keypoints import get_keypoint_set
+
+
+def _load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError("annotation file not found", path=path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
+
+
+def _default_image_dir(path: Path) -> Path:
+    # <root>/annotations/person_keypoints_train2017.json -> <root>/train2017
+    split = path.stem.split("_")[-1]
+    for candidate in (path.parent.parent / split, path.parent / split, path.parent / "images", path.parent):
+        if candidate.is_dir():
+            return candidate
+    return path.parent
+
+
+def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sample="raise", min_keypoints=1,
+              check_images=True):
+    """Read a COCO keypoints file.
+
+    Args:
+        annotation_file: path of the JSON file.
+        image_dir: folder of the images; default `<root>/<split>` guessed from the file name.
+        keypoint_set: name or KeypointSet of the joints (default "coco17"); must match K.
+        on_bad_sample: "raise" (default) or "skip" malformed annotations (see `validation`).
+        min_keypoints: persons with fewer labelled joints are left out (not an error). Default 1.
+        check_images: check that every referenced image file exists (default True).
+
+    Returns:
+        list of PoseSample; `.extra["coco_gt"]` of each holds the annotation file path.
+    """
+    path = Path(annotation_file)
+    ks = get_keypoint_set(keypoint_set)
+    data = _load_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"expected a JSON object at the top level, got {type(data).__name__}", path=path)
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"expected a list under '{key}'", path=path, field=key)
+    cats = data.get("categories") or []
+    names = cats[0].get("keypoints") if cats and isinstance(cats[0], dict) else None
+    if names and len(names) != ks.num_keypoints:
+        raise DataError(f"categories[0].keypoints lists {len(names)} joints but keypoint set {ks.name!r} has "
+                        f"{ks.num_keypoints}", path=path, field="categories.keypoints")
+    image_dir = Path(image_dir) if image_dir else _default_image_dir(path)
+    checker = SampleChecker(path, ks.num_keypoints, on_bad_sample)
+
+    images = {}
+    for img in data["images"]:
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise DataError(f"image entry needs 'id' and 'file_name', got {img!r:.120}", path=path, field="images")
+        images[img["id"]] = img
+
+    samples, missing_files = [], {}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict):
+            checker.fail(f"annotation is not an object: {ann!r:.80}", "annotations", None)
+            continue
+        ann_id = ann.get("id")
+        if ann.get("iscrowd", 0):
+            continue
+        img = images.get(ann.get("image_id"))
+        if img is None:
+            checker.fail(f"image_id {ann.get('image_id')!r} is not in 'images'", "image_id", ann_id)
+            continue
+        parsed = checker.keypoints(ann_id, ann.get("keypoints"))
+        if parsed is None:
+            continue
+        keypoints, visibility = parsed
+        if int((visibility > 0).sum()) < min_keypoints:
+            continue
+        image_path = image_dir / img["file_name"]
+        if check_images:
+            exists = missing_files.get(image_path)
+            if exists is None:
+                exists = missing_files[image_path] = image_path.exists()
+            if not exists:
+                checker.fail(f"image file {image_path} not found", "file_name", ann_id)
+                continue
+        size = (img["width"], img["height"]) if "width" in img and "height" in img else None
+        checked = checker.check(ann_id, keypoints, visibility, ann.get("bbox"), size)
+        if checked is None:
+            continue
+        keypoints, visibility, bbox = checked
+        samples.append(PoseSample(
+            image_path=str(image_path), bbox=bbox, keypoints=keypoints, visibility=visibility,
+            keypoint_set=ks.name, image_id=img["id"], annotation_id=ann_id, image_size=size,
+            area=float(ann["area"]) if ann.get("area") else None,
+            extra={"dataset": "coco", "coco_gt": str(path)},
+        ))
+    return checker.finish(samples)
