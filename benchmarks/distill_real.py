@@ -158,18 +158,18 @@ def main(argv=None):
         fit_resumable(teacher, train, codec, LSP14, work / f"teacher_s{seed}", epochs=args.teacher_epochs,
                       batch_size=args.batch_size, seed=seed, verbose=2)
         res = evaluate(keras_predict_fn(teacher), test, size, codec, LSP14, metrics=("pck",))
-        results["teachers"].append({"seed": seed, "pck": res["pck"], "per_joint": _per_joint(res),
+        results["teachers"].append({"seed": seed, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
                                     "params": teacher.count_params(), "train_s": time.time() - t})
-        print(f"teacher seed {seed}: PCK@0.2 {100 * res['pck']:.1f}")
+        print(f"teacher seed {seed}: PCK@0.2 {100 * res['pck']['mean']:.1f}")
         for method in args.methods:
             t = time.time()
             student, sps = train_student(method, teacher, make_student, train, codec, LSP14, args, seed,
                                          work / f"{method}_s{seed}")
             res = evaluate(keras_predict_fn(student), test, size, codec, LSP14, metrics=("pck",))
-            row = {"method": method, "seed": seed, "pck": res["pck"], "per_joint": _per_joint(res),
+            row = {"method": method, "seed": seed, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
                    "sec_per_step": sps, "train_s": time.time() - t, "params": student.count_params()}
             results["runs"].append(row)
-            print(f"{method} seed {seed}: PCK@0.2 {100 * res['pck']:.1f}  ({sps * 1e3:.0f} ms/step)")
+            print(f"{method} seed {seed}: PCK@0.2 {100 * res['pck']['mean']:.1f}  ({sps * 1e3:.0f} ms/step)")
             io.write_json(Path(args.out).with_suffix(".json"), results)
     text = render(results, LSP14)
     io.write_text(Path(args.out).with_suffix(".md"), text)
@@ -178,8 +178,7 @@ def main(argv=None):
 
 
 def _per_joint(res):
-    pj = res.get("pck_per_joint")
-    return None if pj is None else [float(v) for v in np.asarray(pj)]
+    return [float(v) for v in res["pck"]["per_joint"].values()]
 
 
 def render(results, keypoint_set):

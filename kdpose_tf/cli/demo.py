@@ -124,8 +124,9 @@ def _evaluate_and_export(out, teacher, distilled, scratch, train, val, keypoint_
     rows = []
     for name, model in (("teacher", teacher), ("student (distilled)", distilled), ("student (scratch)", scratch)):
         res = evaluate(keras_predict_fn(model), val, size, codec, keypoint_set, metrics=metrics, coco_gt=coco_gt)
-        rows.append(dict(model=name, params=model.count_params(), gmacs=count_flops(model, (1, *size, 3)) / 1e9,
-                         pck=res.get("pck"), ap=res.get("AP"), train_s=timings.get(name), format="Keras float32"))
+        rows.append(dict(model=name, params=model.count_params(), gmacs=count_flops(model) / 1e9,
+                         pck=res["pck"]["mean"], ap=res.get("coco", {}).get("AP"), train_s=timings.get(name),
+                         format="Keras float32"))
 
     student_file = out / "student_distilled.keras"
     from kdpose_tf.utils import io
@@ -138,7 +139,7 @@ def _evaluate_and_export(out, teacher, distilled, scratch, train, val, keypoint_
     runner = TFLiteRunner(tflite_path)
     res = evaluate(runner, val, size, codec, keypoint_set, metrics=metrics, coco_gt=coco_gt)
     rows.append(dict(model="student (distilled)", params=distilled.count_params(), gmacs=rows[1]["gmacs"],
-                     pck=res.get("pck"), ap=res.get("AP"), train_s=None,
+                     pck=res["pck"]["mean"], ap=res.get("coco", {}).get("AP"), train_s=None,
                      format=f"TFLite int8 ({Path(tflite_path).stat().st_size / 1e3:.0f} kB)"))
     return rows
 

@@ -62,12 +62,21 @@ def run_evaluate(args):
         raise CLIError(f"--metrics accepts pck, pckh, coco; got {sorted(unknown)}")
     results = evaluate(predict_fn, samples, size, codec, keypoint_set, metrics=metrics,
                        flip_test=args.flip_test, coco_gt=coco_gt)
-    scalars = {k: v for k, v in results.items() if isinstance(v, (int, float))}
-    for key, value in scalars.items():
+    for key, value in headline_metrics(results).items():
         print(f"{key:>12s}: {value:.4f}")
     if args.json_out:
         io.write_json(args.json_out, _jsonable(results))
         print(f"wrote {args.json_out}")
+
+
+def headline_metrics(report) -> dict:
+    """The one-number summaries of an `evaluate` report: PCK / PCKh means and COCO AP/AR values."""
+    out = {}
+    for name in ("pck", "pckh"):
+        if name in report:
+            out[f"{name.upper() if name == 'pck' else 'PCKh'}@{report[name]['threshold']:g}"] = report[name]["mean"]
+    out.update({k: v for k, v in report.get("coco", {}).items() if isinstance(v, (int, float))})
+    return out
 
 
 def _jsonable(obj):

@@ -12,7 +12,7 @@ def run_summary(args):
     model = load_model(args.model, **overrides)
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     params = count_params(model)
-    macs = count_flops(model, (1, *shape))
+    macs = count_flops(model)
     print(f"model:        {args.model}")
     print(f"input:        {shape[0]}x{shape[1]}x{shape[2]}")
     print(f"parameters:   {params:,} ({params / 1e6:.2f} M)")

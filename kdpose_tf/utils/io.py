@@ -23,8 +23,9 @@ def atomic_path(path, suffix=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + suffix, dir=path.parent)
+    suffix = "".join(path.suffixes) if suffix is None else suffix  # keeps ".weights.h5" whole
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:len(path.name) - len(suffix)]}.", suffix=".tmp" + suffix,
+                               dir=path.parent)
     os.close(fd)
     os.unlink(tmp)
     try:
