@@ -6,7 +6,7 @@ per-joint rows. The student is trained (i) from scratch, (ii) FPD (alpha 0.5), (
 LSHM linear schedule, (iv) DWPose two-stage, with the same epochs and data, for several seeds.
 Also the training cost: seconds per step of distillation versus plain student training.
 
-    python benchmarks/distill_real.py                 # CPU configuration (about an hour on 2 cores)
+    python benchmarks/distill_real.py                 # CPU configuration (about 40 minutes on 2 cores)
     python benchmarks/distill_real.py --quick         # a minute, to check it runs
     python benchmarks/distill_real.py --size 256 --teacher-epochs 60 --student-epochs 40   # GPU
 
@@ -33,12 +33,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=128, help="square input size (default 128)")
-    p.add_argument("--teacher-epochs", type=int, default=30)
-    p.add_argument("--student-epochs", type=int, default=20)
+    p.add_argument("--teacher-epochs", type=int, default=16)
+    p.add_argument("--student-epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--methods", nargs="+", default=["scratch", "fpd", "lshm", "dwpose"])
-    p.add_argument("--teacher-filters", type=int, default=96)
+    p.add_argument("--teacher-filters", type=int, default=64)
     p.add_argument("--student-filters", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--quick", action="store_true", help="tiny run to check the script")
@@ -117,8 +117,12 @@ def train_student(method, teacher, make_student, train, codec, ks, args, seed, r
     elif method == "dwpose":
         # Same total budget: stage 1 + stage 2 (20 %) = student_epochs.
         stage1 = max(1, round(args.student_epochs / 1.2))
+        # L_fea on the last backbone feature (both hourglasses name it "stack{n-1}_lin_relu").
+        feature = f"stack{teacher.backbone.num_stacks - 1}_lin_relu"
+        student_feature = f"stack{student.backbone.num_stacks - 1}_lin_relu"
         student, _ = dwpose.run_two_stage(
             teacher, student, train, codec, ks, run_dir=run_dir, epochs=stage1, stage2_fraction=0.2,
+            teacher_feature=feature, student_feature=student_feature,
             optimizer_fn=lambda n: make_optimizer(args.lr, n), **fit)
     else:
         raise ValueError(f"unknown method {method!r}")
@@ -149,18 +153,20 @@ def main(argv=None):
     print(f"train {len(train)} people, test {len(test)} (PARSE 101-305), input {size}")
 
     results = {"config": vars(args), "runs": [], "teachers": []}
+    # One teacher (seed 0), frozen; every student seed distills from the same teacher.
+    make_teacher, _ = build_models(LSP14, args.size, args, seed=0)
+    teacher = make_teacher()
+    steps = max(1, len(train) // args.batch_size)
+    teacher.compile(optimizer=make_optimizer(args.lr, steps * args.teacher_epochs))
+    t = time.time()
+    fit_resumable(teacher, train, codec, LSP14, work / "teacher", epochs=args.teacher_epochs,
+                  batch_size=args.batch_size, seed=0, verbose=2)
+    res = evaluate(keras_predict_fn(teacher), test, size, codec, LSP14, metrics=("pck",))
+    results["teachers"].append({"seed": 0, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
+                                "params": teacher.count_params(), "train_s": time.time() - t})
+    print(f"teacher: PCK@0.2 {100 * res['pck']['mean']:.1f}")
     for seed in args.seeds:
-        make_teacher, make_student = build_models(LSP14, args.size, args, seed)
-        teacher = make_teacher()
-        steps = max(1, len(train) // args.batch_size)
-        teacher.compile(optimizer=make_optimizer(args.lr, steps * args.teacher_epochs))
-        t = time.time()
-        fit_resumable(teacher, train, codec, LSP14, work / f"teacher_s{seed}", epochs=args.teacher_epochs,
-                      batch_size=args.batch_size, seed=seed, verbose=2)
-        res = evaluate(keras_predict_fn(teacher), test, size, codec, LSP14, metrics=("pck",))
-        results["teachers"].append({"seed": seed, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
-                                    "params": teacher.count_params(), "train_s": time.time() - t})
-        print(f"teacher seed {seed}: PCK@0.2 {100 * res['pck']['mean']:.1f}")
+        _, make_student = build_models(LSP14, args.size, args, seed)
         for method in args.methods:
             t = time.time()
             student, sps = train_student(method, teacher, make_student, train, codec, LSP14, args, seed,
@@ -192,7 +198,7 @@ def render(results, keypoint_set):
         "# Distillation on real photos (PARSE 101-305, PCK@0.2)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only. "
-        f"Input {cfg['size']}x{cfg['size']}, teacher {cfg['teacher_epochs']} epochs, students "
+        f"Input {cfg['size']}x{cfg['size']}, teacher {cfg['teacher_epochs']} epochs (one teacher), students "
         f"{cfg['student_epochs']} epochs, batch {cfg['batch_size']}, seeds {cfg['seeds']}.",
         "Train: PARSE 1-100 + BUFFY (upper body) + coco_mini, joints mapped to LSP-14.",
         "",

@@ -227,7 +227,8 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     optimizer_fn = optimizer_fn or (lambda steps: keras.optimizers.Adam(1e-3))
     strategy = strategy or tf.distribute.get_strategy()
     spe = max(1, len(samples) // batch_size)
-    head = resolve_head_layers(student, feature_layer=student_feature)
+    # A PoseEstimator's head is its `head`; other models: the layers after the feature layer.
+    head = resolve_head_layers(student, feature_layer=None if hasattr(student, "head") else student_feature)
     with strategy.scope():
         stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, feature_weight, logit_weight)
         stage1.compile(optimizer=optimizer_fn(spe * epochs))

@@ -79,3 +79,32 @@ def test_head_resolution_errors():
     assert resolve_head_layers(student, head_predicate=lambda l: l.name.endswith("_hm")) == ["student_s0_hm"]
     with pytest.raises(ValueError, match="epochs"):
         two_stage_distill(tiny("t", 8), student, None, epochs=0)
+
+
+def test_run_two_stage_on_samples_with_feature_distillation_resumes(tmp_path, data_dir):
+    """`run_two_stage` (the CLI's DWPose path): both stages, L_fea on a nested backbone layer, and a
+    second call on the same run directory resumes (finished stages are not trained again)."""
+    from kdpose_tf.data.coco import read_coco
+    from kdpose_tf.distillation.dwpose import run_two_stage
+    from kdpose_tf.keypoints import COCO17
+    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    samples = read_coco(data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json")[:16]
+
+    def make(filters, name):
+        backbone = HourglassBackbone(num_stacks=2, filters=filters, order=2, block="inverted_residual",
+                                     num_keypoints=17, input_shape=(32, 32, 3), name=f"{name}_backbone")
+        return PoseEstimator(backbone, keypoint_set="coco17", name=name)
+
+    teacher, student = make(16, "teacher"), make(8, "student")
+    kwargs = dict(run_dir=tmp_path, epochs=2, batch_size=8, teacher_feature="stack1_lin_relu",
+                  student_feature="stack1_lin_relu", verbose=0)
+    student, history = run_two_stage(teacher, student, samples, student.codec, COCO17, **kwargs)
+    assert len(history["feat_loss"]) == 2 and all(v > 0 for v in history["feat_loss"])
+    assert len(history["stage2_loss"]) == 1  # 20 % of 2 epochs, at least one
+    assert history["stage2_gt_weight"] == [0.0]
+    weights = [w.copy() for w in student.get_weights()]
+    again, history2 = run_two_stage(teacher, student, samples, student.codec, COCO17, **kwargs)
+    assert history2["loss"] == history["loss"]  # restored from the run directory, not retrained
+    assert all(np.array_equal(a, b) for a, b in zip(weights, again.get_weights()))
