@@ -20,13 +20,26 @@ def run_summary(args):
 
 
 def run_presets(args):
-    from kdpose_tf.models.presets import list_presets
+    from kdpose_tf.models.presets import build, list_presets
 
     rows = list_presets()
-    cols = ("name", "family", "params", "gflops", "input_size", "keypoint_set")
-    print(" | ".join(f"{c}" for c in cols))
+    cols = ["name", "family", "input_size", "keypoint_set", "params_m", "gflops"]
+    header = ["name", "family", "input", "keypoints", "paper params (M)", "paper GFLOPs"]
+    if args.measure:
+        from kdpose_tf.models.summary import count_flops, count_params
+
+        for row in rows:
+            model = build(row["name"])
+            row["measured_params_m"] = count_params(model) / 1e6
+            row["measured_gmacs"] = count_flops(model) / 1e9
+        cols += ["measured_params_m", "measured_gmacs"]
+        header += ["params (M)", "GMACs"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
     for row in rows:
-        print(" | ".join(_fmt(row.get(c)) for c in cols))
+        print("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    if not args.measure:
+        print("\n(published figures; `kdpose presets --measure` builds each model and counts them)")
 
 
 def _fmt(v):

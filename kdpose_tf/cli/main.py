@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="preset name, preset directory or .keras file")
     p.add_argument("--input-size", type=parse_size, default=None)
 
-    sub.add_parser("presets", help="list the built-in presets")
+    p = sub.add_parser("presets", help="list the built-in presets")
+    p.add_argument("--measure", action="store_true", help="build every preset and count params / GMACs (slow)")
 
     p = sub.add_parser("check-edgetpu", help="check a .tflite model against the Edge TPU compiler 16.0")
     p.add_argument("model", help=".tflite file")

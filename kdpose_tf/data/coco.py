@@ -12,23 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import SampleChecker
+from kdpose_tf.data.validation import SampleChecker, load_json
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import get_keypoint_set
-
-
-def _load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path=path) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
 
 
 def _default_image_dir(path: Path) -> Path:
@@ -57,7 +46,7 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
     """
     path = Path(annotation_file)
     ks = get_keypoint_set(keypoint_set)
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f"expected a JSON object at the top level, got {type(data).__name__}", path=path)
     for key in ("images", "annotations"):

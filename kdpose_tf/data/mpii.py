@@ -17,28 +17,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from kdpose_tf.data.images import image_size
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import SampleChecker
+from kdpose_tf.data.validation import SampleChecker, load_json
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import MPII16
 
 PIXEL_STD = 200.0  # MPII `scale` unit: person height in units of 200 px
-
-
-def _load_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError("annotation file not found", path=path) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
 
 
 def read_mpii_json(json_file, image_dir=None, on_bad_sample="raise"):
@@ -54,7 +43,7 @@ def read_mpii_json(json_file, image_dir=None, on_bad_sample="raise"):
         `head_size` set when joints 8 and 9 are labelled.
     """
     path = Path(json_file)
-    data = _load_json(path)
+    data = load_json(path)
     if not isinstance(data, list):
         raise DataError(f"expected a JSON list of person entries, got {type(data).__name__}", path=path)
     image_dir = Path(image_dir) if image_dir else path.parent

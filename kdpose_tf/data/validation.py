@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,6 +21,17 @@ import numpy as np
 from kdpose_tf.errors import DataError
 
 POLICIES = ("raise", "skip")
+
+
+def load_json(path):
+    """Parse an annotation file; DataError naming the file (and the line) when it cannot."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError("annotation file not found", path=path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno})", path=path) from None
 
 
 def check_policy(on_bad_sample):

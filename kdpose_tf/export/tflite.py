@@ -230,7 +230,7 @@ def _convert_concrete(model, signature, opts):
 
 
 def export_tflite(model, path, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
-                  target="cpu", sidecar=None, keypoint_set=None, input_size=None, stride=4):
+                  target="cpu", sidecar=True, keypoint_set=None, input_size=None, stride=4):
     """Export `model` to a LiteRT flatbuffer at `path` (atomically) and return the Path.
 
     Args:
@@ -246,7 +246,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         target: "cpu" (default) or "edgetpu": needs an integer variant with int8/uint8 I/O, rejects
             transposed convolutions before converting (switch the head to upsample="resize_conv"),
             and checks the converted ops against the Edge TPU compiler 16.0 table before writing.
-        sidecar: None, True, or a dict of extra fields: writes `<path stem>.json` next to the model
+        sidecar: True (default), a dict of extra fields, or False: writes `<path stem>.json` next to the model
             (see `kdpose_tf.export.sidecar`), with `keypoint_set` names, skeleton and flip pairs.
         keypoint_set: `KeypointSet` of the heatmap channels (for the sidecar).
         input_size: (H, W) when the model input has no fixed size.
@@ -276,7 +276,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             raise ValueError(f"model is not Edge TPU compatible:\n{report.summary()}")
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
-    if sidecar is not None and sidecar is not False:
+    if sidecar is not False and sidecar is not None:
         from kdpose_tf.export.sidecar import make_sidecar
 
         extra = sidecar if isinstance(sidecar, dict) else {}

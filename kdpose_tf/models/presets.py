@@ -90,11 +90,10 @@ PRESETS = {
     ),
     "dite_hrnet_18_psa_csppan_coco_256x192": _entry(
         "lite_hrnet", _LH_CLS, f"{_LH}.lite_hrnet_presets", "dite_hrnet_18", "coco17", (256, 192),
-        "Proposal student: Dite-HRNet-18 with PSA in every block and a depthwise CSP-PAN neck.",
+        "Proposal student: Dite-HRNet width 32 + PSA in every block + depthwise CSP-PAN (P3-P5) + "
+        "resize-conv tail to 1/4 (kdpose_tf.models.students.build_proposal_student).",
         params_m=None,
-        backbone_kwargs={"psa": True},
-        fallback_kwargs={"variant": "dite", **_LITE18},
-        neck="kdpose_tf.models.necks.csp_pan.DepthwiseCSPPAN",
+        builder="kdpose_tf.models.students.build_proposal_student",
     ),
 }
 
@@ -122,7 +121,9 @@ def backbone_kwargs(name):
     kwargs = dict(entry["fallback_kwargs"])
     try:
         family = importlib.import_module(entry["backbone_presets"])
-        kwargs = {k: v for k, v in family.backbone_presets[entry["backbone_preset"]].items() if k != "metadata"}
+        preset = family.backbone_presets[entry["backbone_preset"]]
+        # Two family layouts: {"config": kwargs, "metadata": ...} or {**kwargs, "metadata": ...}.
+        kwargs = dict(preset["config"]) if "config" in preset else {k: v for k, v in preset.items() if k != "metadata"}
     except (ImportError, AttributeError, KeyError):
         if not kwargs:
             raise PresetError(
@@ -145,6 +146,8 @@ def build(name, cls=None, **overrides):
 
     cls = PoseEstimator if cls is None else cls
     entry = get_entry(name)
+    if entry.get("builder"):
+        return _build_with_builder(name, entry, cls, overrides)
     bb_cls = _import(entry["backbone"], "backbone class")
     bb_kwargs = backbone_kwargs(name)
     task = {k: overrides.pop(k) for k in list(overrides) if k in _TASK_KEYS}
@@ -175,6 +178,39 @@ def build(name, cls=None, **overrides):
     return cls(backbone, **task)
 
 
+def _build_with_builder(name, entry, cls, overrides):
+    """Entries made by a builder function (the proposal student): only task-level overrides apply."""
+    from kdpose_tf.keypoints import get_keypoint_set
+    from kdpose_tf.models.backbone import Backbone
+
+    unknown = set(overrides) - {"num_keypoints", "keypoint_set", "input_size", "name"}
+    if unknown:
+        raise PresetError(f"preset {name!r} accepts overrides num_keypoints, keypoint_set, input_size, name; "
+                          f"got {sorted(unknown)}")
+    keypoint_set = overrides.get("keypoint_set") or entry["keypoint_set"]
+    num_keypoints = overrides.get("num_keypoints") or get_keypoint_set(keypoint_set).num_keypoints
+    size = tuple(overrides.get("input_size") or entry["input_size"])
+    model = _import(entry["builder"], "builder")(
+        num_keypoints=num_keypoints, keypoint_set=keypoint_set, input_shape=(*size, 3), name=overrides.get("name", name)
+    )
+    return model.backbone if issubclass(cls, Backbone) else model
+
+
+def published_figures(name):
+    """(params in M, GFLOPs) the paper states for entry `name`, or None where there is none."""
+    entry = get_entry(name)
+    params, gflops = entry.get("params_m"), None
+    try:
+        meta = importlib.import_module(entry["backbone_presets"]).backbone_presets[entry["backbone_preset"]]
+        meta = meta.get("metadata", {})
+    except (ImportError, AttributeError, KeyError):
+        meta = {}
+    if entry.get("builder"):
+        return params, None
+    gflops = meta.get("gflops") or (meta["flops"] / 1e9 if meta.get("flops") else None)
+    return params, gflops
+
+
 def list_presets():
     """Rows for `kdpose presets`: dicts with name, family, params (M, published), input_size,
     keypoint_set, description; in catalogue order."""
@@ -182,7 +218,8 @@ def list_presets():
         {
             "name": name,
             "family": e["family"],
-            "params_m": e.get("params_m"),
+            "params_m": published_figures(name)[0],
+            "gflops": published_figures(name)[1],
             "input_size": tuple(e["input_size"]),
             "keypoint_set": e["keypoint_set"],
             "description": e["description"],
