@@ -20,7 +20,9 @@ demo: $(STAMP)
 	$(BIN)/kdpose demo --output demo_output
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -q tests
+	# --max-worker-restart 0: a worker killed by a native crash ends the run with a clear error
+	# (xdist's restart after a crash was seen to hang the run until CI's time limit)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0 -q tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/model_zoo.py

@@ -160,7 +160,7 @@ def build_models(args, train, codec):
         note = "untrained architecture (no checkpoint)" if not args.quick else "--quick: filters 8/16, 64x64"
     if args.quick:
         lite = presets.build("lite_hrnet_18_coco_256x192", input_size=(64, 64), stem_width=8,
-                             widths=(8, 16, 32, 64), stage_modules=(1, 1, 1), name="lite_hrnet_tiny")
+                             widths=(8, 16, 32, 64), stage_modules=(1, 1, 1))
         prop = build_proposal_student(input_shape=(64, 64, 3), widths=(8, 16, 32, 64), stage_modules=(1, 1, 1),
                                       blocks_per_module=1)
         hw = "64x64 (quick, reduced widths)"

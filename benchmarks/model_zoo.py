@@ -152,21 +152,23 @@ def int8_tflite(model, input_shape, num_calibration=8, seed=0) -> bytes:
 
 
 def tflite_latency_ms(data: bytes, runs=20, warmup=3, seed=0):
-    """Median / min invoke() time in ms with one thread."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Median / min invoke() time in ms with one thread (XNNPACK unless it crashes on the model)."""
+    from kdpose_tf.export.delegates import make_interpreter
 
-    interpreter = Interpreter(model_content=data, num_threads=1)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    x = np.random.default_rng(seed).integers(0, 256, detail["shape"]).astype(detail["dtype"])
-    interpreter.set_tensor(detail["index"], x)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - start) * 1e3)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        interpreter, _ = make_interpreter(path, num_threads=1)
+        detail = interpreter.get_input_details()[0]
+        x = np.random.default_rng(seed).integers(0, 256, detail["shape"]).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], x)
+        for _ in range(warmup):
+            interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            interpreter.invoke()
+            times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times), min(times)
 
 

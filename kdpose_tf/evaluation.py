@@ -199,6 +199,9 @@ def evaluate(predict_fn, samples, input_size, codec, keypoint_set, metrics=("pck
         excluded, threshold, normalizer, per_joint {name: value}; "coco": AP, AP50, ..., AR) and
         `rows`: one dict per joint ({"joint", "PCK@0.2", "PCKh@0.5"}) for `markdown_table`.
     """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metrics or any(m not in METRICS for m in metrics):  # fail before predicting anything
+        raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {metrics!r}")
     keypoints, scores = predict_samples(
         predict_fn, samples, input_size, codec, keypoint_set, flip_test=flip_test,
         batch_size=batch_size, progress=progress,

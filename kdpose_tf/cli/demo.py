@@ -64,27 +64,20 @@ def run_demo(args):
     fit = dict(batch_size=bs, val_samples=val, seed=args.seed)
     histories, timings = {}, {}
 
-    print(f"[demo] 1/4 teacher: {teacher.count_params():,} params, {cfg['teacher_epochs']} epochs")
-    teacher.compile(optimizer=make_optimizer(2e-3, steps * cfg["teacher_epochs"]))
-    t = time.time()
-    histories["teacher"] = fit_resumable(teacher, train, codec, keypoint_set, out / "runs" / "teacher",
-                                         epochs=cfg["teacher_epochs"], **fit)
-    timings["teacher"] = time.time() - t
-
-    print(f"[demo] 2/4 student distilled from the teacher (FPD, alpha=0.5): {distilled.count_params():,} params")
-    distiller = Distiller(teacher, distilled, alpha=ConstantWeight(0.5))
-    distiller.compile(optimizer=make_optimizer(2e-3, steps * cfg["student_epochs"]))
-    t = time.time()
-    histories["student (distilled)"] = fit_resumable(distiller, train, codec, keypoint_set, out / "runs" / "distilled",
-                                                     epochs=cfg["student_epochs"], **fit)
-    timings["student (distilled)"] = time.time() - t
-
-    print("[demo] 3/4 the same student from scratch, same budget")
-    scratch.compile(optimizer=make_optimizer(2e-3, steps * cfg["student_epochs"]))
-    t = time.time()
-    histories["student (scratch)"] = fit_resumable(scratch, train, codec, keypoint_set, out / "runs" / "scratch",
-                                                   epochs=cfg["student_epochs"], **fit)
-    timings["student (scratch)"] = time.time() - t
+    stages = (
+        ("teacher", teacher, "teacher_epochs",
+         f"1/4 teacher: {teacher.count_params():,} params"),
+        ("student (distilled)", Distiller(teacher, distilled, alpha=ConstantWeight(0.5)), "student_epochs",
+         f"2/4 student distilled from the teacher (FPD, alpha=0.5): {distilled.count_params():,} params"),
+        ("student (scratch)", scratch, "student_epochs", "3/4 the same student from scratch, same budget"),
+    )
+    for (name, model, epochs_key, message), run in zip(stages, ("teacher", "distilled", "scratch")):
+        print(f"[demo] {message}, {cfg[epochs_key]} epochs")
+        model.compile(optimizer=make_optimizer(2e-3, steps * cfg[epochs_key]))
+        t = time.time()
+        histories[name] = fit_resumable(model, train, codec, keypoint_set, out / "runs" / run,
+                                        epochs=cfg[epochs_key], **fit)
+        timings[name] = time.time() - t
 
     print("[demo] 4/4 evaluate, export int8 TFLite, predict")
     rows = _evaluate_and_export(out, teacher, distilled, scratch, train, val, keypoint_set, codec, coco_gt, timings)

@@ -28,7 +28,7 @@ import numpy as np
 
 from kdpose_tf.data.images import image_size
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import SampleChecker
+from kdpose_tf.data.validation import SampleChecker, SampleList, merge_reports
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import LSP14
 
@@ -113,8 +113,8 @@ def read_buffy(root, on_bad_sample="raise"):
         on_bad_sample: "raise" (default) or "skip" malformed frames (see `validation`).
 
     Returns:
-        list of PoseSample (keypoint_set "lsp14", upper body only); annotation_id = "s5e2/63" style,
-        `extra["sticks"]` = the (6, 4) raw sticks.
+        `SampleList` of PoseSample (keypoint_set "lsp14", upper body only); annotation_id = "s5e2/63"
+        style, `extra["sticks"]` = the (6, 4) raw sticks; `.report` sums the per-episode reports.
     """
     root = Path(root)
     files = sorted((root / "data").glob("buffy_s*e*_sticks.txt"))
@@ -158,7 +158,5 @@ def read_buffy(root, on_bad_sample="raise"):
         raise DataError(f"no usable samples ({skipped} skipped)\n" + "\n".join(str(c.report) for c, _ in checkers),
                         path=root / "data")
     for checker, samples in checkers:
-        checker.report.kept = len(samples)
-        if checker.report.skipped or checker.report.repaired:
-            print(checker.report)
-    return all_samples
+        checker.finish(samples, raise_if_empty=False)
+    return SampleList(all_samples, merge_reports(root / "data", [c.report for c, _ in checkers]))

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from kdpose_tf.data.buffy import read_buffy
-from kdpose_tf.data.coco import read_coco
+from kdpose_tf.data.coco import read_coco, resolve_keypoint_set
 from kdpose_tf.data.mpii import read_mpii_json
 from kdpose_tf.data.parse import SPLITS, read_parse
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.keypoints import LSP14, get_keypoint_set, joint_mapping
+from kdpose_tf.data.validation import SampleList
+from kdpose_tf.keypoints import LSP14, joint_mapping
 
 SPEC_KINDS = ("coco", "mpii", "parse", "buffy")
 
@@ -47,11 +48,15 @@ def load_samples(spec, on_bad_sample="skip"):
 
 
 def to_keypoint_set(samples, target_set):
-    """Remap samples onto `target_set` by joint name; joints the source lacks get visibility 0."""
-    target = get_keypoint_set(target_set)
+    """Remap samples onto `target_set` by joint name; joints the source lacks get visibility 0.
+
+    Sets are resolved by name (coco17, mpii16, lsp14, crowdpose14) or given as KeypointSet. A
+    `SampleList`'s `.report` is carried over.
+    """
+    target = resolve_keypoint_set(target_set)
     out = []
     for s in samples:
-        source = get_keypoint_set(s.keypoint_set)
+        source = resolve_keypoint_set(s.keypoint_set, s.image_path)
         if source.name == target.name:
             out.append(s)
             continue
@@ -64,7 +69,7 @@ def to_keypoint_set(samples, target_set):
             image_id=s.image_id, annotation_id=s.annotation_id, image_size=s.image_size, area=s.area,
             head_size=s.head_size, extra={**s.extra, "source_keypoint_set": source.name},
         ))
-    return out
+    return SampleList(out, getattr(samples, "report", None))
 
 
 def real_benchmark_split(shared_root, keypoint_set=LSP14, min_joints=4, on_bad_sample="skip"):
@@ -76,7 +81,7 @@ def real_benchmark_split(shared_root, keypoint_set=LSP14, min_joints=4, on_bad_s
     """
     root = Path(shared_root)
     data = root / "data" if (root / "data").is_dir() else root
-    ks = get_keypoint_set(keypoint_set)
+    ks = resolve_keypoint_set(keypoint_set)
     coco = read_coco(data / "coco_mini" / "annotations" / "person_keypoints_train2017.json",
                      data / "coco_mini" / "train2017", on_bad_sample=on_bad_sample)
     coco = [s for s in to_keypoint_set(coco, ks) if int((s.visibility > 0).sum()) >= min_joints]

@@ -74,15 +74,28 @@ def read_image(path) -> np.ndarray:
 
 
 def image_size(path) -> tuple:
-    """(width, height) of an image, from its header where possible (JPEG/PNG), else by decoding."""
+    """(width, height) of an image, from its header where possible (JPEG/PNG), else by decoding.
+
+    Reads at most 64 KiB for JPEG/PNG (the SOFn segment or the IHDR chunk); other formats are decoded
+    with `read_image`. Raises DataError (field "image") for a missing, empty, non-image or zero-size file.
+    It does not detect truncation (that needs the whole file): `read_image` does.
+
+    Example:
+    >>> image_size("im0001.jpg")   # doctest: +SKIP
+    (200, 300)
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(64 * 1024)
     except FileNotFoundError:
         raise DataError("image file not found", path=path, field="image") from None
+    if not head:
+        raise DataError("empty image file (0 bytes)", path=path, field="image")
     if head.startswith(_PNG_SIGNATURE) and len(head) >= 24:
         w, h = struct.unpack(">II", head[16:24])
+        if w == 0 or h == 0:
+            raise DataError(f"image has zero size ({w}x{h} in the PNG header)", path=path, field="image")
         return int(w), int(h)
     if head.startswith(_JPEG_START):
         i = 2
@@ -93,6 +106,8 @@ def image_size(path) -> tuple:
             marker = head[i + 1]
             if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
                 h, w = struct.unpack(">HH", head[i + 5:i + 9])
+                if w == 0 or h == 0:
+                    raise DataError(f"image has zero size ({w}x{h} in the JPEG header)", path=path, field="image")
                 return int(w), int(h)
             length = struct.unpack(">H", head[i + 2:i + 4])[0]
             i += 2 + length

@@ -39,7 +39,8 @@ def read_mpii_json(json_file, image_dir=None, on_bad_sample="raise"):
         on_bad_sample: "raise" (default) or "skip" malformed entries (see `validation`).
 
     Returns:
-        list of PoseSample (keypoint_set "mpii16"); annotation_id = index of the entry in the list,
+        `SampleList` of PoseSample (`.report`: the `LoadReport`), keypoint_set "mpii16";
+        annotation_id = index of the entry in the list,
         `head_size` set when joints 8 and 9 are labelled.
     """
     path = Path(json_file)

@@ -5,7 +5,8 @@ LSP-14 with person-centric left/right (right ankle, right knee, right hip, left 
 left ankle, right wrist, right elbow, right shoulder, left shoulder, left elbow, left wrist, neck,
 head top). Checked against the images: on frontal people the "right" joints lie on the image's
 left (95% of images have x(right shoulder) < x(left shoulder)); head top is above the neck in
->99% of images. (The file's own ``segmentTypes`` labels say 'lank', 'lkne', ... for the first
+>99% of images. People seen from the back keep person-centric sides (im0083, a tennis player
+from behind, has her right shoulder and racket hand on the image right). (The file's own ``segmentTypes`` labels say 'lank', 'lkne', ... for the first
 joints: those names are observer-centric; the coordinates match LSP14's person-centric order.)
 
 Every joint is labelled (visibility 2). The box is the joints' bounding box (the pipeline pads
@@ -60,7 +61,8 @@ def read_parse(root, split="all", on_bad_sample="raise"):
         on_bad_sample: "raise" (default) or "skip" malformed samples (see `validation`).
 
     Returns:
-        list of PoseSample (keypoint_set "lsp14"); annotation_id = image_id = 1-based image number.
+        `SampleList` of PoseSample (`.report`: the `LoadReport`), keypoint_set "lsp14";
+        annotation_id = image_id = 1-based image number.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -48,6 +48,7 @@ class LoadReport:
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     repaired: Counter = field(default_factory=Counter)
+    filtered: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)
 
     def skip(self, reason, example=None):
@@ -60,6 +61,10 @@ class LoadReport:
     def repair(self, reason, count=1):
         self.repaired[reason] += count
 
+    def filter(self, reason, count=1):
+        """Count annotations left out by design (crowd regions, too few joints): never an error."""
+        self.filtered[reason] += count
+
     def __str__(self):
         lines = [f"{self.source}: kept {self.kept} samples, skipped {sum(self.skipped.values())}"]
         for reason, n in self.skipped.most_common():
@@ -67,7 +72,35 @@ class LoadReport:
             lines.append(f"  skipped {n:5d}  {reason}" + (f"  (e.g. {ex})" if ex else ""))
         for reason, n in self.repaired.most_common():
             lines.append(f"  repaired {n:4d}  {reason}")
+        for reason, n in self.filtered.most_common():
+            lines.append(f"  left out {n:4d}  {reason}")
         return "\n".join(lines)
+
+
+class SampleList(list):
+    """A plain list of `PoseSample` that also carries the reader's `LoadReport` as `.report`.
+
+    Readers return it so callers that only want samples use it as a list, and callers that want
+    to know what was skipped read `samples.report` (counts per reason, examples, repaired joints).
+    """
+
+    def __init__(self, samples=(), report=None):
+        super().__init__(samples)
+        self.report = report
+
+
+def merge_reports(source, reports):
+    """One `LoadReport` summing several (e.g. one per Buffy episode file)."""
+    merged = LoadReport(str(source))
+    for r in reports:
+        merged.kept += r.kept
+        merged.skipped.update(r.skipped)
+        merged.repaired.update(r.repaired)
+        merged.filtered.update(r.filtered)
+        for reason, examples in r.examples.items():
+            room = 3 - len(merged.examples.setdefault(reason, []))
+            merged.examples[reason].extend(examples[:max(room, 0)])
+    return merged
 
 
 class SampleChecker:
@@ -154,12 +187,16 @@ class SampleChecker:
                              box_field, annotation_id)
         return keypoints, visibility, bbox
 
-    def finish(self, samples):
-        """Final checks on the list of kept samples; raises for an empty dataset, prints the report."""
+    def finish(self, samples, raise_if_empty=True, verbose=True):
+        """Final checks on the kept samples: a `SampleList` with `.report`.
+
+        Raises DataError "no usable samples" (always, whatever the policy) when nothing is left and
+        `raise_if_empty`; prints the report table when something was skipped or repaired and `verbose`.
+        """
         self.report.kept = len(samples)
-        if not samples:
+        if not samples and raise_if_empty:
             raise DataError(f"no usable samples ({sum(self.report.skipped.values())} skipped)\n{self.report}",
                             path=self.path)
-        if self.report.skipped or self.report.repaired:
+        if verbose and (self.report.skipped or self.report.repaired):
             print(self.report)
-        return samples
+        return SampleList(samples, self.report)

@@ -151,6 +151,10 @@ class TFLiteRunner:
     Args:
         path: the .tflite file.
         num_threads: interpreter CPU threads (default 1).
+        xnnpack: "auto" (default), True or False: whether the XNNPACK delegate runs the model, see
+            `kdpose_tf.export.delegates.make_interpreter` ("auto" checks in a child process that the
+            delegate does not crash on this file and otherwise uses the builtin kernels).
+            `self.delegate` says which ran: "xnnpack" or "builtin".
 
     Call with float32 images (B, H, W, 3) in [0, 255] (or one image (H, W, 3)); returns float32
     heatmaps (B, h, w, K). Integer inputs are quantised with the input tensor's parameters and
@@ -162,18 +166,17 @@ class TFLiteRunner:
     (2, 16, 16, 17)
     """
 
-    def __init__(self, path, num_threads: int = 1):
+    def __init__(self, path, num_threads: int = 1, xnnpack="auto"):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"TFLite model not found: {path}")
         if not isinstance(num_threads, int) or num_threads < 1:
             raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-        from ai_edge_litert.interpreter import Interpreter
+        from kdpose_tf.export.delegates import make_interpreter
 
         self.path = path
         self.num_threads = num_threads
-        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self.interpreter.allocate_tensors()
+        self.interpreter, self.delegate = make_interpreter(path, num_threads=num_threads, xnnpack=xnnpack)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1:

@@ -47,7 +47,8 @@ def _tensor_entry(t):
     return entry
 
 
-def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None) -> dict:
+def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None,
+                 runtime_check=True) -> dict:
     """Build the sidecar dict of an exported model from its own tensor details.
 
     Args:
@@ -57,10 +58,13 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         quantize: the export variant ("none", "int8", ...), recorded as is.
         target: "cpu" or "edgetpu".
         extra: dict merged in last (e.g. {"model": "lshm2_tiny", "dataset": "coco"}).
+        runtime_check: run the model once with LiteRT's XNNPACK delegate in a child process and
+            record the outcome under "runtime" (default True; see `kdpose_tf.export.delegates`).
 
     Returns:
         dict with keys: format_version, model_file, variant, target, input, output, normalization,
-        heatmap, keypoints, decoding (and the `extra` keys).
+        heatmap, keypoints, decoding, runtime (with `runtime_check`; {"litert_version", "xnnpack":
+        "ok" | "crashed" | "failed", "advice"}) and the `extra` keys.
     """
     from kdpose_tf.export.runner import model_io, model_tensors
 
@@ -108,6 +112,16 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             "skeleton": [list(e) for e in keypoint_set.skeleton],
             "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
         }
+    if runtime_check:
+        from kdpose_tf.export.delegates import xnnpack_check
+
+        runtime = xnnpack_check(tflite_path)
+        runtime["advice"] = (
+            "default interpreter options (XNNPACK delegate) are fine" if runtime["xnnpack"] == "ok" else
+            "create the interpreter without the XNNPACK delegate (Python: OpResolverType."
+            "BUILTIN_WITHOUT_DEFAULT_DELEGATES; Android: InterpreterApi.Options().setUseXNNPACK(false))"
+        )
+        info["runtime"] = runtime
     if extra:
         info.update(extra)
     return info

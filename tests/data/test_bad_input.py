@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -215,3 +216,125 @@ def test_parse_missing_labels(tmp_path, data_dir):
     with pytest.raises(DataError, match="labels file not found") as e:
         read_parse(tmp_path)
     assert str(tmp_path / "labels.mat") in str(e.value)
+
+
+def test_unknown_keypoint_set_names_file(tmp_path, coco_src):
+    path, image_dir, _ = _write(tmp_path, coco_src)
+    with pytest.raises(DataError) as e:
+        read_coco(path, image_dir, keypoint_set="coco18")
+    assert e.value.field == "keypoint_set" and str(path) in str(e.value) and "crowdpose14" in str(e.value)
+
+
+def test_skip_report_counts_each_reason(tmp_path, data_dir):
+    """One file with five different faults: "skip" keeps exactly the good people and counts each reason."""
+    root = data_dir / "coco_mini"
+    d = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
+    good = [a for a in d["annotations"] if a["num_keypoints"] >= 3 and not a["iscrowd"]][:8]
+    d["annotations"] = good
+    d["images"] = [i for i in d["images"] if i["id"] in {a["image_id"] for a in good}]
+    del good[0]["keypoints"]
+    good[1]["keypoints"][4] = float("nan")
+    good[2]["bbox"][3] = 0.0
+    good[3]["id"] = good[4]["id"]            # the later one is the duplicate
+    good[5]["image_id"] = 999_999_999         # not in "images"
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(d))
+    samples = read_coco(path, root / "train2017", on_bad_sample="skip")
+    rep = samples.report
+    assert len(samples) == 3 and rep.kept == 3
+    assert {s.annotation_id for s in samples} == {good[3]["id"], good[6]["id"], good[7]["id"]}
+    by_field = Counter()
+    for reason, n in rep.skipped.items():
+        by_field[reason.split(":")[0]] += n
+    assert by_field == {"keypoints": 2, "bbox": 1, "id": 1, "image_id": 1}
+    assert good[4]["id"] in rep.examples["id: duplicated annotation id"]
+    with pytest.raises(DataError) as e:  # "raise" stops at the first fault, naming it
+        read_coco(path, root / "train2017")
+    assert e.value.annotation_id == good[0]["id"] and e.value.field == "keypoints"
+
+
+def test_zero_size_png_header(tmp_path, data_dir):
+    from kdpose_tf.data.images import image_size
+
+    src = tmp_path / "ok.png"
+    cv2.imwrite(str(src), cv2.imread(str(data_dir / "parse" / "im0003.jpg")))
+    data = bytearray(src.read_bytes())
+    data[16:20] = (0).to_bytes(4, "big")  # IHDR width = 0
+    bad = tmp_path / "zero.png"
+    bad.write_bytes(bytes(data))
+    h, w = cv2.imread(str(src)).shape[:2]
+    assert image_size(src) == (w, h) == read_image(src).shape[1::-1]
+    for fn in (image_size, read_image):
+        with pytest.raises(DataError, match="zero size|not a decodable") as e:
+            fn(bad)
+        assert str(bad) in str(e.value) and e.value.field == "image"
+
+
+def _parse_copy(tmp_path, data_dir, n=4):
+    import scipy.io
+
+    root = tmp_path / "parse"
+    root.mkdir()
+    for i in range(1, n + 1):
+        shutil.copy(data_dir / "parse" / f"im{i:04d}.jpg", root / f"im{i:04d}.jpg")
+    pts = scipy.io.loadmat(str(data_dir / "parse" / "labels.mat"))["ptsAll"][:, :, :n]
+    return root, pts
+
+
+def test_parse_bad_image_and_nan_joints(tmp_path, data_dir, capsys):
+    import scipy.io
+
+    root, pts = _parse_copy(tmp_path, data_dir)
+    (root / "im0002.jpg").write_text("not a jpeg\n" * 30)
+    pts = pts.copy()
+    pts[3, 0, 2] = np.nan  # image 3, left hip x
+    scipy.io.savemat(str(root / "labels.mat"), {"ptsAll": pts})
+    with pytest.raises(DataError) as e:
+        read_parse(root)
+    assert e.value.annotation_id == 2 and e.value.field == "image" and "im0002.jpg" in str(e.value)
+    samples = read_parse(root, on_bad_sample="skip")
+    assert [s.image_id for s in samples] == [1, 4]
+    by_field = {reason.split(":")[0]: n for reason, n in samples.report.skipped.items()}
+    assert by_field == {"image": 1, "ptsAll": 1}
+    assert "ptsAll: contains NaN" in capsys.readouterr().out
+
+
+def test_buffy_malformed_sticks(tmp_path, data_dir, capsys):
+    from kdpose_tf.data.buffy import read_buffy
+
+    root = tmp_path / "buffy"
+    (root / "data").mkdir(parents=True)
+    (root / "images").mkdir()
+    (root / "images" / "buffy_s5e2_original").symlink_to(data_dir / "buffy" / "images" / "buffy_s5e2_original")
+    lines = (data_dir / "buffy" / "data" / "buffy_s5e2_sticks.txt").read_text().splitlines()
+    n_frames = len([ln for ln in lines if ln.strip()]) // 7
+    lines[1] = " nan 263.2 213.2 370.7"       # frame 63: NaN
+    lines[9] = " 140.3 261.1 157.6"           # frame 71: 3 numbers on a stick line
+    (root / "data" / "buffy_s5e2_sticks.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as e:
+        read_buffy(root)
+    assert e.value.annotation_id == "s5e2/63" and e.value.field == "sticks"
+    samples = read_buffy(root, on_bad_sample="skip")
+    assert len(samples) == n_frames - 2 and samples[0].annotation_id == "s5e2/80"
+    assert sum(samples.report.skipped.values()) == 2 and samples.report.kept == n_frames - 2
+    assert "s5e2/71" in str(samples.report)
+
+
+@pytest.mark.parametrize("change, field, match", [
+    ({"scale": 0.0}, "center/scale", "empty box"),
+    ({"scale": -1.5}, "center/scale", "empty box"),
+    ({"center": [float("nan"), 3.0]}, "center/scale", "NaN or inf"),
+    ({"joints_vis": [0] * 16}, "keypoints", "no labelled joint"),
+])
+def test_mpii_bad_entries(tmp_path, data_dir, change, field, match):
+    src = data_dir / "format_samples" / "mpii"
+    raw = json.loads((src / "test_mpii.json").read_text())
+    raw[2].update(change)
+    path = tmp_path / "mpii.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=match) as e:
+        read_mpii_json(path, image_dir=src)
+    assert e.value.annotation_id == 2 and e.value.field == field and str(path) in str(e.value)
+    samples = read_mpii_json(path, image_dir=src, on_bad_sample="skip")
+    assert [s.annotation_id for s in samples] == [0, 1, 3, 4]
+    assert sum(samples.report.skipped.values()) == 1

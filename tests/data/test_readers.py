@@ -174,3 +174,65 @@ def test_load_samples_dispatch(data_dir):
         load_samples(f"lsp:{data_dir}")
     with pytest.raises(ValueError, match="KIND:PATH"):
         load_samples("no-colon")
+
+
+def _count_people(ann, min_joints=1):
+    """Independent count: non-crowd annotations with >= min_joints labelled joints (v > 0)."""
+    return sum(1 for a in ann["annotations"]
+               if not a.get("iscrowd", 0) and sum(v > 0 for v in a["keypoints"][2::3]) >= min_joints)
+
+
+def test_coco_reader_fields_and_report(data_dir):
+    from kdpose_tf.data.coco import read_coco
+
+    path = data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json"
+    ann = json.loads(path.read_text())
+    samples = read_coco(path)  # default image dir: <root>/train2017 from the file name
+    assert len(samples) == _count_people(ann) == 86
+    # the report is attached and counts what was left out, computed independently from the JSON
+    rep = samples.report
+    n_crowd = sum(1 for a in ann["annotations"] if a.get("iscrowd", 0))
+    assert rep.kept == 86 and not rep.skipped
+    assert rep.filtered["crowd region (iscrowd=1)"] == n_crowd == 5
+    assert rep.filtered["fewer than 1 labelled joints"] == len(ann["annotations"]) - n_crowd - 86
+    images = {i["id"]: i for i in ann["images"]}
+    by_id = {a["id"]: a for a in ann["annotations"]}
+    for s in samples:
+        a, img = by_id[s.annotation_id], images[s.image_id]
+        raw = np.array(a["keypoints"], float).reshape(17, 3)
+        np.testing.assert_allclose(s.keypoints, raw[:, :2], rtol=1e-6)
+        np.testing.assert_array_equal(s.visibility, raw[:, 2])
+        np.testing.assert_allclose(s.bbox, a["bbox"], rtol=1e-5)
+        assert s.area == pytest.approx(a["area"]) and s.image_size == (img["width"], img["height"])
+        assert s.image_path.endswith("train2017/" + img["file_name"])
+    # fewer people with a higher joint threshold, again matching an independent count
+    assert len(read_coco(path, min_keypoints=10)) == _count_people(ann, 10)
+
+
+def test_coco_format_samples_and_crowdpose(data_dir):
+    from kdpose_tf.data.coco import CROWDPOSE14, read_coco
+
+    path = data_dir / "format_samples" / "coco" / "test_coco.json"
+    assert len(read_coco(path)) == _count_people(json.loads(path.read_text()))
+    cp = data_dir / "format_samples" / "crowdpose" / "test_crowdpose.json"
+    ann = json.loads(cp.read_text())
+    with pytest.raises(ValueError, match="lists 14 joints but keypoint set 'coco17' has 17"):
+        read_coco(cp)
+    samples = read_coco(cp, keypoint_set="crowdpose14")
+    assert len(samples) == _count_people(ann) and samples[0].keypoints.shape == (14, 2)
+    # the file's "head" / "neck" are CROWDPOSE14's head_top / neck; mapped to LSP14 by name
+    names = ann["categories"][0]["keypoints"]
+    assert [n.replace("head", "head_top") if n == "head" else n for n in names] == list(CROWDPOSE14.names)
+    mapped = to_keypoint_set(samples, LSP14)
+    for s, m in zip(samples, mapped):
+        for name in ("head_top", "neck", "right_wrist", "left_ankle"):
+            np.testing.assert_array_equal(m.keypoints[J[name]], s.keypoints[CROWDPOSE14.index(name)])
+            assert m.visibility[J[name]] == s.visibility[CROWDPOSE14.index(name)]
+
+
+def test_reports_on_clean_real_sets(parse_all, buffy):
+    assert parse_all.report.kept == 305 and buffy.report.kept == 748
+    assert not buffy.report.skipped and "kept 748" in str(buffy.report)
+    # PARSE has a few labelled joints just outside the image: dropped (visibility 0), counted
+    n_out = sum(int((s.visibility == 0).sum()) for s in parse_all)
+    assert sum(parse_all.report.repaired.values()) == n_out
