@@ -65,3 +65,23 @@ def test_psa_options_build_and_serialize(tmp_path):
     assert tuple(head(x).shape) == (1, 8, 8, 4) and tuple(block(x).shape) == (1, 8, 8, 8)
     assert any("psa" in w.path for w in head.weights) and any("psa" in w.path for w in block.weights)
     run_layer_checks(InvertedResidual, {"filters": 8, "psa": True, "name": "ir_psa"}, (1, 8, 8, 8), tmp_path=tmp_path, tflite=False)
+
+
+def test_untrained_heatmaps_start_near_zero_on_a_real_photo(data_dir):
+    """Heatmap convs start at N(0, 0.001) (HRNet / MMPose): the untrained loss is the all-zero loss.
+
+    With Glorot init the 2-stack hourglass output |x| ~ 1.2 here, 400x the loss of predicting zeros.
+    """
+    from kdpose_tf.data.images import read_image
+    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    keras.utils.set_random_seed(0)
+    photo = read_image(sorted((data_dir / "parse").glob("*.jpg"))[0])
+    crop = keras.ops.convert_to_numpy(keras.ops.image.resize(photo[None].astype("float32"), (64, 64)))
+    model = PoseEstimator(HourglassBackbone(num_stacks=2, filters=16, order=2, num_keypoints=14,
+                                            input_shape=(64, 64, 3)), keypoint_set="lsp14")
+    kernel = keras.ops.convert_to_numpy(model.head.final_conv.kernel)
+    assert 0.0005 < kernel.std() < 0.002
+    for heatmaps in model(crop, training=False):
+        assert np.abs(keras.ops.convert_to_numpy(heatmaps)).mean() < 0.05

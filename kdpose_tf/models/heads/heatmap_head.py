@@ -130,8 +130,12 @@ class HeatmapHead(keras.layers.Layer):
         for layer in self.tail_layers:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
+        # Kernel ~ N(0, 0.001), bias 0, as HRNet / SimpleBaseline / MMPose initialise the heatmap
+        # conv: an untrained model then predicts ~0 (loss ~ mean(target^2)) instead of O(1) values,
+        # which with Glorot init cost hundreds of steps of shrinking before any joint was learned.
         self.final_conv = keras.layers.Conv2D(
-            self.num_keypoints, self.final_kernel, padding="same", name=f"{n}_final_conv", dtype="float32"
+            self.num_keypoints, self.final_kernel, padding="same", name=f"{n}_final_conv", dtype="float32",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         )
         self.final_conv.build(shape)
         self.built = True

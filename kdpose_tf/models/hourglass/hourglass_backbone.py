@@ -117,7 +117,11 @@ class HourglassBackbone(Backbone):
             y = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{p}_lin_bn")(y)
             feature = keras.layers.ReLU(name=f"{p}_lin_relu")(y)
             if s < num_stacks - 1:
-                heat = keras.layers.Conv2D(num_keypoints, 1, name=f"{p}_heatmaps", dtype="float32")(feature)
+                # N(0, 0.001) like the final head conv: untrained heatmaps start near 0, not O(1)
+                heat = keras.layers.Conv2D(
+                    num_keypoints, 1, name=f"{p}_heatmaps", dtype="float32",
+                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+                )(feature)
                 outputs[f"heatmaps_stack{s}"] = heat
                 remap_f = keras.layers.Conv2D(filters, 1, name=f"{p}_feature_remap")(feature)
                 remap_h = keras.layers.Conv2D(filters, 1, name=f"{p}_heatmap_remap")(heat)
