@@ -14,7 +14,7 @@ Target: "int8 within 1 PCK point of float32": an integer variant meets it when i
 1 point below the Keras float32 student's on both test sets.
 
     python benchmarks/quantized_accuracy.py                           # after distill_real.py
-    python benchmarks/quantized_accuracy.py --method lshm --checkpoint-dir runs/distill_real/128
+    python benchmarks/quantized_accuracy.py --method lshm --checkpoint-dir runs/distill_real/128_movenet
     python benchmarks/quantized_accuracy.py --quick                   # ~2 minutes, writes to /tmp
 
 --quick trains its own tiny student (1 epoch, 64x64, 64 samples), uses 16 calibration crops and
@@ -46,8 +46,11 @@ TARGET_POINTS = 1.0
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint-dir", default="runs/distill_real/128",
-                   help="distill_real work dir for one input size: <dir>/<method>_s<seed>/ and <dir>/teacher/")
+    p.add_argument("--teacher", choices=["movenet", "hourglass"], default="movenet",
+                   help="the teacher distill_real.py used (default movenet, its default)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="distill_real work dir: <dir>/<method>_s<seed>/ (and <dir>/teacher/ for the hourglass "
+                        "teacher); default runs/distill_real/<size>_<teacher>")
     p.add_argument("--method", default="fpd", help="fpd | lshm (Distiller checkpoints) or scratch (default fpd)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128, help="square input size of the checkpoint (default 128)")
@@ -100,18 +103,21 @@ def load_trained(args, train, codec, ks):
     from kdpose_tf.distillation.distiller import Distiller
     from kdpose_tf.distillation.schedules import ConstantWeight
 
-    ckdir = Path(args.checkpoint_dir)
+    ckdir = Path(args.checkpoint_dir or f"runs/distill_real/{args.size}_{args.teacher}")
     teacher_ckpt = ckdir / "teacher" / "checkpoint.weights.h5"
     student_ckpt = ckdir / f"{args.method}_s{args.seed}" / "checkpoint.weights.h5"
-    missing = [str(p) for p in (teacher_ckpt, student_ckpt) if not p.is_file()]
+    needed = (teacher_ckpt, student_ckpt) if args.teacher == "hourglass" else (student_ckpt,)
+    missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise SystemExit(f"checkpoint(s) not found: {', '.join(missing)}; run benchmarks/distill_real.py first "
                          "(or pass --checkpoint-dir / --method), or use --quick")
     cfg = argparse.Namespace(student_filters=args.student_filters, teacher_filters=args.teacher_filters)
     make_teacher, _ = build_models(ks, args.size, cfg, seed=0)
     _, make_student = build_models(ks, args.size, cfg, seed=args.seed)
-    teacher = make_teacher()
-    _restore(teacher, teacher_ckpt, train, codec, ks)
+    teacher = None
+    if args.teacher == "hourglass":
+        teacher = make_teacher()
+        _restore(teacher, teacher_ckpt, train, codec, ks)
     student = make_student(f"student_{args.method}")
     if args.method == "scratch":
         _restore(student, student_ckpt, train, codec, ks)
@@ -120,7 +126,8 @@ def load_trained(args, train, codec, ks):
         _restore(Distiller(teacher, student, alpha=ConstantWeight(0.5)), student_ckpt, train, codec, ks)
     else:
         raise SystemExit(f"--method {args.method!r}: only scratch, fpd and lshm checkpoints can be loaded here")
-    teacher.trainable = False
+    if teacher is not None:
+        teacher.trainable = False
     return student, teacher, f"distill_real {args.method} student seed {args.seed} ({student_ckpt})"
 
 
@@ -189,6 +196,13 @@ def main(argv=None):
     print(rows[-1], flush=True)
     if teacher is not None:
         rows.append({"variant": "teacher keras float32", "size_kb": None, **score(keras_predict_fn(teacher))})
+        print(rows[-1], flush=True)
+    elif not args.quick:
+        from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, teacher_predict_fn
+
+        movenet = KeypointTeacher(shared / "models" / "movenet_singlepose_lightning_int8.tflite")
+        rows.append({"variant": "teacher MoveNet int8 (12 of 14 joints)", "size_kb": None,
+                     **score(teacher_predict_fn(movenet, codec, LSP14, 0.3))})
         print(rows[-1], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for q in args.variants:

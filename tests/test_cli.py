@@ -101,3 +101,18 @@ def test_presets_and_summary(tiny_model, capsys):
 
     params = count_params(keras.saving.load_model(str(tiny_model), compile=False))
     assert f"{params:,}" in capsys.readouterr().out
+
+
+def test_distill_from_a_tflite_keypoint_teacher(tmp_path, tiny_model, coco_spec, shared_dir, capsys):
+    # MoveNet (COCO-17, pretrained, black box) teaches the tiny student on real COCO photos.
+    movenet = shared_dir / "models" / "movenet_singlepose_lightning_int8.tflite"
+    out = tmp_path / "student.keras"
+    args = ["distill", "--teacher", str(movenet), "--student", str(tiny_model), "--data", coco_spec,
+            "--epochs", "1", "--batch-size", "16", "--run-dir", str(tmp_path / "run"), "--output", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    assert out.is_file()
+    history = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    assert history["kd_loss"][0] > 0 and history["gt_loss"][0] > 0
+    code = main(args[:-2] + ["--teacher-feature", "stack0_lin_relu", "--student-feature", "stack0_lin_relu"])
+    assert code != 0
+    assert "needs a Keras teacher" in capsys.readouterr().err

@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
 
     p = sub.add_parser("distill", help="distill a student from a frozen teacher")
-    p.add_argument("--teacher", required=True, help="trained teacher: .keras file or preset directory")
+    p.add_argument("--teacher", required=True,
+                   help="trained teacher: .keras file, preset directory, or a .tflite keypoint model (MoveNet)")
+    p.add_argument("--teacher-min-score", type=float, default=0.3,
+                   help=".tflite keypoint teacher: joints it scores lower give no KD (default 0.3)")
     p.add_argument("--student", required=True, help="student: preset name, preset directory or .keras file")
     p.add_argument("--method", choices=("fpd", "lshm", "dwpose"), default="fpd")
     p.add_argument("--alpha", type=float, default=0.5, help="fpd: KD weight alpha (GT weight 1-alpha)")

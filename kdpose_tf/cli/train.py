@@ -115,10 +115,22 @@ def run_distill(args):
     args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
     strategy = make_strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
+    keypoint_teacher = str(args.teacher).endswith(".tflite")
+    if keypoint_teacher:
+        # A black-box TFLite keypoint model (MoveNet): its joints travel with the samples.
+        from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints
+
+        if args.teacher_feature:
+            raise CLIError("--teacher-feature needs a Keras teacher; a .tflite keypoint teacher has no features")
+        kt = KeypointTeacher(args.teacher)
+        samples = attach_teacher_keypoints(samples, kt, keypoint_set, min_score=args.teacher_min_score)
+        if val:
+            val = attach_teacher_keypoints(val, kt, keypoint_set, min_score=args.teacher_min_score)
     with strategy.scope():
-        teacher = load_teacher(args.teacher)
+        teacher = None if keypoint_teacher else load_teacher(args.teacher)
         overrides = _model_overrides(args, keypoint_set)
-        overrides.setdefault("input_size", model_input_size(teacher))
+        if teacher is not None:
+            overrides.setdefault("input_size", model_input_size(teacher))
         student = load_model(args.student, **overrides)
     codec = _codec_for(student, model_input_size(student))
     common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed)

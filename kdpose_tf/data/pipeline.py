@@ -109,7 +109,11 @@ def make_dataset(
         cache_images: keep decoded images in memory after first use. Default False.
 
     Returns:
-        Dataset of `(images, {"heatmaps", "target_weight"})` with static shapes.
+        Dataset of `(images, {"heatmaps", "target_weight"})` with static shapes. When the samples
+        carry a keypoint teacher's joints (`extra["teacher_keypoints"]`, see
+        `kdpose_tf.distillation.keypoint_teacher`), they get the same warp and flip and the
+        targets also hold `"teacher_heatmaps"` (h, w, K) and `"teacher_weight"` (K,) (0 where
+        the teacher gave no joint).
 
     Raises:
         DataError: naming the file, for a missing image (at construction) or an unreadable one
@@ -137,6 +141,7 @@ def make_dataset(
     kps = np.stack([s.keypoints for s in samples]).astype(np.float64)
     viss = np.stack([s.visibility for s in samples]).astype(np.float64)
     ann_ids = [s.annotation_id for s in samples]
+    teacher_kps = _teacher_keypoints(samples, k)
 
     def work(position, index):
         position, index = int(position), int(index)
@@ -144,20 +149,29 @@ def make_dataset(
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             raise DataError("read_image returned no (H, W, 3) image", path=paths[index], annotation_id=ann_ids[index])
         rng = np.random.default_rng([seed, position, index])
-        crop, kp, vis = augmented_crop(
-            image, kps[index], viss[index], boxes[index], (in_h, in_w), keypoint_set, augment, rng
+        extra = None if teacher_kps is None else teacher_kps[index]
+        out = augmented_crop(
+            image, kps[index], viss[index], boxes[index], (in_h, in_w), keypoint_set, augment, rng,
+            extra_keypoints=extra,
         )
-        heatmaps, weight = codec.encode(kp, vis)
-        return crop.astype(np.float32), heatmaps, weight
+        heatmaps, weight = codec.encode(out[1], out[2])
+        if extra is None:
+            return out[0].astype(np.float32), heatmaps, weight
+        t_heatmaps, t_weight = codec.encode(out[3], np.isfinite(out[3]).all(axis=1).astype(np.float64))
+        return out[0].astype(np.float32), heatmaps, weight, t_heatmaps, t_weight
 
     def map_fn(position, index):
-        image, heatmaps, weight = tf.numpy_function(
-            work, [position, index], [tf.float32, tf.float32, tf.float32], stateful=False
-        )
-        image.set_shape((in_h, in_w, 3))
-        heatmaps.set_shape((hm_h, hm_w, k))
-        weight.set_shape((k,))
-        return image, {"heatmaps": heatmaps, "target_weight": weight}
+        n_out = 3 if teacher_kps is None else 5
+        outs = tf.numpy_function(work, [position, index], [tf.float32] * n_out, stateful=False)
+        outs[0].set_shape((in_h, in_w, 3))
+        for hm in outs[1::2]:
+            hm.set_shape((hm_h, hm_w, k))
+        for w in outs[2::2]:
+            w.set_shape((k,))
+        targets = {"heatmaps": outs[1], "target_weight": outs[2]}
+        if teacher_kps is not None:
+            targets.update(teacher_heatmaps=outs[3], teacher_weight=outs[4])
+        return outs[0], targets
 
     n = len(samples)
     ds = tf.data.Dataset.range(n)
@@ -169,6 +183,30 @@ def make_dataset(
     ds = ds.map(map_fn, num_parallel_calls=num_parallel_calls, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _teacher_keypoints(samples, k):
+    """(N, K, 2) keypoint-teacher joints when every sample carries them, None when none does."""
+    has = ["teacher_keypoints" in s.extra for s in samples]
+    if not any(has):
+        return None
+    if not all(has):
+        s = samples[has.index(False)]
+        raise DataError(
+            f"{sum(has)} of {len(samples)} samples carry teacher keypoints (extra['teacher_keypoints']) "
+            "but this one does not; attach them to all samples or to none",
+            path=s.image_path, annotation_id=s.annotation_id,
+        )
+    out = np.full((len(samples), k, 2), np.nan)
+    for i, s in enumerate(samples):
+        t = np.asarray(s.extra["teacher_keypoints"], np.float64)
+        if t.shape != (k, 2):
+            raise DataError(
+                f"extra['teacher_keypoints'] has shape {t.shape}; expected ({k}, 2)",
+                path=s.image_path, annotation_id=s.annotation_id,
+            )
+        out[i] = t
+    return out
 
 
 def make_inference_inputs(samples, input_size, padding=1.25):

@@ -243,7 +243,8 @@ def color_jitter(image, strength, rng):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoint_set, config, rng, padding=1.25):
+def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoint_set, config, rng, padding=1.25,
+                   extra_keypoints=None):
     """One training example: region (half-body, scale, rotation), warp, flip, colour.
 
     Args:
@@ -255,9 +256,12 @@ def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoin
         config: AugmentConfig.
         rng: numpy Generator.
         padding: box padding. Default 1.25.
+        extra_keypoints: optional (K, 2) image-pixel joints in the same order (a teacher's), moved
+            by the same warp and flip; they do not steer the half-body choice. Default None.
 
     Returns:
-        crop (H, W, 3) uint8, keypoints (K, 2) float64 in crop pixels, visibility (K,).
+        crop (H, W, 3) uint8, keypoints (K, 2) float64 in crop pixels, visibility (K,); with
+        `extra_keypoints`, a 4th item: those joints (K, 2) in crop pixels.
     """
     out_h, out_w = output_size
     aspect = out_w / out_h
@@ -274,7 +278,10 @@ def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoin
     crop = cv2.warpAffine(image, M, (int(out_w), int(out_h)), flags=cv2.INTER_LINEAR, borderValue=0)
     kp = affine_points(keypoints, M)
     vis = np.asarray(visibility)
+    extra = None if extra_keypoints is None else affine_points(np.asarray(extra_keypoints, np.float64), M)
     if config.flip:
-        crop, kp, vis, _ = random_flip(crop, kp, vis, keypoint_set.flip_index, rng)
+        crop, kp, vis, flipped = random_flip(crop, kp, vis, keypoint_set.flip_index, rng)
+        if flipped and extra is not None:
+            extra = np.stack([out_w - 1 - extra[:, 0], extra[:, 1]], axis=1)[np.asarray(keypoint_set.flip_index)]
     crop = color_jitter(crop, config.color_jitter, rng)
-    return crop, kp, vis
+    return (crop, kp, vis) if extra is None else (crop, kp, vis, extra)

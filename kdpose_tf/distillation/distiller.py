@@ -24,6 +24,11 @@ Example:
     >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
     >>> distiller.fit(train_ds, epochs=10)
     >>> distiller.student.save("student.keras")
+
+A teacher that is not a Keras model (a TFLite keypoint model such as MoveNet, see
+`kdpose_tf.distillation.keypoint_teacher`) is used with `teacher=None`: its heatmaps come
+with the data as `"teacher_heatmaps"`, and `"teacher_weight"` (B, K) says which joints it
+supervises (its confident ones, labelled or not), replacing the target weights in KD.
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ class Distiller(keras.Model):
 
     Args:
         teacher: `keras.Model`, images (B, H, W, 3) in [0, 255] -> heatmaps (B, h, w, K) or a
-            list of them (final last). Frozen; always called with `training=False`.
+            list of them (final last). Frozen; always called with `training=False`. `None`:
+            the teacher's heatmaps come with the data (`"teacher_heatmaps"` in the targets,
+            one stack, e.g. from a black-box keypoint teacher); no feature terms then.
         student: `keras.Model` with the same contract; the model that is trained.
         alpha: KD weight: a number in [0, 1] (FPD: `α·KD + (1−α)·GT`), a `WeightSchedule`
             (e.g. `LSHMLinearSchedule`, `DWPoseDecay`) or a callable `step -> alpha` or
@@ -149,6 +156,8 @@ class Distiller(keras.Model):
         **kwargs,
     ):
         for arg, model in (("teacher", teacher), ("student", student)):
+            if model is None and arg == "teacher":
+                continue
             if not isinstance(model, keras.Model):
                 raise ValueError(f"`{arg}` must be a keras.Model; received {type(model).__name__}.")
         if teacher is student:
@@ -165,11 +174,17 @@ class Distiller(keras.Model):
                 raise ValueError(
                     f"`feature_distillations` must hold FeatureDistillation objects; received {type(fd).__name__}."
                 )
+        if teacher is None and feature_distillations:
+            raise ValueError(
+                "Feature distillation needs a Keras teacher; received teacher=None (teacher heatmaps from "
+                f"the data) with {len(feature_distillations)} feature_distillations."
+            )
         super().__init__(name=name, **kwargs)
 
         self.teacher = teacher
         self.student = student
-        self.teacher.trainable = False
+        if teacher is not None:
+            self.teacher.trainable = False
         self.schedule = schedule
         self._alpha_arg = alpha
         self.kd_loss_fn = kd_loss or heatmap_kd_loss
@@ -179,8 +194,9 @@ class Distiller(keras.Model):
         self.resize_teacher = resize_teacher
         self.stack_mapping = stack_mapping
 
-        t_shapes = [tuple(o.shape) for o in output_list(teacher)]
         s_shapes = [tuple(o.shape) for o in output_list(student)]
+        # No teacher model: one stack of heatmaps arrives with the data, checked per batch.
+        t_shapes = [tuple(o.shape) for o in output_list(teacher)] if teacher is not None else [s_shapes[-1]]
         self.n_teacher_stacks, self.n_student_stacks = len(t_shapes), len(s_shapes)
         self.stack_pairs = resolve_stack_mapping(stack_mapping, len(t_shapes), len(s_shapes))
         for a, b in self.stack_pairs:
@@ -276,13 +292,25 @@ class Distiller(keras.Model):
                     f"Cached teacher_heatmaps hold {len(t_heat)} stacks; the teacher outputs {nt}."
                 )
         elif t_heat is None:
+            if self.teacher is None:
+                raise ValueError(
+                    "Distiller(teacher=None) takes the teacher's heatmaps from the data, but the targets hold no "
+                    f"'teacher_heatmaps' (keys: {sorted(y)}). Attach teacher keypoints to the samples "
+                    "(keypoint_teacher.attach_teacher_keypoints) or cache a Keras teacher's outputs."
+                )
             t_heat = _as_list(self.teacher(x, training=False))
+        if self.teacher is None:
+            for a, b in self.stack_pairs:
+                self._check_heatmap_shapes(tuple(t_heat[a].shape), tuple(s_heat[b].shape), a, b)
 
         s_heat = [ops.cast(h, "float32") for h in s_heat]
         t_heat = [ops.stop_gradient(ops.cast(h, "float32")) for h in t_heat]
         tw = y.get("target_weight")
         tw = None if tw is None else ops.cast(tw, "float32")
         kd_tw = tw if self.use_target_weight_for_kd else None
+        if y.get("teacher_weight") is not None:
+            # The teacher says which joints it knows (e.g. a keypoint model's confident joints).
+            kd_tw = ops.cast(y["teacher_weight"], "float32")
 
         gt_loss = ops.convert_to_tensor(0.0, "float32")
         gt = y.get("heatmaps")
@@ -367,7 +395,7 @@ class Distiller(keras.Model):
             raise NotImplementedError("A plain callable `alpha` cannot be serialized; use a WeightSchedule.")
         return {
             "name": self.name,
-            "teacher": serialization_lib.serialize_keras_object(self.teacher),
+            "teacher": None if self.teacher is None else serialization_lib.serialize_keras_object(self.teacher),
             "student": serialization_lib.serialize_keras_object(self.student),
             "alpha": alpha,
             "use_target_weight_for_kd": self.use_target_weight_for_kd,
@@ -380,7 +408,8 @@ class Distiller(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("teacher", "student"):
-            config[key] = serialization_lib.deserialize_keras_object(config[key])
+            if config.get(key) is not None:
+                config[key] = serialization_lib.deserialize_keras_object(config[key])
         if isinstance(config.get("alpha"), dict):
             config["alpha"] = serialization_lib.deserialize_keras_object(config["alpha"])
         config["feature_distillations"] = [

@@ -28,6 +28,7 @@ import tensorflow as tf
 from kdpose_tf.distillation.distiller import Distiller
 from kdpose_tf.distillation.feature import FeatureDistillation
 from kdpose_tf.distillation.schedules import ConstantWeight, DWPoseDecay
+from kdpose_tf.distillation.keypoint_teacher import strip_teacher_keypoints
 
 
 def resolve_head_layers(model, head_layer_names=None, head_predicate=None, feature_layer=None):
@@ -207,7 +208,8 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     `kdpose_tf.training.fit_resumable`; a killed run resumes in the stage it was in.
 
     Args:
-        teacher, student: as in `two_stage_distill`.
+        teacher, student: as in `two_stage_distill`. `teacher=None`: stage 1 distils from the
+            keypoint-teacher joints attached to `samples` (`keypoint_teacher`), with no L_fea.
         samples, codec, keypoint_set: training data for `fit_resumable`.
         run_dir: checkpoint folder. epochs: stage-1 epochs.
         feature_weight, logit_weight, gamma: α, β, γ of the paper.
@@ -235,6 +237,8 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     history = fit_resumable(stage1, samples, codec, keypoint_set, Path(run_dir) / "stage1", epochs=epochs,
                             batch_size=batch_size, **fit_kwargs)
     epochs2 = stage2_epochs(epochs, stage2_fraction)
+    # Stage 2's teacher is the trained student itself, never a keypoint teacher's joints.
+    samples = strip_teacher_keypoints(samples)
     with strategy.scope(), stage2_distiller(student, head, gamma) as stage2:
         stage2.compile(optimizer=optimizer_fn(spe * epochs2))
         history2 = fit_resumable(stage2, samples, codec, keypoint_set, Path(run_dir) / "stage2", epochs=epochs2,

@@ -116,11 +116,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         from kdpose_tf.export.delegates import xnnpack_check
 
         runtime = xnnpack_check(tflite_path)
-        runtime["advice"] = (
-            "default interpreter options (XNNPACK delegate) are fine" if runtime["xnnpack"] == "ok" else
-            "create the interpreter without the XNNPACK delegate (Python: OpResolverType."
-            "BUILTIN_WITHOUT_DEFAULT_DELEGATES; Android: InterpreterApi.Options().setUseXNNPACK(false))"
-        )
+        runtime["advice"] = _runtime_advice(runtime)
         info["runtime"] = runtime
     if extra:
         info.update(extra)
@@ -133,3 +129,14 @@ def write_sidecar(tflite_path, path=None, **kwargs) -> Path:
     path = Path(path) if path is not None else tflite_path.with_suffix(".json")
     write_json(path, make_sidecar(tflite_path, **kwargs))
     return path
+
+
+def _runtime_advice(runtime):
+    """What to tell the app developer about the interpreter, from an `xnnpack_check` result."""
+    if runtime["xnnpack"] == "ok":
+        return "default interpreter options (XNNPACK delegate) are fine"
+    if runtime["xnnpack"] == "crashed":
+        return ("create the interpreter without the XNNPACK delegate (Python: OpResolverType."
+                "BUILTIN_WITHOUT_DEFAULT_DELEGATES; Android: InterpreterApi.Options().setUseXNNPACK(false))")
+    return ("the model could not be run for the check (see 'detail'); nothing is known about the XNNPACK "
+            "delegate: load the file with ai_edge_litert to see the error")

@@ -75,6 +75,11 @@ def test_a_python_error_in_the_child_is_not_called_a_crash(tmp_path):
     not_a_model.write_bytes(b"not a flatbuffer")
     result = delegates.xnnpack_check(not_a_model)
     assert result["xnnpack"] == "failed" and "exit status 1" in result["detail"]
+    # The sidecar's advice does not blame the delegate for a file that does not load.
+    from kdpose_tf.export.sidecar import _runtime_advice
+
+    advice = _runtime_advice(result)
+    assert "setUseXNNPACK" not in advice and "could not be run" in advice
 
 
 def test_bad_xnnpack_argument_is_rejected(int8_model):
