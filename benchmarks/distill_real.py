@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+GTFILL = "-gtfill"  # method suffix: keypoint-teacher joints it lacks filled from the labels
 
 
 def parse_args(argv=None):
@@ -46,7 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--student-epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--methods", nargs="+", default=["scratch", "fpd", "lshm", "dwpose"])
+    p.add_argument("--methods", nargs="+", default=["scratch", "fpd", "lshm", "dwpose"],
+                   help="scratch, fpd, lshm, dwpose; fpd-gtfill / lshm-gtfill: MoveNet teacher with the joints it "
+                        "lacks filled from the labels (attach_teacher_keypoints(fill_from_ground_truth=True))")
     p.add_argument("--teacher", choices=["movenet", "hourglass"], default="movenet")
     p.add_argument("--teacher-min-score", type=float, default=0.3, help="MoveNet joints below are dropped")
     p.add_argument("--teacher-filters", type=int, default=64)
@@ -116,6 +119,11 @@ def train_student(method, teacher, make_student, train, codec, ks, args, seed, r
     from kdpose_tf.training import fit_resumable
     from kdpose_tf.cli.train import make_optimizer
 
+    if method.endswith(GTFILL):
+        # MoveNet's missing joints (neck, head_top) filled with the labels: full GT weight there.
+        from kdpose_tf.distillation.keypoint_teacher import fill_from_labels
+
+        method, train = method[: -len(GTFILL)], fill_from_labels(train)
     student = make_student(f"student_{method}")
     steps = max(1, len(train) // args.batch_size)
     timer = StepTimer()

@@ -143,7 +143,8 @@ def map_keypoints(keypoints, scores, source, target):
     return out_kp, out_sc
 
 
-def attach_teacher_keypoints(samples, teacher, keypoint_set, min_score=0.3, batch_size=64, progress=True):
+def attach_teacher_keypoints(samples, teacher, keypoint_set, min_score=0.3, fill_from_ground_truth=False,
+                             batch_size=64, progress=True):
     """Samples with the teacher's joints in `extra` (new `PoseSample` objects; inputs untouched).
 
     Args:
@@ -152,6 +153,10 @@ def attach_teacher_keypoints(samples, teacher, keypoint_set, min_score=0.3, batc
         keypoint_set: the students' keypoint set; teacher joints are mapped to it by name.
         min_score: joints the teacher scores lower are dropped (NaN: no KD there). Defaults
             to 0.3 (MoveNet's usual display threshold).
+        fill_from_ground_truth: where the teacher gives no joint but the sample is labelled, use
+            the label as the teacher's joint (score 0 kept). With FPD's α·KD + (1−α)·GT, joints the
+            teacher lacks (MoveNet: neck, head_top) otherwise learn from (1−α) of the ground-truth
+            weight only. Defaults to False.
         batch_size: crops per teacher batch. Defaults to 64.
         progress: tqdm progress bar. Defaults to True.
 
@@ -173,10 +178,24 @@ def attach_teacher_keypoints(samples, teacher, keypoint_set, min_score=0.3, batc
     kp, sc = teacher.predict_samples(samples, batch_size=batch_size, progress=progress)
     kp, sc = map_keypoints(kp, sc, teacher.keypoint_set, keypoint_set)
     kp[sc < min_score] = np.nan
-    return [
+    out = [
         dataclasses.replace(s, extra={**s.extra, TEACHER_KEYPOINTS: kp[i].astype(np.float32), TEACHER_SCORES: sc[i]})
         for i, s in enumerate(samples)
     ]
+    return fill_from_labels(out) if fill_from_ground_truth else out
+
+
+def fill_from_labels(samples):
+    """Samples whose missing teacher joints are replaced by their labelled joints (new objects)."""
+    out = []
+    for s in samples:
+        if TEACHER_KEYPOINTS not in s.extra:
+            raise ValueError(f"Sample {s.annotation_id} ({s.image_path}) has no teacher keypoints to fill")
+        t = np.array(s.extra[TEACHER_KEYPOINTS], np.float32)
+        fill = ~np.isfinite(t).all(axis=1) & (s.visibility > 0)
+        t[fill] = s.keypoints[fill]
+        out.append(dataclasses.replace(s, extra={**s.extra, TEACHER_KEYPOINTS: t}))
+    return out
 
 
 def strip_teacher_keypoints(samples):

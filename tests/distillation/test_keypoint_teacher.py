@@ -65,6 +65,19 @@ def test_min_score_drops_low_confidence_joints(movenet, parse_test):
         attach_teacher_keypoints(parse_test[:1], movenet, LSP14, min_score=2.0)
 
 
+def test_fill_from_ground_truth_covers_the_joints_the_teacher_lacks(movenet, parse_test):
+    plain = attach_teacher_keypoints(parse_test[:6], movenet, LSP14, min_score=0.5, progress=False)
+    filled = attach_teacher_keypoints(parse_test[:6], movenet, LSP14, min_score=0.5, fill_from_ground_truth=True,
+                                      progress=False)
+    for p, f, s in zip(plain, filled, parse_test[:6]):
+        known = np.isfinite(p.extra["teacher_keypoints"]).all(axis=1)
+        labelled = s.visibility > 0
+        np.testing.assert_array_equal(f.extra["teacher_keypoints"][known], p.extra["teacher_keypoints"][known])
+        np.testing.assert_array_equal(f.extra["teacher_keypoints"][~known & labelled], s.keypoints[~known & labelled])
+        assert np.isnan(f.extra["teacher_keypoints"][~known & ~labelled]).all()
+        assert labelled[LSP14.index("neck")] and np.isfinite(f.extra["teacher_keypoints"][LSP14.index("neck")]).all()
+
+
 def test_map_keypoints_by_name_hand_case():
     kp = np.arange(17 * 2, dtype=np.float64).reshape(1, 17, 2)
     sc = np.linspace(0.1, 0.9, 17, dtype=np.float32).reshape(1, 17)
