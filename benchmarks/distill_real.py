@@ -58,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny run to check the script")
     p.add_argument("--out", default=str(RESULTS / "distill_real"))
     p.add_argument("--work-dir", default="runs/distill_real", help="checkpoints (a killed run resumes)")
+    p.add_argument("--append", action="store_true",
+                   help="add these methods' runs to the results already at --out (same teacher and config)")
     p.add_argument("--rerender", action="store_true",
                    help="only re-write the Markdown from the JSON at --out (adding the image-free baseline)")
     return p.parse_args(argv)
@@ -188,6 +190,11 @@ def main(argv=None):
         teacher, train = movenet_teacher(train, test, codec, args, results)
     else:
         teacher = hourglass_teacher(train, test, codec, args, results, work)
+    out_json = Path(args.out).with_suffix(".json")
+    if args.append and out_json.is_file():
+        previous = json.loads(out_json.read_text())
+        results["runs"] = [r for r in previous["runs"] if r["method"] not in args.methods]
+        results["config"]["methods"] = list(dict.fromkeys(previous["config"]["methods"] + args.methods))
     for seed in args.seeds:
         _, make_student = build_models(LSP14, args.size, args, seed)
         for method in args.methods:
