@@ -185,7 +185,7 @@ def main(argv=None):
     work = Path(args.work_dir) / f"{args.size}_{args.teacher}"
     print(f"train {len(train)} people, test {len(test)} (PARSE 101-305), input {size}")
 
-    results = {"config": vars(args), "runs": [], "teachers": [], "baseline": mean_pose_baseline(train, test, codec)}
+    results = {"config": dict(vars(args)), "runs": [], "teachers": [], "baseline": mean_pose_baseline(train, test, codec)}
     if args.teacher == "movenet":
         teacher, train = movenet_teacher(train, test, codec, args, results)
     else:
