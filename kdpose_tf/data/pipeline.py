@@ -31,6 +31,7 @@ from kdpose_tf.data.transforms import (
     crop_person,
     get_affine_transform,
 )
+from kdpose_tf.data.sample import TEACHER_KEYPOINTS
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import get_keypoint_set
 
@@ -187,7 +188,7 @@ def make_dataset(
 
 def _teacher_keypoints(samples, k):
     """(N, K, 2) keypoint-teacher joints when every sample carries them, None when none does."""
-    has = ["teacher_keypoints" in s.extra for s in samples]
+    has = [TEACHER_KEYPOINTS in s.extra for s in samples]
     if not any(has):
         return None
     if not all(has):
@@ -199,7 +200,7 @@ def _teacher_keypoints(samples, k):
         )
     out = np.full((len(samples), k, 2), np.nan)
     for i, s in enumerate(samples):
-        t = np.asarray(s.extra["teacher_keypoints"], np.float64)
+        t = np.asarray(s.extra[TEACHER_KEYPOINTS], np.float64)
         if t.shape != (k, 2):
             raise DataError(
                 f"extra['teacher_keypoints'] has shape {t.shape}; expected ({k}, 2)",

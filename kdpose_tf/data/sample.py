@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# `PoseSample.extra` keys of a keypoint teacher's joints (kdpose_tf.distillation.keypoint_teacher),
+# read by the data pipeline.
+TEACHER_KEYPOINTS = "teacher_keypoints"
+TEACHER_SCORES = "teacher_scores"
+
 
 @dataclass
 class PoseSample:

@@ -31,10 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.data.sample import TEACHER_KEYPOINTS, TEACHER_SCORES
 from kdpose_tf.keypoints import COCO17, get_keypoint_set, joint_mapping
-
-TEACHER_KEYPOINTS = "teacher_keypoints"
-TEACHER_SCORES = "teacher_scores"
 
 
 class KeypointTeacher:
