@@ -28,10 +28,13 @@ from kdpose_tf.data.transforms import (
     affine_points,
     augmented_crop,
     box_to_center_scale,
+    compose_affine,
     crop_person,
     get_affine_transform,
+    invert_affine,
+    warp_heatmaps,
 )
-from kdpose_tf.data.sample import TEACHER_KEYPOINTS
+from kdpose_tf.data.sample import TEACHER_HEATMAP_MATRIX, TEACHER_HEATMAP_WEIGHT, TEACHER_HEATMAPS, TEACHER_KEYPOINTS
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import get_keypoint_set
 
@@ -143,6 +146,28 @@ def make_dataset(
     viss = np.stack([s.visibility for s in samples]).astype(np.float64)
     ann_ids = [s.annotation_id for s in samples]
     teacher_kps = _teacher_keypoints(samples, k)
+    teacher_hms = _teacher_heatmaps(samples, k)
+    if teacher_kps is not None and teacher_hms is not None:
+        raise DataError("samples carry both teacher keypoints and teacher heatmaps; attach one kind (an ensemble "
+                        "of keypoint and heatmap teachers goes through attach_teacher_heatmaps)",
+                        path=samples[0].image_path, annotation_id=samples[0].annotation_id)
+    has_teacher = teacher_kps is not None or teacher_hms is not None
+    # student heatmap pixel u -> its input-crop pixel stride·u (the codec's convention)
+    hm_to_crop = np.array([[codec.stride[0], 0.0, 0.0], [0.0, codec.stride[1], 0.0]])
+    flip_index = np.asarray(keypoint_set.flip_index)
+
+    def teacher_targets(index, out):
+        if teacher_kps is not None:
+            return codec.encode(out[3], np.isfinite(out[3]).all(axis=1).astype(np.float64))
+        t_hm, t_matrix, t_weight = teacher_hms
+        crop_matrix, flipped = out[-2], out[-1]
+        # student heatmap pixel -> crop -> image -> teacher grid, then resampled onto the student grid
+        to_teacher = compose_affine(t_matrix[index], compose_affine(invert_affine(crop_matrix), hm_to_crop))
+        hm = warp_heatmaps(t_hm[index].astype(np.float32), invert_affine(to_teacher), (hm_h, hm_w))
+        weight = t_weight[index]
+        if flipped:  # the flip is in crop_matrix; left/right channels swap like the labels
+            hm, weight = hm[..., flip_index], weight[flip_index]
+        return np.ascontiguousarray(hm), weight.astype(np.float32)
 
     def work(position, index):
         position, index = int(position), int(index)
@@ -153,16 +178,15 @@ def make_dataset(
         extra = None if teacher_kps is None else teacher_kps[index]
         out = augmented_crop(
             image, kps[index], viss[index], boxes[index], (in_h, in_w), keypoint_set, augment, rng,
-            extra_keypoints=extra,
+            extra_keypoints=extra, return_transform=teacher_hms is not None,
         )
         heatmaps, weight = codec.encode(out[1], out[2])
-        if extra is None:
+        if not has_teacher:
             return out[0].astype(np.float32), heatmaps, weight
-        t_heatmaps, t_weight = codec.encode(out[3], np.isfinite(out[3]).all(axis=1).astype(np.float64))
-        return out[0].astype(np.float32), heatmaps, weight, t_heatmaps, t_weight
+        return (out[0].astype(np.float32), heatmaps, weight, *teacher_targets(index, out))
 
     def map_fn(position, index):
-        n_out = 3 if teacher_kps is None else 5
+        n_out = 5 if has_teacher else 3
         outs = tf.numpy_function(work, [position, index], [tf.float32] * n_out, stateful=False)
         outs[0].set_shape((in_h, in_w, 3))
         for hm in outs[1::2]:
@@ -170,7 +194,7 @@ def make_dataset(
         for w in outs[2::2]:
             w.set_shape((k,))
         targets = {"heatmaps": outs[1], "target_weight": outs[2]}
-        if teacher_kps is not None:
+        if has_teacher:
             targets.update(teacher_heatmaps=outs[3], teacher_weight=outs[4])
         return outs[0], targets
 
@@ -208,6 +232,33 @@ def _teacher_keypoints(samples, k):
             )
         out[i] = t
     return out
+
+
+def _teacher_heatmaps(samples, k):
+    """((N, h, w, K) float16, (N, 2, 3), (N, K)) heatmap-teacher data when every sample carries it, else None."""
+    has = [TEACHER_HEATMAPS in s.extra for s in samples]
+    if not any(has):
+        return None
+    if not all(has):
+        s = samples[has.index(False)]
+        raise DataError(
+            f"{sum(has)} of {len(samples)} samples carry teacher heatmaps (extra['teacher_heatmaps']) but this one "
+            "does not; attach them to all samples or to none", path=s.image_path, annotation_id=s.annotation_id)
+    shape = np.shape(samples[0].extra[TEACHER_HEATMAPS])
+    for s in samples:
+        hm = s.extra[TEACHER_HEATMAPS]
+        if np.ndim(hm) != 3 or np.shape(hm)[2] != k or np.shape(hm) != shape:
+            raise DataError(f"extra['teacher_heatmaps'] has shape {np.shape(hm)}; expected {shape[:2] + (k,)} "
+                            "(one grid for all samples, one channel per joint)",
+                            path=s.image_path, annotation_id=s.annotation_id)
+        if np.shape(s.extra.get(TEACHER_HEATMAP_MATRIX)) != (2, 3) or \
+                np.shape(s.extra.get(TEACHER_HEATMAP_WEIGHT)) != (k,):
+            raise DataError(f"teacher heatmaps need extra['teacher_heatmap_matrix'] (2, 3) and "
+                            f"extra['teacher_heatmap_weight'] ({k},)", path=s.image_path,
+                            annotation_id=s.annotation_id)
+    return (np.stack([s.extra[TEACHER_HEATMAPS] for s in samples]).astype(np.float16),
+            np.stack([s.extra[TEACHER_HEATMAP_MATRIX] for s in samples]).astype(np.float64),
+            np.stack([s.extra[TEACHER_HEATMAP_WEIGHT] for s in samples]).astype(np.float32))
 
 
 def make_inference_inputs(samples, input_size, padding=1.25):

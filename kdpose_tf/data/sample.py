@@ -10,6 +10,12 @@ import numpy as np
 # read by the data pipeline.
 TEACHER_KEYPOINTS = "teacher_keypoints"
 TEACHER_SCORES = "teacher_scores"
+# ... and of a heatmap teacher's heatmaps (kdpose_tf.distillation.heatmap_teacher): (h, w, K) float16
+# heatmaps on the un-augmented teacher crop, the (2, 3) affine map image pixels -> their grid, and
+# the (K,) weight (1 where a teacher has the joint).
+TEACHER_HEATMAPS = "teacher_heatmaps"
+TEACHER_HEATMAP_MATRIX = "teacher_heatmap_matrix"
+TEACHER_HEATMAP_WEIGHT = "teacher_heatmap_weight"
 
 
 @dataclass

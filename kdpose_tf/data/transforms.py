@@ -88,6 +88,39 @@ def get_affine_transform(center, scale, rotation_deg, output_size, inverse=False
     return np.concatenate([A, (d - A @ c)[:, None]], axis=1)
 
 
+def invert_affine(M):
+    """Inverse of a (2, 3) affine map, as (2, 3) float64."""
+    M = np.asarray(M, np.float64).reshape(2, 3)
+    A_inv = np.linalg.inv(M[:, :2])
+    return np.concatenate([A_inv, (-A_inv @ M[:, 2])[:, None]], axis=1)
+
+
+def compose_affine(outer, inner):
+    """The (2, 3) affine map `outer` ∘ `inner` (apply `inner` first)."""
+    outer = np.asarray(outer, np.float64).reshape(2, 3)
+    inner = np.asarray(inner, np.float64).reshape(2, 3)
+    return np.concatenate([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], axis=1)
+
+
+def warp_heatmaps(heatmaps, M, output_size):
+    """Resample heatmaps (h, w, K) through the affine map M (source pixels -> output pixels).
+
+    Bilinear, zero outside the source (a joint warped out of view gets an empty heatmap). Pixel
+    centres at integer coordinates, as everywhere here, so heatmap pixel u of a crop with stride
+    s stands for crop pixel s·u (the codec's convention).
+
+    Returns:
+        float32 (H, W, K) with (H, W) = `output_size`.
+    """
+    hm = np.asarray(heatmaps, np.float32)
+    if hm.ndim != 3:
+        raise ValueError(f"warp_heatmaps expects (h, w, K) heatmaps, got shape {hm.shape}")
+    out_h, out_w = (int(v) for v in output_size)
+    out = cv2.warpAffine(hm, np.asarray(M, np.float64).reshape(2, 3), (out_w, out_h), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out.reshape(out_h, out_w, hm.shape[2])
+
+
 def affine_points(points, M):
     """Apply a (2, 3) affine map to points (..., 2); returns float64 (..., 2)."""
     p = np.asarray(points, np.float64)
@@ -244,7 +277,7 @@ def color_jitter(image, strength, rng):
 
 
 def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoint_set, config, rng, padding=1.25,
-                   extra_keypoints=None):
+                   extra_keypoints=None, return_transform=False):
     """One training example: region (half-body, scale, rotation), warp, flip, colour.
 
     Args:
@@ -258,10 +291,14 @@ def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoin
         padding: box padding. Default 1.25.
         extra_keypoints: optional (K, 2) image-pixel joints in the same order (a teacher's), moved
             by the same warp and flip; they do not steer the half-body choice. Default None.
+        return_transform: also return the (2, 3) affine map image pixels -> output crop pixels,
+            flip included, and whether the crop was flipped (so image-aligned data such as a
+            teacher's heatmaps can follow the same augmentation). Default False.
 
     Returns:
         crop (H, W, 3) uint8, keypoints (K, 2) float64 in crop pixels, visibility (K,); with
-        `extra_keypoints`, a 4th item: those joints (K, 2) in crop pixels.
+        `extra_keypoints`, a 4th item: those joints (K, 2) in crop pixels; with
+        `return_transform`, two last items: the (2, 3) map and the flipped flag.
     """
     out_h, out_w = output_size
     aspect = out_w / out_h
@@ -279,9 +316,15 @@ def augmented_crop(image, keypoints, visibility, bbox_xywh, output_size, keypoin
     kp = affine_points(keypoints, M)
     vis = np.asarray(visibility)
     extra = None if extra_keypoints is None else affine_points(np.asarray(extra_keypoints, np.float64), M)
+    flipped = False
     if config.flip:
         crop, kp, vis, flipped = random_flip(crop, kp, vis, keypoint_set.flip_index, rng)
         if flipped and extra is not None:
             extra = np.stack([out_w - 1 - extra[:, 0], extra[:, 1]], axis=1)[np.asarray(keypoint_set.flip_index)]
     crop = color_jitter(crop, config.color_jitter, rng)
-    return (crop, kp, vis) if extra is None else (crop, kp, vis, extra)
+    out = (crop, kp, vis) if extra is None else (crop, kp, vis, extra)
+    if return_transform:
+        if flipped:  # x -> W - 1 - x after the warp, as flip_crop does
+            M = compose_affine(np.array([[-1.0, 0.0, out_w - 1.0], [0.0, 1.0, 0.0]]), M)
+        out = (*out, M, flipped)
+    return out

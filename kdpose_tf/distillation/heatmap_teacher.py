@@ -1,0 +1,337 @@
+"""Pretrained heatmap teachers from other runtimes (OpenVINO IR / ONNX, LiteRT), for full heatmap KD.
+
+A top-down heatmap model trained elsewhere (PP-TinyPose, SimpleBaseline, an exported student)
+teaches a Keras student through the data, like `keypoint_teacher` but with its whole heatmaps
+(the "logits" of FPD, Zhang et al. CVPR 2019; methods.md §2), not only its joints:
+
+1. `HeatmapTeacher` runs the model with the preprocessing stated in a `TeacherConfig` (input
+   size, RGB/BGR, pixel scale, mean/std, NCHW/NHWC in and out, which output, keypoint set).
+   `HeatmapTeacher.from_preset("pp_tinypose_256x192")` reads the models in ``shared/models``.
+2. `attach_teacher_heatmaps` runs it (or an ensemble, `keypoint_teacher.KeypointTeacher`s
+   included) once per sample on the un-augmented crop, maps its channels to the student's
+   keypoint set by joint name, and stores the heatmaps with the affine map image -> heatmap grid.
+3. The data pipeline (`data.pipeline.make_dataset`) resamples them onto the student's heatmap
+   grid through the *augmented* crop's affine map (scale, rotation, half-body, flip with the
+   left/right channels swapped), exactly as the ground truth is warped, so random augmentation
+   stays on and the teacher costs nothing per training step. `Distiller(None, student)` then
+   distils from ``"teacher_heatmaps"`` / ``"teacher_weight"`` (1 for joints the teacher has).
+
+Joints the teacher lacks (LSP's neck and head_top for a COCO teacher) get teacher weight 0 and
+keep the ground truth only; joints the labels lack (LSPET's unlabelled 12 %, BUFFY's legs) are
+taught by the teacher.
+
+Example:
+    >>> teacher = HeatmapTeacher.from_preset("pp_tinypose_256x192")                # doctest: +SKIP
+    >>> train = attach_teacher_heatmaps(train, teacher, "lsp14")                    # doctest: +SKIP
+    >>> distiller = Distiller(None, student, alpha=0.5)                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+from kdpose_tf.data.pipeline import make_inference_inputs
+from kdpose_tf.data.sample import TEACHER_HEATMAP_MATRIX, TEACHER_HEATMAP_WEIGHT, TEACHER_HEATMAPS
+from kdpose_tf.data.transforms import (
+    box_to_center_scale,
+    compose_affine,
+    get_affine_transform,
+    invert_affine,
+    warp_heatmaps,
+)
+from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
+from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, map_keypoints
+from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
+
+
+class HeatmapTeacher:
+    """A pretrained top-down heatmap model run through OpenVINO (.xml/.onnx) or LiteRT (.tflite).
+
+    Args:
+        config: a `TeacherConfig`.
+        num_threads: CPU threads of the runtime. Defaults to None (the runtime's choice).
+        batch_size: crops per call (OpenVINO reshapes the model's batch; LiteRT runs one by one).
+            Defaults to 16.
+
+    Example:
+        >>> t = HeatmapTeacher.from_preset("pp_tinypose_128x96")                       # doctest: +SKIP
+        >>> hm = t.predict_crops(crops)   # (N, 32, 24, 17) for (N, 128, 96, 3) RGB 0-255 crops  # doctest: +SKIP
+    """
+
+    def __init__(self, config, num_threads=None, batch_size=16):
+        if not isinstance(config, TeacherConfig):
+            raise TypeError(f"config must be a TeacherConfig, got {type(config).__name__}")
+        if not (isinstance(batch_size, int) and batch_size > 0):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if num_threads is not None and not (isinstance(num_threads, int) and num_threads > 0):
+            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        self.config = config.check_files()
+        self.keypoint_set = get_keypoint_set(config.keypoint_set)
+        self.batch_size = batch_size
+        if config.path.endswith(".tflite"):
+            self._backend = _LiteRTBackend(config, num_threads)
+        else:
+            self._backend = _OpenVINOBackend(config, num_threads, batch_size)
+        out = self._backend.output_shape
+        k = self.keypoint_set.num_keypoints
+        channels = out[1] if config.output_layout == "nchw" else out[3]
+        if len(out) != 4 or channels != k:
+            raise ValueError(
+                f"{config.path}: heatmap output {config.output!r} has shape {tuple(out)}; with output_layout "
+                f"{config.output_layout!r} a {config.keypoint_set} teacher needs {k} channels "
+                f"({'(N, K, h, w)' if config.output_layout == 'nchw' else '(N, h, w, K)'})"
+            )
+        self.heatmap_size = (out[2], out[3]) if config.output_layout == "nchw" else (out[1], out[2])
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """A teacher from a preset name (`heatmap_teacher_presets.TEACHER_PRESETS`) or a folder
+        holding ``teacher.json`` (a `TeacherConfig`, its path relative to the folder)."""
+        return cls(resolve_teacher_config(preset), **kwargs)
+
+    @property
+    def input_size(self):
+        """(height, width) of the model input."""
+        return self.config.input_size
+
+    @property
+    def name(self):
+        return self.config.name or os.path.basename(self.config.path)
+
+    def predict_crops(self, crops):
+        """Heatmaps (N, h, w, K) float32, teacher's joint order, for RGB crops (N, H, W, 3) in [0, 255]."""
+        crops = np.asarray(crops, np.float32)
+        h, w = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (h, w, 3):
+            raise ValueError(f"{self.name}: crops must be (N, {h}, {w}, 3) RGB, got {crops.shape}")
+        c = self.config
+        x = crops[..., ::-1] if c.color == "bgr" else crops
+        x = (x * c.pixel_scale - np.asarray(c.mean, np.float32)) / np.asarray(c.std, np.float32)
+        if c.input_layout == "nchw":
+            x = x.transpose(0, 3, 1, 2)
+        out = [self._backend(np.ascontiguousarray(x[i:i + self.batch_size], np.float32))
+               for i in range(0, len(x), self.batch_size)]
+        hm = np.concatenate(out) if out else np.zeros((0, *self._backend.output_shape[1:]), np.float32)
+        return hm.transpose(0, 2, 3, 1) if c.output_layout == "nchw" else hm
+
+    def predict_fn(self, codec, keypoint_set):
+        """A `predict_fn` for `kdpose_tf.evaluation.evaluate`: crops of `codec.input_size` in,
+        heatmaps on `codec`'s grid in `keypoint_set`'s order out (joints the teacher lacks: zeros),
+        so the teacher is scored by the same evaluator and decoding as any student."""
+        return _predict_fn([self], codec, keypoint_set)
+
+
+def map_heatmaps(heatmaps, source, target):
+    """Heatmap channels (N, h, w, Ks) mapped by joint name onto `target`: ((N, h, w, Kt), has (Kt,) bool)."""
+    source, target = get_keypoint_set(source), get_keypoint_set(target)
+    hm = np.asarray(heatmaps, np.float32)
+    if hm.ndim != 4 or hm.shape[-1] != source.num_keypoints:
+        raise ValueError(f"map_heatmaps expects (N, h, w, {source.num_keypoints}) {source.name} heatmaps, "
+                         f"got {hm.shape}")
+    mapping = joint_mapping(source, target)
+    if not mapping:
+        raise ValueError(f"Keypoint sets {source.name} and {target.name} share no joint names")
+    out = np.zeros((*hm.shape[:3], target.num_keypoints), np.float32)
+    has = np.zeros(target.num_keypoints, bool)
+    for i, j in mapping.items():
+        out[..., j], has[j] = hm[..., i], True
+    return out, has
+
+
+def _teacher_grid(teacher):
+    """(input_size, heatmap_size) of a heatmap or keypoint teacher (keypoint teachers: stride 4)."""
+    if isinstance(teacher, HeatmapTeacher):
+        return teacher.input_size, teacher.heatmap_size
+    h, w = teacher.input_size
+    return (h, w), (h // 4, w // 4)
+
+
+def _teacher_heatmaps(teacher, crops, keypoint_set, min_score):
+    """One teacher's heatmaps on its own grid, mapped to `keypoint_set`: ((N, h, w, K), weight (N, K))."""
+    if isinstance(teacher, HeatmapTeacher):
+        hm, has = map_heatmaps(teacher.predict_crops(crops), teacher.keypoint_set, keypoint_set)
+        return hm, np.broadcast_to(has.astype(np.float32), (len(crops), keypoint_set.num_keypoints))
+    if isinstance(teacher, KeypointTeacher):
+        in_size, hm_size = _teacher_grid(teacher)
+        codec = HeatmapCodec(in_size, hm_size)
+        kp, sc = teacher.predict_crops(crops)
+        kp, sc = map_keypoints(kp, sc, teacher.keypoint_set, keypoint_set)
+        vis = (sc >= min_score) & np.isfinite(kp).all(axis=-1)
+        out = [codec.encode(kp[i], vis[i].astype(np.float64)) for i in range(len(crops))]
+        return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+    raise TypeError(f"a teacher must be a HeatmapTeacher or a KeypointTeacher, got {type(teacher).__name__}")
+
+
+def _region_matrix(center, scale, input_size, heatmap_size):
+    """2x3 affine map image pixels -> heatmap pixels of a crop (HRNet convention: hm = crop / stride)."""
+    M = get_affine_transform(center, scale, 0.0, input_size)
+    stride = np.array([input_size[1] / heatmap_size[1], input_size[0] / heatmap_size[0]], np.float64)
+    return M / stride[:, None]
+
+
+def _ensemble(teachers, crops_by_teacher, regions, grid, keypoint_set, min_score):
+    """Average of the teachers' heatmaps on the common grid (per joint, over teachers that have it)."""
+    total, count = None, None
+    for t, crops, (center, scale) in zip(teachers, crops_by_teacher, regions):
+        hm, weight = _teacher_heatmaps(t, crops, keypoint_set, min_score)
+        t_in, t_hm = _teacher_grid(t)
+        resampled = np.empty((len(crops), *grid["heatmap_size"], keypoint_set.num_keypoints), np.float32)
+        for i in range(len(crops)):
+            src = _region_matrix(center[i], scale[i], t_in, t_hm)
+            dst = _region_matrix(grid["center"][i], grid["scale"][i], grid["input_size"], grid["heatmap_size"])
+            resampled[i] = warp_heatmaps(hm[i], compose_affine(dst, invert_affine(src)), grid["heatmap_size"])
+        total = resampled * weight[:, None, None] if total is None else total + resampled * weight[:, None, None]
+        count = weight.copy() if count is None else count + weight
+    return total / np.maximum(count, 1.0)[:, None, None], (count > 0).astype(np.float32)
+
+
+def attach_teacher_heatmaps(samples, teachers, keypoint_set, padding=1.25, min_score=0.3, batch_size=64,
+                            progress=True):
+    """Samples with their teacher heatmaps in `extra` (new `PoseSample` objects; inputs untouched).
+
+    Args:
+        samples: `PoseSample`s in `keypoint_set` (unlabelled people, all visibility 0, are fine:
+            they train on the teacher alone).
+        teachers: a `HeatmapTeacher` or `KeypointTeacher`, or a list of them: an ensemble whose
+            heatmaps are averaged per joint over the teachers that have the joint (keypoint
+            teachers' joints are rendered as Gaussians where their score reaches `min_score`).
+        keypoint_set: the student's keypoint set; channels are mapped by joint name.
+        padding: box padding of the teacher crops. Defaults to 1.25 (as evaluation).
+        min_score: keypoint teachers' joints under this score are dropped. Defaults to 0.3.
+        batch_size: samples per teacher batch. Defaults to 64.
+        progress: tqdm progress bar. Defaults to True.
+
+    Returns:
+        list of `PoseSample` with `extra["teacher_heatmaps"]` (h, w, K) float16 on the first
+        teacher's grid, `extra["teacher_heatmap_matrix"]` (2, 3) image pixels -> that grid, and
+        `extra["teacher_heatmap_weight"]` (K,) (1 where some teacher has the joint).
+    """
+    teachers = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+    if not teachers:
+        raise ValueError("attach_teacher_heatmaps needs at least one teacher, got an empty list")
+    for t in teachers:
+        if not isinstance(t, (HeatmapTeacher, KeypointTeacher)):
+            raise TypeError(f"a teacher must be a HeatmapTeacher or a KeypointTeacher, got {type(t).__name__}")
+    keypoint_set = get_keypoint_set(keypoint_set)
+    samples = list(samples)
+    for s in samples:
+        if s.num_keypoints != keypoint_set.num_keypoints:
+            raise ValueError(f"Sample {s.annotation_id} ({s.image_path}) has {s.num_keypoints} joints; "
+                             f"keypoint_set {keypoint_set.name} has {keypoint_set.num_keypoints}")
+    grid_in, grid_hm = _teacher_grid(teachers[0])
+    out = []
+    chunks = range(0, len(samples), batch_size)
+    names = "+".join(getattr(t, "name", None) or t.path.stem for t in teachers)
+    for start in tqdm(chunks, desc=f"teacher {names}", unit="batch", disable=not progress):
+        part = samples[start:start + batch_size]
+        crops, regions = [], []
+        for t in teachers:
+            c, centers, scales = make_inference_inputs(part, _teacher_grid(t)[0], padding)
+            crops.append(c)
+            regions.append((centers, scales))
+        grid = {"input_size": grid_in, "heatmap_size": grid_hm, "center": regions[0][0], "scale": regions[0][1]}
+        hm, weight = _ensemble(teachers, crops, regions, grid, keypoint_set, min_score)
+        for i, s in enumerate(part):
+            matrix = _region_matrix(regions[0][0][i], regions[0][1][i], grid_in, grid_hm)
+            out.append(dataclasses.replace(s, extra={
+                **s.extra, TEACHER_HEATMAPS: hm[i].astype(np.float16), TEACHER_HEATMAP_MATRIX: matrix,
+                TEACHER_HEATMAP_WEIGHT: weight[i]}))
+    return out
+
+
+def _predict_fn(teachers, codec, keypoint_set, min_score=0.3):
+    keypoint_set = get_keypoint_set(keypoint_set)
+    in_h, in_w = codec.input_size
+
+    def predict_fn(images):
+        images = np.asarray(images, np.float32)
+        n = len(images)
+        # The evaluator's crop is the "image" here: region = the whole crop (identity map).
+        center = np.tile([in_w / 2, in_h / 2], (n, 1)).astype(np.float64)
+        scale = np.tile([in_w, in_h], (n, 1)).astype(np.float64)
+        crops, regions = [], []
+        for t in teachers:
+            t_in = _teacher_grid(t)[0]
+            c, s = box_to_center_scale([0, 0, in_w, in_h], t_in[1] / t_in[0], 1.0)
+            M = get_affine_transform(c, s, 0.0, t_in)
+            crops.append(np.stack([cv2.warpAffine(im, M, (t_in[1], t_in[0]), flags=cv2.INTER_LINEAR)
+                                   for im in images]) if len(images) else np.zeros((0, *t_in, 3), np.float32))
+            regions.append((np.tile(c, (n, 1)), np.tile(s, (n, 1))))
+        grid = {"input_size": codec.input_size, "heatmap_size": codec.heatmap_size, "center": center, "scale": scale}
+        return _ensemble(teachers, crops, regions, grid, keypoint_set, min_score)[0]
+
+    return predict_fn
+
+
+def ensemble_predict_fn(teachers, codec, keypoint_set, min_score=0.3):
+    """`HeatmapTeacher.predict_fn` for an ensemble (heatmap and keypoint teachers averaged per joint)."""
+    return _predict_fn(list(teachers), codec, keypoint_set, min_score)
+
+
+class _OpenVINOBackend:
+    def __init__(self, config, num_threads, batch_size):
+        import openvino as ov  # optional dependency (the "teachers" extra); imported only for such teachers
+
+        core = ov.Core()
+        try:
+            model = core.read_model(config.path)
+        except Exception as e:  # openvino raises RuntimeError subclasses with long native messages
+            raise ValueError(f"{config.path}: OpenVINO could not read the model ({str(e).splitlines()[0]})") from None
+        self.input_shape = _check_input(config, [d.get_length() if d.is_static else -1
+                                                 for d in model.inputs[0].get_partial_shape()])
+        model.reshape({model.inputs[0]: [batch_size, *self.input_shape[1:]]})
+        props = {"INFERENCE_NUM_THREADS": num_threads} if num_threads else {}
+        self.compiled = core.compile_model(model, "CPU", props)
+        self.output = _pick_output(config, [o.get_any_name() for o in self.compiled.outputs])
+        shape = list(self.compiled.outputs[self.output].get_partial_shape().to_shape())
+        self.output_shape = [1, *shape[1:]]
+        self.batch_size = batch_size
+
+    def __call__(self, x):
+        n = len(x)
+        if n < self.batch_size:  # the reshaped model has a fixed batch: pad the last chunk
+            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
+        return np.asarray(self.compiled(x)[self.output], np.float32)[:n]
+
+
+class _LiteRTBackend:
+    def __init__(self, config, num_threads):
+        from kdpose_tf.export.runner import TFLiteRunner
+
+        self.runner = TFLiteRunner(config.path, num_threads=num_threads or 1)
+        self.input_shape = _check_input(config, [int(d) for d in self.runner.input_details["shape"]])
+        self.output_shape = [int(d) for d in self.runner.output_details["shape"]]
+        _pick_output(config, ["0"])
+
+    def __call__(self, x):
+        return np.concatenate([np.asarray(self.runner(x[i:i + 1]), np.float32) for i in range(len(x))])
+
+
+def _check_input(config, shape):
+    h, w = config.input_size
+    want = [1, 3, h, w] if config.input_layout == "nchw" else [1, h, w, 3]
+    if len(shape) != 4 or any(s not in (-1, t) for s, t in zip(shape[1:], want[1:])):
+        raise ValueError(
+            f"{config.path}: the model's input has shape {tuple(shape)}, but the teacher config says "
+            f"input_size {tuple(config.input_size)} with input_layout {config.input_layout!r}, i.e. "
+            f"{tuple(['N', *want[1:]])}; fix input_size or input_layout"
+        )
+    return want
+
+
+def _pick_output(config, names):
+    if isinstance(config.output, int):
+        if not 0 <= config.output < len(names):
+            raise ValueError(f"{config.path}: output index {config.output} but the model has {len(names)} "
+                             f"output(s) {names}")
+        return config.output
+    if config.output not in names:
+        raise ValueError(f"{config.path}: no output named {config.output!r}; the model's outputs are {names}")
+    return names.index(config.output)

@@ -1,0 +1,57 @@
+"""Presets of pretrained heatmap teachers: the COCO-17 models in ``shared/models``.
+
+Each preset is a `TeacherConfig` dict whose `path` is relative to the shared models folder
+(`kdpose_tf.utils.shared.shared_dir() / "models"`), plus published metadata. No weights ship with
+the package: the files are looked up there, or a preset folder holding ``teacher.json`` is used.
+
+Example:
+>>> sorted(TEACHER_PRESETS)
+['pp_tinypose_128x96', 'pp_tinypose_256x192', 'ultralight_nano_simplepose']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.errors import PresetError
+from kdpose_tf.utils.shared import shared_dir
+
+TEACHER_PRESETS = {
+    "pp_tinypose_256x192": {
+        "metadata": {"description": "PP-TinyPose 256x192 (PaddleDetection, Lite-HRNet-style, ~1.3 M params), "
+                                    "COCO + AI Challenger", "coco_val_ap": 68.3, "format": "OpenVINO IR FP16"},
+        "config": {"path": "pp_tinypose_256x192/model.xml", "input_size": (256, 192), "output": 0},
+    },
+    "pp_tinypose_128x96": {
+        "metadata": {"description": "PP-TinyPose 128x96", "coco_val_ap": 58.4, "format": "OpenVINO IR FP16"},
+        "config": {"path": "pp_tinypose_128x96/model.xml", "input_size": (128, 96), "output": 0},
+    },
+    "ultralight_nano_simplepose": {
+        "metadata": {"description": "Ultralight-Nano-SimplePose (SimpleBaseline, tiny backbone)",
+                     "coco_val_ap": 51.8, "format": "ONNX"},
+        "config": {"path": "ultralight_nano_simplepose/deploy.onnx", "input_size": (256, 192), "output": 0},
+    },
+}
+
+
+def resolve_teacher_config(preset):
+    """A checked `TeacherConfig` from a preset name, a folder with ``teacher.json``, or a config."""
+    if isinstance(preset, TeacherConfig):
+        return preset.check_files()
+    if not isinstance(preset, (str, Path)):
+        raise TypeError(f"preset must be a name, a folder or a TeacherConfig, got {type(preset).__name__}")
+    if str(preset) in TEACHER_PRESETS:
+        entry = TEACHER_PRESETS[str(preset)]
+        cfg = TeacherConfig.from_dict({**entry["config"], "name": str(preset)}, base_dir=shared_dir() / "models",
+                                      source=f"teacher preset {preset!r}")
+        try:
+            return cfg.check_files()
+        except FileNotFoundError as e:
+            raise PresetError(f"teacher preset {preset!r}: {e}; set KDPOSE_SHARED to the folder holding "
+                              "models/") from None
+    folder = Path(preset)
+    if folder.is_dir():
+        return TeacherConfig.from_json(folder / "teacher.json").check_files()
+    raise PresetError(f"unknown teacher preset {str(preset)!r}: expected one of {sorted(TEACHER_PRESETS)} or a "
+                      "folder holding teacher.json")
