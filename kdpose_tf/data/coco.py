@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import SampleChecker, load_json
+from kdpose_tf.data.validation import SampleList, SampleChecker, load_json
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import KEYPOINT_SETS, KeypointSet
 
@@ -74,8 +74,9 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
             CrowdPose files); must match the K of the file's category. Unknown name: DataError.
         on_bad_sample: "raise" (default) or "skip" malformed annotations (see `validation`).
         min_keypoints: persons with fewer labelled joints are left out (not an error: COCO stores
-            people without keypoint labels with all v = 0). Default 1. Crowd regions are left out too;
-            both are counted under "left out" in the report.
+            people without keypoint labels with all v = 0). Default 1. 0 keeps every person box,
+            labelled or not (unlabelled people train on a teacher alone, `unlabelled_people`).
+            Crowd regions are left out; both are counted under "left out" in the report.
         check_images: check that every referenced image file exists (default True).
 
     Returns:
@@ -83,8 +84,8 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
         holds the annotation file path.
     """
     path = Path(annotation_file)
-    if not isinstance(min_keypoints, int) or min_keypoints < 1:
-        raise ValueError(f"min_keypoints must be an int >= 1, got {min_keypoints!r}")
+    if not isinstance(min_keypoints, int) or min_keypoints < 0:
+        raise ValueError(f"min_keypoints must be an int >= 0, got {min_keypoints!r}")
     ks = resolve_keypoint_set(keypoint_set, path)
     data = load_json(path)
     if not isinstance(data, dict):
@@ -135,7 +136,8 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
                 checker.fail(f"image file {image_path} not found", "file_name", ann_id)
                 continue
         size = (img["width"], img["height"]) if "width" in img and "height" in img else None
-        checked = checker.check(ann_id, keypoints, visibility, ann.get("bbox"), size)
+        checked = checker.check(ann_id, keypoints, visibility, ann.get("bbox"), size,
+                                allow_unlabelled=min_keypoints == 0)
         if checked is None:
             continue
         keypoints, visibility, bbox = checked
@@ -146,3 +148,28 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
             extra={"dataset": "coco", "coco_gt": str(path)},
         ))
     return checker.finish(samples)
+
+
+def unlabelled_people(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sample="raise", min_height=48):
+    """The person boxes of a COCO file that carry no keypoint label (for teacher-only training).
+
+    COCO keeps many people without keypoints (small, blurred or half hidden). With a pretrained
+    teacher (`kdpose_tf.distillation.heatmap_teacher`) they are extra training people: their
+    ground-truth weight is 0 everywhere, so only the teacher's heatmaps supervise them.
+
+    Args:
+        annotation_file, image_dir, keypoint_set, on_bad_sample: as `read_coco`.
+        min_height: boxes shorter than this (pixels) are left out: too small to teach a pose.
+            Default 48.
+
+    Returns:
+        `SampleList` of PoseSample with all visibility 0.
+    """
+    if not (isinstance(min_height, (int, float)) and min_height >= 0):
+        raise ValueError(f"min_height must be a number >= 0, got {min_height!r}")
+    people = read_coco(annotation_file, image_dir, keypoint_set, on_bad_sample, min_keypoints=0)
+    keep = [s for s in people if not (s.visibility > 0).any() and s.bbox[3] >= min_height]
+    if people.report is not None:
+        people.report.filter("labelled people or boxes under min_height (unlabelled_people)", len(people) - len(keep))
+        people.report.kept = len(keep)
+    return SampleList(keep, people.report)

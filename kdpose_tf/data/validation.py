@@ -143,12 +143,14 @@ class SampleChecker:
             return self.fail("contains NaN or inf", field_name, annotation_id)
         return arr[:, :2], vis
 
-    def check(self, annotation_id, keypoints, visibility, bbox, image_size=None, box_field="bbox"):
+    def check(self, annotation_id, keypoints, visibility, bbox, image_size=None, box_field="bbox",
+              allow_unlabelled=False):
         """Validate one person; returns (keypoints, visibility, bbox) or None to skip it.
 
         Drops (under "skip") or rejects (under "raise") joints outside the image; derives the box
         from the labelled joints when `bbox` is None; rejects empty boxes and persons with no
-        labelled joint; rejects duplicated annotation ids.
+        labelled joint (unless `allow_unlabelled` and a box is given: a person a teacher alone
+        supervises); rejects duplicated annotation ids.
         """
         if annotation_id is not None:
             if annotation_id in self._seen_ids:
@@ -170,7 +172,7 @@ class SampleChecker:
                 visibility[outside] = 0
                 labelled = visibility > 0
                 self.report.repair("joints outside the image set to unlabelled", int(outside.sum()))
-        if not labelled.any():
+        if not labelled.any() and not (allow_unlabelled and bbox is not None):
             return self.fail("no labelled joint (all visibility flags are 0)", "keypoints", annotation_id)
         if bbox is None:
             pts = keypoints[labelled]
