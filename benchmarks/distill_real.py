@@ -1,32 +1,35 @@
-"""Does distillation help on real photos? Teacher, then one student trained four ways.
+"""Does a competent teacher make a better mobile student? Real photos, pretrained teachers, one table.
 
-Train on PARSE images 1-100 + BUFFY (upper body, mapped to LSP-14) + coco_mini (COCO joints
-mapped to LSP-14 by name); evaluate PCK@0.2 (torso rule) on PARSE images 101-305, with
-per-joint rows. The student is trained (i) from scratch, (ii) FPD (alpha 0.5), (iii) with the
-LSHM linear schedule, (iv) DWPose two-stage, with the same epochs and data, for several seeds.
-Also the training cost: seconds per step of distillation versus plain student training.
+Train on LSPET (8000 sports photos, LSP-14, 12 % of joints unlabelled) + PARSE 1-100 + BUFFY
+(upper body) + coco_mini (COCO-17 mapped to LSP-14 by name); test PCK@0.2 (torso rule) on PARSE
+101-305 for all 14 joints and for the 12 body joints every model here has (shoulders, elbows,
+wrists, hips, knees, ankles). Rows, same evaluator and decoding:
 
-Teachers: `--teacher movenet` (default) is the pretrained MoveNet Lightning int8 TFLite model
-from ../shared/models used as a black-box keypoint teacher (kdpose_tf.distillation.keypoint_teacher:
-its joints are attached to the samples once, warped with each augmentation and rendered as
-heatmaps; it has no neck / head_top, which then learn from ground truth only). `--teacher
-hourglass` trains a 2-stack bottleneck hourglass on the same data first (about 5 s/step on 2
-CPU cores at 128x128, so a teacher that learns needs a GPU-sized budget); DWPose's L_fea is used
-only with it.
+- anchors, as they are: PP-TinyPose 256x192 and 128x96 (OpenVINO, COCO-trained), MoveNet Lightning int8;
+- the student (a mobile preset at a mobile input size) trained four ways at the same budget:
+  `scratch` (labels only), `kd-movenet` (FPD on MoveNet's joints rendered as heatmaps),
+  `kd-pptinypose` (FPD on PP-TinyPose 256x192's heatmaps), `kd-ensemble` (both PP-TinyPose sizes
+  and MoveNet averaged per joint), each over several seeds (mean ± half range);
+- the best distilled student as int8 TFLite, scored again, and timed against MoveNet int8 on the
+  same interpreter and thread count in the same process (XNNPACK, 1 thread).
 
-    python benchmarks/distill_real.py                 # CPU: MoveNet teacher (about an hour on 2 cores)
-    python benchmarks/distill_real.py --teacher hourglass   # train the hourglass teacher first (hours on CPU)
-    python benchmarks/distill_real.py --quick         # a minute, to check it runs
-    python benchmarks/distill_real.py --size 256 --teacher-epochs 60 --student-epochs 40   # GPU
+Teacher heatmaps are computed once per person on the un-augmented crop and warped through every
+augmentation by the data pipeline (`kdpose_tf.distillation.heatmap_teacher`), so the teacher costs
+one pass over the data, not one per step; the table gives that pass and the step times.
 
-Writes benchmarks/results/distill_real.md and .json (and a PNG of PCK per method).
+    python benchmarks/distill_real.py --quick        # two minutes: checks that it runs
+    python benchmarks/distill_real.py                # CPU: hours on 2 cores (see --epochs)
+    python benchmarks/distill_real.py --methods kd-ensemble --append
+
+Writes benchmarks/results/distill_real.{md,json,png}. A killed run resumes (checkpoints per run
+under --work-dir; finished runs are kept in the JSON).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -37,60 +40,127 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GTFILL = "-gtfill"  # method suffix: keypoint-teacher joints it lacks filled from the labels
+METHODS = ("scratch", "kd-movenet", "kd-pptinypose", "kd-ensemble")
+MOVENET = "movenet_singlepose_lightning_int8.tflite"
+BODY12 = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+          "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=int, default=128, help="square input size (default 128)")
-    p.add_argument("--teacher-epochs", type=int, default=16)
-    p.add_argument("--student-epochs", type=int, default=12)
+    p.add_argument("--student", default="lite_hrnet_18_coco_256x192", help="catalogue preset of the student")
+    p.add_argument("--input", default="128x96", help="student input HxW (default 128x96)")
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--methods", nargs="+", default=["scratch", "fpd", "lshm", "dwpose"],
-                   help="scratch, fpd, lshm, dwpose; fpd-gtfill / lshm-gtfill: MoveNet teacher with the joints it "
-                        "lacks filled from the labels (attach_teacher_keypoints(fill_from_ground_truth=True))")
-    p.add_argument("--teacher", choices=["movenet", "hourglass"], default="movenet")
-    p.add_argument("--teacher-min-score", type=float, default=0.3, help="MoveNet joints below are dropped")
-    p.add_argument("--teacher-filters", type=int, default=64)
-    p.add_argument("--student-filters", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--alpha", type=float, default=0.5, help="FPD weight of the KD term (default 0.5)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--lspet-limit", type=int, default=None, help="use only the first N LSPET people")
+    p.add_argument("--unlabeled", action="store_true", help="add coco_mini's unlabelled person boxes (KD rows)")
     p.add_argument("--quick", action="store_true", help="tiny run to check the script")
     p.add_argument("--out", default=str(RESULTS / "distill_real"))
-    p.add_argument("--work-dir", default="runs/distill_real", help="checkpoints (a killed run resumes)")
-    p.add_argument("--append", action="store_true",
-                   help="add these methods' runs to the results already at --out (same teacher and config)")
-    p.add_argument("--rerender", action="store_true",
-                   help="only re-write the Markdown from the JSON at --out (adding the image-free baseline)")
-    return p.parse_args(argv)
+    p.add_argument("--work-dir", default="runs/distill_real")
+    p.add_argument("--append", action="store_true", help="keep the runs already in --out's JSON")
+    p.add_argument("--rerender", action="store_true", help="only re-write the Markdown from the JSON")
+    args = p.parse_args(argv)
+    args.input_size = tuple(int(v) for v in args.input.lower().split("x"))
+    return args
 
 
-def build_models(keypoint_set, size, args, seed):
+def load_data(args):
+    from kdpose_tf.data.coco import unlabelled_people
+    from kdpose_tf.data.datasets import real_benchmark_split, to_keypoint_set
+    from kdpose_tf.data.lspet import read_lspet
+    from kdpose_tf.keypoints import LSP14
+    from kdpose_tf.utils.shared import shared_dir
+
+    small, test = real_benchmark_split(shared_dir())
+    lspet = read_lspet(shared_dir() / "data" / "lspet", on_bad_sample="skip", limit=args.lspet_limit)
+    train = list(lspet) + list(small)
+    unlabelled = []
+    if args.unlabeled:
+        coco = shared_dir() / "data" / "coco_mini"
+        unlabelled = list(to_keypoint_set(unlabelled_people(
+            coco / "annotations" / "person_keypoints_train2017.json", coco / "train2017", on_bad_sample="skip"), LSP14))
+    return train, unlabelled, list(test)
+
+
+def scores(report):
+    """(all-14 PCK, body-12 PCK, per-joint list) of an evaluation report, in %."""
+    pj = report["pck"]["per_joint"]
+    return 100 * report["pck"]["mean"], 100 * float(np.mean([pj[n] for n in BODY12])), [100 * float(v) for v in pj.values()]
+
+
+def anchors(test, teachers, results):
+    """PP-TinyPose 256x192 / 128x96 and MoveNet as they are, at their own input sizes."""
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.distillation.keypoint_teacher import teacher_predict_fn
+    from kdpose_tf.evaluation import evaluate
+    from kdpose_tf.keypoints import LSP14
+
+    for name, t in teachers.items():
+        codec = HeatmapCodec(t.input_size)
+        fn = t.predict_fn(codec, LSP14) if hasattr(t, "predict_fn") else teacher_predict_fn(t, codec, LSP14)
+        start = time.perf_counter()
+        all14, body12, per_joint = scores(evaluate(fn, test, t.input_size, codec, LSP14, progress=False))
+        ms = 1e3 * (time.perf_counter() - start) / len(test)
+        results["anchors"][name] = {"all14": all14, "body12": body12, "per_joint": per_joint,
+                                    "input": "x".join(map(str, t.input_size)), "eval_ms_per_crop": ms}
+        print(f"{name}: PCK@0.2 all-14 {all14:.1f}, body-12 {body12:.1f} ({ms:.0f} ms/crop incl. decoding)")
+
+
+def teacher_data(method, train, unlabelled, teachers, results):
+    """The training samples of `method`, with its teacher's targets attached (timed)."""
+    from kdpose_tf.distillation.heatmap_teacher import attach_teacher_heatmaps
+    from kdpose_tf.distillation.keypoint_teacher import attach_teacher_keypoints
+    from kdpose_tf.keypoints import LSP14
+
+    if method == "scratch":
+        return train
+    samples = train + unlabelled
+    start = time.perf_counter()
+    if method == "kd-movenet":
+        out = attach_teacher_keypoints(samples, teachers["MoveNet Lightning int8"], LSP14, min_score=0.3)
+    elif method == "kd-pptinypose":
+        out = attach_teacher_heatmaps(samples, teachers["PP-TinyPose 256x192"], LSP14)
+    else:
+        out = attach_teacher_heatmaps(samples, [teachers["PP-TinyPose 256x192"], teachers["PP-TinyPose 128x96"],
+                                                teachers["MoveNet Lightning int8"]], LSP14)
+    seconds = time.perf_counter() - start
+    results["teacher_pass"][method] = {"seconds": seconds, "ms_per_person": 1e3 * seconds / len(samples),
+                                       "people": len(samples)}
+    print(f"{method}: teacher pass over {len(samples)} people in {seconds:.0f} s")
+    return out
+
+
+def train_one(method, samples, args, seed, run_dir):
     import keras
 
-    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.distillation.distiller import Distiller
+    from kdpose_tf.distillation.schedules import ConstantWeight
+    from kdpose_tf.keypoints import LSP14
     from kdpose_tf.models.pose_estimator import PoseEstimator
+    from kdpose_tf.training import fit_resumable
 
     keras.utils.set_random_seed(seed)
-    k = keypoint_set.num_keypoints
-
-    def student(name):
-        return PoseEstimator(
-            HourglassBackbone(num_stacks=2, filters=args.student_filters, order=3, block="inverted_residual",
-                              num_keypoints=k, input_shape=(size, size, 3), name=f"{name}_backbone"),
-            keypoint_set=keypoint_set.name, name=name)
-
-    def teacher():
-        return PoseEstimator(
-            HourglassBackbone(num_stacks=2, filters=args.teacher_filters, order=3, block="bottleneck",
-                              num_keypoints=k, input_shape=(size, size, 3), name="teacher_backbone"),
-            keypoint_set=keypoint_set.name, name="teacher")
-
-    return teacher, student
+    student = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
+                                        input_size=args.input_size, name=f"student_{method.replace('-', '_')}")
+    codec = HeatmapCodec(args.input_size)
+    steps = max(1, len(samples) // args.batch_size)
+    model = student if method == "scratch" else Distiller(None, student, alpha=ConstantWeight(args.alpha))
+    model.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
+    timer = StepTimer()
+    start = time.perf_counter()
+    fit_resumable(model, samples, codec, LSP14, run_dir, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+                  callbacks=[timer], verbose=2)
+    return student, timer.seconds_per_step(), time.perf_counter() - start
 
 
 class StepTimer:
-    """Keras callback measuring seconds per training step (excluding the first epoch's tracing)."""
+    """Keras callback: median seconds per training step (the first quarter, tracing included, left out)."""
 
     def __new__(cls):
         import keras
@@ -113,223 +183,212 @@ class StepTimer:
         return _Timer()
 
 
-def train_student(method, teacher, make_student, train, codec, ks, args, seed, run_dir):
-    from kdpose_tf.distillation.distiller import Distiller
-    from kdpose_tf.distillation.schedules import ConstantWeight, LSHMLinearSchedule
-    from kdpose_tf.distillation import dwpose
-    from kdpose_tf.distillation.keypoint_teacher import strip_teacher_keypoints
-    from kdpose_tf.training import fit_resumable
-    from kdpose_tf.cli.train import make_optimizer
+def int8_row(best, train, test, args, results, work, movenet_path):
+    """Export the best distilled student to int8, score it, time it against MoveNet (same run)."""
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.data.pipeline import make_inference_inputs
+    from kdpose_tf.evaluation import evaluate
+    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.export.tflite import export_tflite
+    from kdpose_tf.keypoints import LSP14
 
-    if method.endswith(GTFILL):
-        # MoveNet's missing joints (neck, head_top) filled with the labels: full GT weight there.
-        from kdpose_tf.distillation.keypoint_teacher import fill_from_labels
+    student, row = best
+    rng = np.random.default_rng(0)
+    calib = [train[i] for i in rng.choice(len(train), size=min(300, len(train)), replace=False)]
+    crops, _, _ = make_inference_inputs(calib, args.input_size)
+    path = export_tflite(student, work / "best_int8.tflite", quantize="int8", representative_data=crops,
+                         keypoint_set=LSP14)
+    runner = TFLiteRunner(path, num_threads=1)
+    codec = HeatmapCodec(args.input_size)
+    all14, body12, per_joint = scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
+    timings = interleaved_ms({"student int8": path, "MoveNet Lightning int8": movenet_path}, threads=1)
+    results["int8"] = {"method": row["method"], "seed": row["seed"], "all14": all14, "body12": body12,
+                       "per_joint": per_joint, "size_kb": path.stat().st_size / 1024, "delegate": runner.delegate,
+                       "ms": timings["student int8"], "movenet_ms": timings["MoveNet Lightning int8"]}
+    print(f"int8 {row['method']} seed {row['seed']}: all-14 {all14:.1f}, body-12 {body12:.1f}; "
+          f"{timings['student int8']:.2f} ms vs MoveNet {timings['MoveNet Lightning int8']:.2f} ms ({runner.delegate})")
 
-        method, train = method[: -len(GTFILL)], fill_from_labels(train)
-    student = make_student(f"student_{method}")
-    steps = max(1, len(train) // args.batch_size)
-    timer = StepTimer()
-    fit = dict(batch_size=args.batch_size, seed=seed, callbacks=[timer], verbose=2)
-    if method == "scratch":
-        train = strip_teacher_keypoints(train)  # plain training: no teacher targets to encode
-        student.compile(optimizer=make_optimizer(args.lr, steps * args.student_epochs))
-        fit_resumable(student, train, codec, ks, run_dir, epochs=args.student_epochs, **fit)
-    elif method in ("fpd", "lshm"):
-        alpha = ConstantWeight(0.5) if method == "fpd" else LSHMLinearSchedule(steps * args.student_epochs, sigma=0.1)
-        distiller = Distiller(teacher, student, alpha=alpha)
-        distiller.compile(optimizer=make_optimizer(args.lr, steps * args.student_epochs))
-        fit_resumable(distiller, train, codec, ks, run_dir, epochs=args.student_epochs, **fit)
-    elif method == "dwpose":
-        # Same total budget: stage 1 + stage 2 (20 %) = student_epochs.
-        stage1 = max(1, round(args.student_epochs / 1.2))
-        # L_fea on the last backbone feature (both hourglasses name it "stack{n-1}_lin_relu").
-        feature = student_feature = None
-        if teacher is not None:
-            feature = f"stack{teacher.backbone.num_stacks - 1}_lin_relu"
-            student_feature = f"stack{student.backbone.num_stacks - 1}_lin_relu"
-        student, _ = dwpose.run_two_stage(
-            teacher, student, train, codec, ks, run_dir=run_dir, epochs=stage1, stage2_fraction=0.2,
-            teacher_feature=feature, student_feature=student_feature,
-            optimizer_fn=lambda n: make_optimizer(args.lr, n), **fit)
-    else:
-        raise ValueError(f"unknown method {method!r}")
-    return student, timer.seconds_per_step()
+
+def interleaved_ms(paths, threads=1, rounds=5, iters=30):
+    """Per model, min over rounds of the median ms per inference; models interleaved within each round."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interps = {}
+    for name, path in paths.items():
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        it.invoke()
+        interps[name] = it
+    best = {name: float("inf") for name in paths}
+    for _ in range(rounds):
+        for name, it in interps.items():
+            times = []
+            for _ in range(iters):
+                t = time.perf_counter()
+                it.invoke()
+                times.append(time.perf_counter() - t)
+            best[name] = min(best[name], 1e3 * float(np.median(times)))
+    return best
+
+
+def model_cost(args):
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+    from kdpose_tf.models.summary import count_flops
+
+    m = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
+                                  input_size=args.input_size)
+    return m.count_params(), count_flops(m.inference_model()) / 1e9
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.quick:
-        args.size, args.teacher_epochs, args.student_epochs = 64, 1, 1
-        args.seeds, args.teacher_filters, args.student_filters = [0], 16, 8
+    import json
 
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-    from kdpose_tf.data.datasets import real_benchmark_split
+    from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
+    from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher
     from kdpose_tf.evaluation import evaluate, keras_predict_fn
     from kdpose_tf.keypoints import LSP14
     from kdpose_tf.utils import io
     from kdpose_tf.utils.shared import shared_dir
 
-    train, test = real_benchmark_split(shared_dir())
+    out_json = Path(args.out).with_suffix(".json")
     if args.rerender:
-        results = json.loads(Path(args.out).with_suffix(".json").read_text())
-        size = results["config"]["size"]
-        results.setdefault("baseline", mean_pose_baseline(train, test, HeatmapCodec(input_size=(size, size))))
-        io.write_json(Path(args.out).with_suffix(".json"), results)
-        io.write_text(Path(args.out).with_suffix(".md"), render(results, LSP14))
-        print(render(results, LSP14))
+        results = json.loads(out_json.read_text())
+        io.write_text(out_json.with_suffix(".md"), render(results))
+        print(render(results))
         return
     if args.quick:
-        train, test = train[:64], test[:32]
-    size = (args.size, args.size)
-    codec = HeatmapCodec(input_size=size)
-    work = Path(args.work_dir) / f"{args.size}_{args.teacher}"
-    print(f"train {len(train)} people, test {len(test)} (PARSE 101-305), input {size}")
-
-    results = {"config": dict(vars(args)), "runs": [], "teachers": [], "baseline": mean_pose_baseline(train, test, codec)}
-    if args.teacher == "movenet":
-        teacher, train = movenet_teacher(train, test, codec, args, results)
-    else:
-        teacher = hourglass_teacher(train, test, codec, args, results, work)
-    out_json = Path(args.out).with_suffix(".json")
+        args.epochs, args.seeds, args.lspet_limit = 1, [0], 64
+    train, unlabelled, test = load_data(args)
+    if args.quick:
+        train, test = train[:96], test[:32]
+    work = Path(args.work_dir) / f"{args.student}_{args.input}"
+    movenet_path = shared_dir() / "models" / MOVENET
+    teachers = {"PP-TinyPose 256x192": HeatmapTeacher.from_preset("pp_tinypose_256x192"),
+                "PP-TinyPose 128x96": HeatmapTeacher.from_preset("pp_tinypose_128x96"),
+                "MoveNet Lightning int8": KeypointTeacher(movenet_path)}
+    params, gmacs = model_cost(args)
+    results = {"config": {k: v for k, v in vars(args).items() if k != "input_size"}, "anchors": {}, "runs": [],
+               "teacher_pass": {}, "student": {"params": params, "gmacs": gmacs},
+               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
+               "data": {"train": len(train), "unlabelled": len(unlabelled), "test": len(test)}}
     if args.append and out_json.is_file():
         previous = json.loads(out_json.read_text())
         results["runs"] = [r for r in previous["runs"] if r["method"] not in args.methods]
-        results["config"]["methods"] = list(dict.fromkeys(previous["config"]["methods"] + args.methods))
-    for seed in args.seeds:
-        _, make_student = build_models(LSP14, args.size, args, seed)
-        for method in args.methods:
-            t = time.time()
-            student, sps = train_student(method, teacher, make_student, train, codec, LSP14, args, seed,
-                                         work / f"{method}_s{seed}")
-            res = evaluate(keras_predict_fn(student), test, size, codec, LSP14, metrics=("pck",))
-            row = {"method": method, "seed": seed, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
-                   "sec_per_step": sps, "train_s": time.time() - t, "params": student.count_params()}
-            results["runs"].append(row)
-            print(f"{method} seed {seed}: PCK@0.2 {100 * res['pck']['mean']:.1f}  ({sps * 1e3:.0f} ms/step)")
-            io.write_json(Path(args.out).with_suffix(".json"), results)
-    text = render(results, LSP14)
-    io.write_text(Path(args.out).with_suffix(".md"), text)
-    io.write_json(Path(args.out).with_suffix(".json"), results)
-    print(text)
+        results["teacher_pass"].update(previous.get("teacher_pass", {}))
+    print(f"train {len(train)} people (+{len(unlabelled)} unlabelled), test {len(test)} (PARSE 101-305); "
+          f"student {args.student} at {args.input}: {params / 1e6:.2f} M params, {gmacs:.3f} GMACs")
+    anchors(test, teachers, results)
+    codec = HeatmapCodec(args.input_size)
+    for method in args.methods:
+        samples = teacher_data(method, train, unlabelled, teachers, results)
+        for seed in args.seeds:
+            student, sps, seconds = train_one(method, samples, args, seed, work / f"{method}_s{seed}")
+            all14, body12, per_joint = scores(evaluate(keras_predict_fn(student), test, args.input_size, codec, LSP14,
+                                                       progress=False))
+            results["runs"].append({"method": method, "seed": seed, "all14": all14, "body12": body12,
+                                    "per_joint": per_joint, "sec_per_step": sps, "train_s": seconds})
+            student.save_weights(str(work / f"{method}_s{seed}" / "final.weights.h5"))
+            print(f"{method} seed {seed}: PCK@0.2 all-14 {all14:.1f}, body-12 {body12:.1f} ({sps * 1e3:.0f} ms/step)")
+            io.write_json(out_json, results)
+    kd = [r for r in results["runs"] if r["method"] != "scratch"]
+    if kd:
+        row = max(kd, key=lambda r: r["body12"])
+        student = rebuild(args, row, work)
+        int8_row((student, row), train, test, args, results, work, movenet_path)
+    io.write_json(out_json, results)
+    io.write_text(out_json.with_suffix(".md"), render(results))
+    plot(results, out_json.with_suffix(".png"))
+    print(render(results))
 
 
-def movenet_teacher(train, test, codec, args, results):
-    """MoveNet as a black-box teacher: score it, attach its joints to the training samples."""
-    from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints, teacher_predict_fn
-    from kdpose_tf.evaluation import evaluate
-    from kdpose_tf.keypoints import LSP14
-    from kdpose_tf.utils.shared import shared_dir
+def rebuild(args, row, work):
+    from kdpose_tf.models.pose_estimator import PoseEstimator
 
-    teacher = KeypointTeacher(shared_dir() / "models" / "movenet_singlepose_lightning_int8.tflite")
-    res = evaluate(teacher_predict_fn(teacher, codec, LSP14, args.teacher_min_score), test, codec.input_size,
-                   codec, LSP14, metrics=("pck",))
-    t = time.time()
-    train = attach_teacher_keypoints(train, teacher, LSP14, min_score=args.teacher_min_score)
-    kept = np.mean([np.isfinite(s.extra["teacher_keypoints"]).all(axis=1).mean() for s in train])
-    no_gt = int(sum((np.isfinite(s.extra["teacher_keypoints"]).all(axis=1) & (s.visibility == 0)).sum() for s in train))
-    results["teachers"].append({"name": "MoveNet Lightning int8 (TFLite, pretrained)", "seed": 0,
-                                "pck": res["pck"]["mean"], "per_joint": _per_joint(res), "params": None,
-                                "train_s": 0.0, "attach_s": time.time() - t, "joints_kept": float(kept),
-                                "joints_without_gt": no_gt})
-    print(f"teacher MoveNet: PCK@0.2 {100 * res['pck']['mean']:.1f}; joints attached in {time.time() - t:.0f} s, "
-          f"{no_gt} of them where the ground truth has none")
-    return None, train
+    student = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
+                                        input_size=args.input_size)
+    student.load_weights(str(work / f"{row['method']}_s{row['seed']}" / "final.weights.h5"))
+    return student
 
 
-def hourglass_teacher(train, test, codec, args, results, work):
-    """Train the hourglass teacher (seed 0); every student seed distils from it."""
-    from kdpose_tf.cli.train import make_optimizer
-    from kdpose_tf.evaluation import evaluate, keras_predict_fn
-    from kdpose_tf.keypoints import LSP14
-    from kdpose_tf.training import fit_resumable
-
-    make_teacher, _ = build_models(LSP14, args.size, args, seed=0)
-    teacher = make_teacher()
-    steps = max(1, len(train) // args.batch_size)
-    teacher.compile(optimizer=make_optimizer(args.lr, steps * args.teacher_epochs))
-    t = time.time()
-    fit_resumable(teacher, train, codec, LSP14, work / "teacher", epochs=args.teacher_epochs,
-                  batch_size=args.batch_size, seed=0, verbose=2)
-    res = evaluate(keras_predict_fn(teacher), test, codec.input_size, codec, LSP14, metrics=("pck",))
-    results["teachers"].append({"name": f"hourglass, {args.teacher_epochs} epochs", "seed": 0, "pck": res["pck"]["mean"], "per_joint": _per_joint(res),
-                                "params": teacher.count_params(), "train_s": time.time() - t})
-    print(f"teacher: PCK@0.2 {100 * res['pck']['mean']:.1f}")
-    return teacher
+def _mean_spread(values):
+    return float(np.mean(values)), float((np.max(values) - np.min(values)) / 2)
 
 
-def mean_pose_baseline(train, test, codec):
-    """PCK of an image-free model: every test crop gets the mean training pose (crop pixels)."""
-    from kdpose_tf.data.transforms import affine_points, box_to_center_scale, get_affine_transform
-    from kdpose_tf.evaluation import evaluate
+def render(results):
     from kdpose_tf.keypoints import LSP14
 
-    h, w = codec.input_size
-    pts, wts = [], []
-    for s in train:
-        c, sc = box_to_center_scale(s.bbox, w / h)
-        pts.append(affine_points(s.keypoints, get_affine_transform(c, sc, 0.0, (h, w))))
-        wts.append(s.visibility > 0)
-    pts, wts = np.stack(pts), np.stack(wts)[..., None]
-    mean = (pts * wts).sum(0) / np.maximum(wts.sum(0), 1)
-    heatmaps = codec.encode(mean, np.ones(len(mean)))[0]
-    res = evaluate(lambda x: np.repeat(heatmaps[None], len(x), 0), test, codec.input_size, codec, LSP14,
-                   metrics=("pck",), progress=False)
-    return {"pck": res["pck"]["mean"], "per_joint": _per_joint(res)}
-
-
-def _per_joint(res):
-    return [float(v) for v in res["pck"]["per_joint"].values()]
-
-
-def render(results, keypoint_set):
-    import platform
-
-    methods = list(dict.fromkeys(r["method"] for r in results["runs"]))
-    by = {m: [r for r in results["runs"] if r["method"] == m] for m in methods}
-    scratch_sps = np.median([r["sec_per_step"] for r in by.get("scratch", [])] or [np.nan])
     cfg = results["config"]
-    t0 = results["teachers"][0]
-    teacher_name = t0.get("name") or f"hourglass, {cfg['teacher_epochs']} epochs"
-    params = "pretrained" if t0.get("params") is None else f"{t0['params'] / 1e6:.2f} M"
+    runs = results["runs"]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    by = {m: [r for r in runs if r["method"] == m] for m in methods}
+    st = results["student"]
     lines = [
-        "# Distillation on real photos (PARSE 101-305, PCK@0.2)",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only. "
-        f"Input {cfg['size']}x{cfg['size']}, teacher: {teacher_name}, students "
-        f"{cfg['student_epochs']} epochs, batch {cfg['batch_size']}, seeds {cfg['seeds']}.",
-        "Train: PARSE 1-100 + BUFFY (upper body) + coco_mini, joints mapped to LSP-14.",
-        "",
-        "| model | PCK@0.2 mean ± spread (%) | per seed | s/step | cost vs scratch |",
-        "|---|---|---|---|---|",
+        "# Distillation from pretrained teachers on real photos (PARSE 101-305, PCK@0.2)", "",
+        f"Machine: {results['machine']}. Student `{cfg['student']}` at {cfg['input']} "
+        f"({st['params'] / 1e6:.2f} M params, {st['gmacs']:.3f} GMACs), {cfg['epochs']} epochs, batch "
+        f"{cfg['batch_size']}, FPD alpha {cfg['alpha']}, seeds {cfg['seeds']}.",
+        f"Train: {results['data']['train']} people (LSPET + PARSE 1-100 + BUFFY + coco_mini, LSP-14)"
+        + (f" + {results['data']['unlabelled']} unlabelled boxes (KD rows)" if results["data"]["unlabelled"] else "")
+        + f"; test: {results['data']['test']} PARSE people. body-12 = the joints every model here has.", "",
+        "| model | all-14 mean ± spread | body-12 mean ± spread | per seed (body-12) | s/step | vs scratch |",
+        "|---|---|---|---|---|---|",
     ]
-    t = [r["pck"] for r in results["teachers"]]
-    lines.append(f"| teacher ({params}) | {100 * np.mean(t):.1f} ± "
-                 f"{100 * (np.max(t) - np.min(t)) / 2:.1f} | {', '.join(f'{100 * v:.1f}' for v in t)} | - | - |")
-    if results.get("baseline"):
-        lines.append(f"| mean training pose, no image (reference) | {100 * results['baseline']['pck']:.1f} | - | - | - |")
+    for name, a in results["anchors"].items():
+        lines.append(f"| {name} (pretrained, {a['input']}) | {a['all14']:.1f} | {a['body12']:.1f} | - | - | - |")
+    scratch = by.get("scratch")
+    base_sps = np.median([r["sec_per_step"] for r in scratch]) if scratch else np.nan
+    base = _mean_spread([r["body12"] for r in scratch])[0] if scratch else np.nan
     for m in methods:
-        p = [r["pck"] for r in by[m]]
+        a, a_s = _mean_spread([r["all14"] for r in by[m]])
+        b, b_s = _mean_spread([r["body12"] for r in by[m]])
         sps = np.median([r["sec_per_step"] for r in by[m]])
-        lines.append(f"| student {m} ({by[m][0]['params'] / 1e6:.2f} M) | {100 * np.mean(p):.1f} ± "
-                     f"{100 * (np.max(p) - np.min(p)) / 2:.1f} | {', '.join(f'{100 * v:.1f}' for v in p)} | "
-                     f"{sps:.3f} | {sps / scratch_sps:.2f}x |")
-    lines += ["", "Spread = half the range over seeds. Cost: median seconds per training step (DWPose: "
-              "stage 1 + 2 steps pooled), ratio to the scratch student."]
-    if "attach_s" in t0:
-        lines += ["", f"The keypoint teacher ran once over the training "
-                  f"samples before training ({t0['attach_s']:.0f} s); {100 * t0['joints_kept']:.0f} % of its joints "
-                  f"passed the score threshold, {t0['joints_without_gt']} of them where the ground truth has none. "
-                  "Its row is scored through the same codec as the students (rendered and decoded heatmaps); "
-                  "it has no neck or head_top (0 there)."]
-    lines += ["", "## PCK@0.2 per joint (%)", ""]
-    header = "| joint | teacher | " + " | ".join(methods) + " |"
-    lines += [header, "|" + "---|" * (2 + len(methods))]
-    for j, name in enumerate(keypoint_set.names):
-        def cell(rows):
-            vals = [r["per_joint"][j] for r in rows if r.get("per_joint")]
-            return f"{100 * np.nanmean(vals):.1f}" if vals else "-"
-        lines.append(f"| {name} | {cell(results['teachers'])} | " + " | ".join(cell(by[m]) for m in methods) + " |")
+        delta = "" if m == "scratch" else f"{b - base:+.1f} pts, {sps / base_sps:.2f}x step"
+        per_seed = ", ".join(f"{r['body12']:.1f}" for r in by[m])
+        lines.append(f"| student {m} | {a:.1f} ± {a_s:.1f} | {b:.1f} ± {b_s:.1f} | {per_seed} | {sps:.3f} | {delta} |")
+    if results.get("int8"):
+        q = results["int8"]
+        lines += ["", f"**Best distilled student as int8 TFLite** ({q['method']}, seed {q['seed']}, "
+                  f"{q['size_kb']:.0f} KB): all-14 {q['all14']:.1f}, body-12 {q['body12']:.1f}; "
+                  f"{q['ms']:.2f} ms per crop vs MoveNet Lightning int8 {q['movenet_ms']:.2f} ms "
+                  f"({q['ms'] / q['movenet_ms']:.2f}x; LiteRT, {q['delegate']}, 1 thread, same process, interleaved)."]
+    if results["teacher_pass"]:
+        lines += ["", "Teacher cost: one pass over the training people before training, then none per step "
+                  "(the pipeline warps the cached heatmaps through each augmentation):", ""]
+        for m, t in results["teacher_pass"].items():
+            lines.append(f"- {m}: {t['seconds']:.0f} s for {t['people']} people ({t['ms_per_person']:.1f} ms each)")
+    lines += ["", "Spread = half the range over seeds. s/step: median training step; vs scratch: body-12 points "
+              "and step-time ratio.", "", "## PCK@0.2 per joint (%)", ""]
+    cols = list(results["anchors"]) + methods
+    lines += ["| joint | " + " | ".join(cols) + " |", "|" + "---|" * (1 + len(cols))]
+    for j, name in enumerate(LSP14.names):
+        cells = [f"{results['anchors'][c]['per_joint'][j]:.1f}" for c in results["anchors"]]
+        cells += [f"{np.mean([r['per_joint'][j] for r in by[m]]):.1f}" for m in methods]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kdpose_tf.utils import io
+
+    names = list(results["anchors"]) + sorted({r["method"] for r in results["runs"]}, key=METHODS.index)
+    vals = [results["anchors"][n]["body12"] for n in results["anchors"]]
+    vals += [np.mean([r["body12"] for r in results["runs"] if r["method"] == m]) for m in names[len(vals):]]
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.barh(names, vals, color=["#999"] * len(results["anchors"]) + ["#3a7"] * (len(names) - len(results["anchors"])))
+    ax.set_xlabel("PCK@0.2, 12 body joints, PARSE 101-305 (%)")
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
