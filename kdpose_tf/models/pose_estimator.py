@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from kdpose_tf.errors import ShapeMismatchError
+from kdpose_tf.models import preset_utils
 from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.losses import joints_mse
@@ -178,16 +179,25 @@ class PoseEstimator(keras.Model):
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, preset, load_weights=True, **overrides):
-        """Build from a catalogue name or a preset directory (see `kdpose_tf.models.preset_utils`)."""
-        from kdpose_tf.models.preset_utils import load_preset
+        """Build from a catalogue name, a preset directory or a hf:// / kaggle:// handle.
 
-        return load_preset(preset, cls=cls, load_weights=load_weights, **overrides)
+        See `kdpose_tf.models.preset_utils`; `PresetError` when the preset does not hold a `cls`.
+        Catalogue entries take PoseEstimator overrides (num_keypoints, keypoint_set, input_size, ...)
+        and backbone overrides (see `kdpose_tf.models.presets.build`).
 
-    def save_to_preset(self, directory, metadata=None):
-        """Write config.json, model.weights.h5 and metadata.json to `directory` (atomically)."""
-        from kdpose_tf.models.preset_utils import save_to_preset
+        Example:
+        >>> model = PoseEstimator.from_preset("lshm_2_mpii_256x256", load_weights=False, input_size=(64, 64))
+        >>> model.input_size, model.keypoint_set.name
+        ((64, 64), 'mpii16')
+        """
+        source = preset_utils.locate_preset(preset, load_weights)
+        if isinstance(source, str):  # catalogue entry, built without weights
+            return preset_utils.build_catalogue(source, cls, **overrides)
+        if not issubclass(source.cls, cls):
+            raise source.wrong_class(cls)
+        return source.load(load_weights, **overrides)
 
-        return save_to_preset(self, directory, metadata=metadata)
+    save_to_preset = preset_utils.save_to_preset
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
