@@ -18,19 +18,16 @@ Example:
 from __future__ import annotations
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from kdpose_tf.data.images import read_image
+from kdpose_tf.data.pipeline import keypoints_to_image, make_inference_inputs
+from kdpose_tf.data.transforms import box_to_center_scale, crop_person
 from kdpose_tf.keypoints import get_keypoint_set
+from kdpose_tf.metrics.coco import coco_keypoint_eval, coco_results, samples_to_coco
+from kdpose_tf.metrics.pck import head_normalizer, pck, torso_normalizer
 
 METRICS = ("pck", "pckh", "coco")
-
-
-def _inference_helpers():
-    """`make_inference_inputs`, `keypoints_to_image` from the data pipeline (imported lazily)."""
-    try:
-        from kdpose_tf.data.pipeline import keypoints_to_image, make_inference_inputs
-    except ImportError:  # pragma: no cover - depends on which module ends up holding them
-        from kdpose_tf.data.transforms import keypoints_to_image, make_inference_inputs
-    return make_inference_inputs, keypoints_to_image
 
 
 def _final_output(output):
@@ -102,29 +99,105 @@ def predict_samples(
         keypoints float32 (N, K, 2) in image pixels and scores float32 (N, K).
     """
     samples, input_size, ks = _check_inputs(samples, input_size, codec, keypoint_set, batch_size)
-    make_inference_inputs, keypoints_to_image = _inference_helpers()
-    from tqdm.auto import tqdm
-
-    all_kp, all_sc = [], []
+    batches = (
+        make_inference_inputs(samples[start : start + batch_size], input_size)
+        for start in range(0, len(samples), batch_size)
+    )
     bar = tqdm(total=len(samples), desc="evaluate", unit="person", disable=not progress, leave=False)
     try:
-        for start in range(0, len(samples), batch_size):
-            batch = samples[start : start + batch_size]
-            images, centers, scales = make_inference_inputs(batch, input_size)
-            images = np.asarray(images, np.float32)
-            heatmaps = _final_output(predict_fn(images))
-            expected = (len(batch), *codec.heatmap_size, ks.num_keypoints)
-            if heatmaps.shape != expected:
-                raise ValueError(f"predict_fn returned heatmaps of shape {heatmaps.shape}; expected {expected}")
-            if flip_test:
-                flipped = _final_output(predict_fn(np.ascontiguousarray(images[:, :, ::-1])))
-                heatmaps = codec.flip_test_average(heatmaps, flipped, ks.flip_index)
-            kp_crop, scores = codec.decode(heatmaps)
-            all_kp.append(np.asarray(keypoints_to_image(kp_crop, centers, scales, input_size), np.float32))
-            all_sc.append(np.asarray(scores, np.float32))
-            bar.update(len(batch))
+        return _decode_crops(predict_fn, batches, input_size, codec, ks.num_keypoints, ks.flip_index, flip_test,
+                             bar.update)
     finally:
         bar.close()
+
+
+def predict_boxes(predict_fn, images, boxes, input_size, codec, keypoint_set=None, flip_test=False, batch_size=32,
+                  num_keypoints=None):
+    """Keypoints in image pixels for person boxes on images: crop -> predict -> decode -> map back.
+
+    The one crop/predict/decode path for images without annotations (`PoseEstimator.predict_keypoints`,
+    `kdpose predict`); `predict_samples` does the same for `PoseSample`s. Each box is widened to the
+    input's aspect ratio with padding 1.25 and cropped by an affine warp, as in training.
+
+    Args:
+        predict_fn: float32 images (B, H, W, 3) in [0, 255] -> heatmaps (B, h, w, K) (or a list, last used).
+        images: one uint8 RGB array (H, W, 3) or image path per box.
+        boxes: (N, 4) person boxes x, y, w, h in image pixels.
+        input_size: (H, W) of the network input.
+        codec: `HeatmapCodec` with that input size.
+        keypoint_set: KeypointSet or name; needed for `flip_test` (default None).
+        flip_test: average with the mirrored crop's heatmaps (default False).
+        batch_size: crops per call (default 32).
+        num_keypoints: K; default None = the keypoint set's (or whatever the model returns).
+
+    Returns:
+        keypoints float32 (N, K, 2) (x, y) image pixels, scores float32 (N, K) (heatmap maxima).
+
+    Example:
+    >>> from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    >>> codec = HeatmapCodec(input_size=(64, 48))
+    >>> def dot_at_crop_centre(images):  # heatmaps with one peak in the middle
+    ...     heat = np.zeros((len(images), 16, 12, 1), np.float32)
+    ...     heat[:, 8, 6] = 1.0
+    ...     return heat
+    >>> kp, scores = predict_boxes(dot_at_crop_centre, [np.zeros((200, 200, 3), np.uint8)], [(50, 40, 60, 80)],
+    ...                            (64, 48), codec)
+    >>> np.round(kp[0, 0]).tolist(), scores.shape  # heatmap centre -> crop centre -> box centre
+    ([80.0, 80.0], (1, 1))
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(images) != len(boxes):
+        raise ValueError(f"predict_boxes: {len(images)} images for {len(boxes)} boxes; give one image per box")
+    ks = None if keypoint_set is None else get_keypoint_set(keypoint_set)
+    if flip_test and ks is None:
+        raise ValueError("predict_boxes(flip_test=True) needs a keypoint set for the left/right swap")
+    if num_keypoints is None and ks is not None:
+        num_keypoints = ks.num_keypoints
+    in_h, in_w = (int(v) for v in input_size)
+
+    def batches():
+        for start in range(0, len(boxes), batch_size):
+            crops = np.zeros((len(boxes[start : start + batch_size]), in_h, in_w, 3), np.float32)
+            centers, scales = np.zeros((len(crops), 2)), np.zeros((len(crops), 2))
+            for i, (image, box) in enumerate(zip(images[start : start + batch_size], boxes[start : start + batch_size])):
+                centers[i], scales[i] = box_to_center_scale(box, in_w / in_h, 1.25)
+                crops[i] = crop_person(_image_array(image), centers[i], scales[i], 0.0, (in_h, in_w))
+            yield crops, centers, scales
+
+    if not len(boxes):
+        k = num_keypoints or 0
+        return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
+    return _decode_crops(predict_fn, batches(), (in_h, in_w), codec, num_keypoints,
+                         None if ks is None else ks.flip_index, flip_test)
+
+
+def _image_array(image):
+    """uint8 RGB (H, W, 3) from an array or a path (`kdpose_tf.data.images.read_image`)."""
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        return read_image(image)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"predict_boxes: images must be (H, W, 3) RGB arrays or paths, received shape {image.shape}")
+    return image
+
+
+def _decode_crops(predict_fn, batches, input_size, codec, num_keypoints, flip_index, flip_test, done=None):
+    """Predict each batch of (crops, centers, scales), flip-average, decode, map back to image pixels."""
+    all_kp, all_sc = [], []
+    for images, centers, scales in batches:
+        images = np.asarray(images, np.float32)
+        heatmaps = _final_output(predict_fn(images))
+        expected = (len(images), *codec.heatmap_size, num_keypoints or heatmaps.shape[-1])
+        if heatmaps.shape != expected:
+            raise ValueError(f"predict_fn returned heatmaps of shape {heatmaps.shape}; expected {expected}")
+        if flip_test:
+            flipped = _final_output(predict_fn(np.ascontiguousarray(images[:, :, ::-1])))
+            heatmaps = codec.flip_test_average(heatmaps, flipped, flip_index)
+        kp_crop, scores = codec.decode(heatmaps)
+        all_kp.append(np.asarray(keypoints_to_image(kp_crop, centers, scales, input_size), np.float32))
+        all_sc.append(np.asarray(scores, np.float32))
+        if done is not None:
+            done(len(images))
     return np.concatenate(all_kp), np.concatenate(all_sc)
 
 
@@ -135,7 +208,6 @@ def _per_joint_dict(ks, values):
 def score_predictions(keypoints, scores, samples, keypoint_set, metrics=("pck",), coco_gt=None,
                       pck_threshold=0.2, pckh_threshold=0.5, sigmas=None) -> dict:
     """Metrics of already decoded predictions (image pixels); see `evaluate` for the result layout."""
-    from kdpose_tf.metrics.pck import head_normalizer, pck, torso_normalizer
 
     ks = get_keypoint_set(keypoint_set)
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -171,8 +243,6 @@ def score_predictions(keypoints, scores, samples, keypoint_set, metrics=("pck",)
         for row, v in zip(rows, r["per_joint"]):
             row[f"PCKh@{pckh_threshold:g}"] = float(v)
     if "coco" in metrics:
-        from kdpose_tf.metrics.coco import coco_keypoint_eval, coco_results, samples_to_coco
-
         gt_source = coco_gt if coco_gt is not None else samples_to_coco(samples, ks)
         report["coco"] = coco_keypoint_eval(gt_source, coco_results(samples, keypoints, scores), ks, sigmas=sigmas)
     report["rows"] = rows

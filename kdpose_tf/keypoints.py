@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kdpose_tf.errors import DataError
+
 
 @dataclass(frozen=True)
 class KeypointSet:
@@ -139,19 +141,47 @@ LSP14 = KeypointSet(
     head=(12, 13),
 )
 
-KEYPOINT_SETS = {ks.name: ks for ks in (COCO17, MPII16, LSP14)}
+# CrowdPose (Li et al., CVPR 2019): 14 joints. The file's names "head" / "neck" are the top of the
+# head and the neck, so they are named like LSP14's to map by name (`joint_mapping`).
+# Sigmas: CrowdPose's evaluation (COCO's limb sigmas, 0.079 for head and neck).
+CROWDPOSE14 = KeypointSet(
+    name="crowdpose14",
+    names=(
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+        "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head_top", "neck",
+    ),
+    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
+    skeleton=(
+        (12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7), (6, 7),
+        (6, 8), (8, 10), (7, 9), (9, 11),
+    ),
+    sigmas=(0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079),
+    torso=(1, 6),
+    head=(12, 13),
+)
+KEYPOINT_SETS = {ks.name: ks for ks in (COCO17, MPII16, LSP14, CROWDPOSE14)}
 
 
-def get_keypoint_set(name_or_set) -> KeypointSet:
-    """Return a KeypointSet given itself or its name; clear error for an unknown name."""
+def get_keypoint_set(name_or_set, path=None) -> KeypointSet:
+    """Return a KeypointSet given itself or its name; clear error for an unknown name.
+
+    Args:
+        name_or_set: a `KeypointSet` or one of the names in `KEYPOINT_SETS`.
+        path: the file that named the set, if any: the error (a `DataError`, which is a
+            `ValueError`) then names it and the field "keypoint_set".
+
+    >>> get_keypoint_set("mpii16").num_keypoints
+    16
+    """
     if isinstance(name_or_set, KeypointSet):
         return name_or_set
     try:
         return KEYPOINT_SETS[name_or_set]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise DataError(
             f"Unknown keypoint set {name_or_set!r}; expected one of {sorted(KEYPOINT_SETS)} "
-            "or a kdpose_tf.keypoints.KeypointSet"
+            "or a kdpose_tf.keypoints.KeypointSet",
+            path=path, field=None if path is None else "keypoint_set",
         ) from None
 
 

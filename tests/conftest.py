@@ -8,22 +8,18 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-
-def _shared_path() -> Path:
-    env = os.environ.get("KDPOSE_SHARED")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+from kdpose_tf.utils import shared  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The shared folder; fails in CI (CI=true) when absent, skips locally."""
-    path = _shared_path()
-    if not path.is_dir():
-        msg = f"shared data not found at {path}; set KDPOSE_SHARED"
+    """The shared folder (`kdpose_tf.utils.shared.shared_dir`); fails in CI (CI=true) when absent, skips locally."""
+    try:
+        return shared.shared_dir()
+    except FileNotFoundError as exc:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,41 @@
-"""Shared model test harness: serialization, save/load, mixed precision and TFLite parity checks.
+"""Shared model test harness: serialization, save/load, mixed precision, and the shipped TFLite path.
 
-Use from any test file (tests/ is on sys.path under pytest's rootdir import mode):
+Use from any test file (tests/ is on sys.path under pytest's rootdir import mode). Layers and
+models are checked through one signature, `(cls, init_kwargs, input_shape)` (keras-hub's
+`run_layer_test` / `run_backbone_test` shape):
 
-    from harness import run_layer_checks, run_model_checks
+    from harness import check_int8, run_layer_checks, run_model_checks, run_preset_checks
 
     def test_my_layer():
         run_layer_checks(MyLayer, {"filters": 8, "name": "my_layer"}, (2, 16, 16, 8))
 
     def test_my_model(tmp_path):
-        run_model_checks(MyBackbone(width=8, input_shape=(64, 64, 3)), (2, 64, 64, 3), tmp_path=tmp_path)
+        run_model_checks(MyBackbone, {"width": 8, "input_shape": (64, 64, 3)}, (2, 64, 64, 3), tmp_path=tmp_path)
 
-Every check compares outputs on the same random input in [0, 255] (the model input convention)
-and fails with an assertion that says which check and by how much. Keep inputs tiny (64x64 or
-smaller, widths 8-16): TFLite conversion costs a few seconds per model.
+TFLite checks go through what ships: `kdpose_tf.export.tflite.export_tflite` (the final output,
+written with its sidecar) and `kdpose_tf.export.runner.TFLiteRunner` (XNNPACK when it runs the
+file). A layer is exported inside an image model (`Rescaling` to [-1, 1], a fixed 1x1 conv to the
+layer's input channels, the layer, a float32 cast). `check_int8` is the full-integer check
+(calibrated `quantize="int8"`, builtin int8 ops only, the ops present / absent a test names).
+Every check fails with an assertion that says which check and by how much. Keep inputs tiny (64x64
+or smaller, widths 8-16): TFLite conversion costs a few seconds per model.
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.export.tflite import export_tflite, single_output_model
+from kdpose_tf.keypoints import get_keypoint_set
+from kdpose_tf.models import preset_utils, presets
+from kdpose_tf.models.backbone import Backbone
+from kdpose_tf.models.pose_estimator import PoseEstimator
 
 
 def _flatten(outputs):
@@ -88,31 +102,50 @@ def check_mixed_precision(build_fn, x, require_float32=True):
     return outputs
 
 
-def check_tflite_parity(model, x, tmp_path, atol=1e-4):
-    """`model.export(format="litert")` runs in ai_edge_litert with outputs within `atol` of Keras."""
-    from ai_edge_litert.interpreter import Interpreter
+def _export(model, tmp_path, quantize="none", calibration=None, **kwargs):
+    path = Path(tmp_path) / f"{model.name}_{quantize}.tflite"
+    export_tflite(model, path, quantize=quantize, representative_data=calibration, **kwargs)
+    assert path.with_suffix(".json").is_file(), f"export_tflite wrote no sidecar next to {path}"
+    return TFLiteRunner(path)
 
-    path = Path(tmp_path) / f"{model.name}.tflite"
-    model.export(str(path), format="litert", verbose=False)
-    interpreter = Interpreter(model_path=str(path))
-    runner = interpreter.get_signature_runner()
-    (input_name,) = runner.get_input_details().keys()
-    got = runner(**{input_name: x})
-    expected = model(x, training=False)
-    exp_list = _flatten(expected)
-    # Signature outputs are keyed by name; order them like the Keras outputs.
-    if isinstance(expected, dict) and set(got) == set(expected):
-        got_list = [got[k] for k in sorted(expected)]
-    else:
-        names = sorted(got, key=lambda n: (int("".join(c for c in n if c.isdigit()) or 0), n))
-        got_list = [got[n] for n in names]
-        if len(got_list) > 1:  # match by shape when names do not carry the order
-            shapes = [e.shape for e in exp_list]
-            if [g.shape for g in got_list] != shapes:
-                got_list = sorted(got_list, key=lambda g: shapes.index(g.shape))
-    diff = _max_diff(exp_list, got_list)
+
+def check_tflite_parity(model, x, tmp_path, atol=1e-4):
+    """`export_tflite` (float32) run by `TFLiteRunner`: the final output within `atol` of Keras."""
+    runner = _export(model, tmp_path)
+    expected = _flatten(single_output_model(model)(x, training=False))
+    diff = _max_diff(expected, [runner(x)])
     assert diff < atol, f"TFLite parity: max abs diff {diff} >= {atol}"
     return diff
+
+
+def check_int8(model, calibration, tmp_path, x=None, ops_present=(), ops_absent=(), io_dtype="uint8"):
+    """Full-integer export (`export_tflite(quantize="int8")`) run by `TFLiteRunner`.
+
+    Asserts builtin ops only (no Flex / CUSTOM), `ops_present` <= ops, no op of `ops_absent`, and
+    integer I/O (`io_dtype`). Returns {"ops", "output" (dequantised, float32), "reference" (Keras,
+    final output), "runner"} on `x` (default the calibration images) for the test's own error bounds.
+    """
+    runner = _export(model, tmp_path, "int8", calibration, io_dtype=io_dtype, sidecar=True)
+    ops = {op["name"] for op in runner.ops()}
+    assert not any(op.upper().startswith(("FLEX", "CUSTOM")) for op in ops), f"int8: non-builtin ops {ops}"
+    assert set(ops_present) <= ops, f"int8: ops {sorted(set(ops_present) - ops)} missing from {sorted(ops)}"
+    assert not set(ops_absent) & ops, f"int8: unexpected ops {sorted(set(ops_absent) & ops)}"
+    assert runner.input_details["dtype"] == np.dtype(io_dtype), f"int8: input dtype {runner.input_details['dtype']}"
+    x = np.asarray(calibration if x is None else x, np.float32)
+    reference = _flatten(single_output_model(model)(x, training=False))[0]
+    return {"ops": ops, "output": runner(x), "reference": reference, "runner": runner}
+
+
+def _image_model(layer_cls, init_kwargs, input_shape):
+    """images (H, W, 3) in [0, 255] -> [-1, 1] -> fixed 1x1 conv to C channels -> layer -> float32."""
+    rng = np.random.RandomState(0)
+    inp = keras.Input(shape=(*input_shape[1:3], 3), name="images")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inp)
+    to_c = keras.layers.Conv2D(input_shape[-1], 1, name="to_channels")
+    x = to_c(x)
+    to_c.set_weights([rng.normal(size=(1, 1, 3, input_shape[-1])).astype("float32"), np.zeros(input_shape[-1], "float32")])
+    out = keras.layers.Activation("linear", dtype="float32", name="to_float32")(layer_cls(**init_kwargs)(x))
+    return keras.Model(inp, out, name=f"{init_kwargs.get('name', 'layer')}_image_model")
 
 
 def run_layer_checks(layer_cls, init_kwargs, input_shape, tmp_path=None, tflite=True, seed=0):
@@ -150,35 +183,67 @@ def run_layer_checks(layer_cls, init_kwargs, input_shape, tmp_path=None, tflite=
     check_mixed_precision(build_model, x)
     figures = {}
     if tflite:
-        figures["tflite_max_diff"] = check_tflite_parity(model, x, tmp_path)
+        image_model = _image_model(layer_cls, init_kwargs, input_shape)
+        figures["tflite_max_diff"] = check_tflite_parity(image_model, _inputs((*input_shape[:3], 3), seed), tmp_path)
     return figures
 
 
 def run_model_checks(
-    model, input_shape, tmp_path=None, tflite=True, mixed_precision=True, require_float32=False, seed=0
+    cls, init_kwargs, input_shape, tmp_path=None, tflite=True, mixed_precision=True, require_float32=False, seed=0
 ):
-    """All checks for a functional model (backbone, PoseEstimator, ...), inputs uniform in [0, 255].
+    """All checks for a functional model class (backbone, PoseEstimator, ...), inputs uniform in [0, 255].
 
-    Checks: config round trip, `.keras` save/load, mixed_float16 forward (rebuilt from the config;
-    outputs finite; float32 when `require_float32`, e.g. a PoseEstimator's heatmaps; a backbone's
-    features may be float16), TFLite float32 parity (< 1e-4). Single-output
-    export is what deployment uses; for a `PoseEstimator` pass `model` itself -- list outputs are
-    matched by name/shape.
+    Checks: `cls(**init_kwargs)` builds; config round trip, `.keras` save/load, mixed_float16 forward
+    (rebuilt from the config; outputs finite; float32 when `require_float32`, e.g. a PoseEstimator's
+    heatmaps; a backbone's features may be float16), TFLite float32 parity (< 1e-4) of the exported
+    final output (`export_tflite` + `TFLiteRunner`).
 
     Returns:
-        dict of measured figures {"tflite_max_diff": ...}.
+        dict {"model": the built model, "tflite_max_diff": ... (when tflite)}.
     """
     tmp_path = Path(tmp_path or tempfile.mkdtemp())
     x = _inputs(input_shape, seed)
+    model = cls(**init_kwargs)
+    assert isinstance(model, cls), f"{cls.__name__}(**init_kwargs) gave a {type(model).__name__}"
     check_config_round_trip(model, x)
     check_keras_save_load(model, x, tmp_path)
     if mixed_precision:
         config = model.get_config()
         check_mixed_precision(lambda: type(model).from_config(_strip_dtype(config)), x, require_float32)
-    figures = {}
+    figures = {"model": model}
     if tflite:
         figures["tflite_max_diff"] = check_tflite_parity(model, x, tmp_path)
     return figures
+
+
+def run_preset_checks(names=None, input_size=(64, 64), max_build_params_m=2.5):
+    """Every catalogue entry (or `names`) resolves offline: its backbone preset is registered with a
+    `{"metadata", "config"}` entry whose config binds to the backbone class's constructor, and
+    `Backbone.from_preset` accepts it. Entries of at most `max_build_params_m` published M
+    parameters (default 2.5; entries without a figure too) are built as a PoseEstimator at
+    `input_size`, with heatmaps at 1/4 of the input and K channels of the keypoint set.
+
+    Returns {name: parameter count, or None where not built}.
+    """
+    counts = {}
+    for name in names or list(presets.PRESETS):
+        entry = presets.get_entry(name)
+        key = entry["backbone_preset"]
+        bb_cls = preset_utils.preset_class(key)
+        assert set(preset_utils.BACKBONE_PRESETS[key]) == {"metadata", "config"}, f"{name}: layout of {key!r}"
+        inspect.signature(bb_cls).bind(**preset_utils.preset_kwargs(key))  # TypeError on an unknown kwarg
+        assert issubclass(preset_utils.catalogue_backbone_class(name), Backbone), name
+        counts[name] = None
+        if entry["params_m"] is not None and entry["params_m"] > max_build_params_m:
+            continue
+        model = PoseEstimator.from_preset(name, load_weights=False, input_size=input_size)
+        assert isinstance(model.backbone, bb_cls), f"{name}: backbone {type(model.backbone).__name__}"
+        k = get_keypoint_set(entry["keypoint_set"]).num_keypoints
+        want = (None, input_size[0] // 4, input_size[1] // 4, k)
+        assert all(tuple(o.shape) == want for o in model.outputs), f"{name}: outputs {[o.shape for o in model.outputs]}"
+        counts[name] = model.count_params()
+        keras.backend.clear_session()
+    return counts
 
 
 def _strip_dtype(config):

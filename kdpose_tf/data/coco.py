@@ -17,41 +17,8 @@ from pathlib import Path
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import SampleList, SampleChecker, load_json
 from kdpose_tf.errors import DataError
-from kdpose_tf.keypoints import KEYPOINT_SETS, KeypointSet
-
-# CrowdPose (Li et al., CVPR 2019): 14 joints. The file's names "head" / "neck" are the top of the
-# head and the neck, so they are named like LSP14's to map by name (`joint_mapping`).
-# Sigmas: CrowdPose's evaluation (COCO's limb sigmas, 0.079 for head and neck).
-CROWDPOSE14 = KeypointSet(
-    name="crowdpose14",
-    names=(
-        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-        "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head_top", "neck",
-    ),
-    flip_pairs=((0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11)),
-    skeleton=(
-        (12, 13), (13, 0), (13, 1), (0, 2), (2, 4), (1, 3), (3, 5), (0, 6), (1, 7), (6, 7),
-        (6, 8), (8, 10), (7, 9), (9, 11),
-    ),
-    sigmas=(0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079),
-    torso=(1, 6),
-    head=(12, 13),
-)
-COCO_KEYPOINT_SETS = {**KEYPOINT_SETS, CROWDPOSE14.name: CROWDPOSE14}
-
-
-def resolve_keypoint_set(keypoint_set, path=None):
-    """A KeypointSet from itself or a name (coco17, mpii16, lsp14, crowdpose14); DataError naming the file."""
-    if isinstance(keypoint_set, KeypointSet):
-        return keypoint_set
-    if isinstance(keypoint_set, str) and keypoint_set in COCO_KEYPOINT_SETS:
-        return COCO_KEYPOINT_SETS[keypoint_set]
-    raise DataError(
-        f"Unknown keypoint set {keypoint_set!r}; expected one of {sorted(COCO_KEYPOINT_SETS)} "
-        "or a kdpose_tf.keypoints.KeypointSet",
-        path=path,
-        field="keypoint_set",
-    )
+from kdpose_tf.keypoints import CROWDPOSE14, get_keypoint_set  # noqa: F401  (CROWDPOSE14 re-exported)
+from kdpose_tf.utils.args import check_int, check_number
 
 
 def _default_image_dir(path: Path) -> Path:
@@ -84,9 +51,8 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
         holds the annotation file path.
     """
     path = Path(annotation_file)
-    if not isinstance(min_keypoints, int) or min_keypoints < 0:
-        raise ValueError(f"min_keypoints must be an int >= 0, got {min_keypoints!r}")
-    ks = resolve_keypoint_set(keypoint_set, path)
+    check_int("min_keypoints", min_keypoints, minimum=0, owner="read_coco")
+    ks = get_keypoint_set(keypoint_set, path)
     data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(f"expected a JSON object at the top level, got {type(data).__name__}", path=path)
@@ -165,11 +131,13 @@ def unlabelled_people(annotation_file, image_dir=None, keypoint_set="coco17", on
     Returns:
         `SampleList` of PoseSample with all visibility 0.
     """
-    if not (isinstance(min_height, (int, float)) and min_height >= 0):
-        raise ValueError(f"min_height must be a number >= 0, got {min_height!r}")
+    check_number("min_height", min_height, low=0, owner="unlabelled_people")
     people = read_coco(annotation_file, image_dir, keypoint_set, on_bad_sample, min_keypoints=0)
     keep = [s for s in people if not (s.visibility > 0).any() and s.bbox[3] >= min_height]
     if people.report is not None:
         people.report.filter("labelled people or boxes under min_height (unlabelled_people)", len(people) - len(keep))
         people.report.kept = len(keep)
     return SampleList(keep, people.report)
+
+
+resolve_keypoint_set = get_keypoint_set  # the name data/datasets.py imports

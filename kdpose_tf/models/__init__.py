@@ -1,4 +1,8 @@
-"""Backbones, necks, heads and the PoseEstimator task (importing registers them with Keras)."""
+"""Backbones, necks, heads and the PoseEstimator task (importing registers them with Keras).
+
+Importing this package also registers every family's backbone presets (the family `__init__.py`
+files) and the preset catalogue (`presets`, imported last: it builds on everything above).
+"""
 
 from kdpose_tf.models.backbone import Backbone
 from kdpose_tf.models.layers.psa import PolarizedSelfAttention
@@ -10,6 +14,7 @@ from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.pose_estimator import PoseEstimator
+from kdpose_tf.models import presets  # noqa: F401  (registers the catalogue; imports the classes above)
 
 __all__ = [
     "Backbone", "PolarizedSelfAttention", "InvertedResidual", "BottleneckResidual", "HourglassBackbone",

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import keras
 
+from kdpose_tf.errors import PresetError
+from kdpose_tf.models import preset_utils
+
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
 class Backbone(keras.Model):
@@ -50,21 +53,33 @@ class Backbone(keras.Model):
     def from_preset(cls, preset, load_weights=True, **overrides):
         """Build this backbone from a catalogue name, a preset directory or a hf:// / kaggle:// handle.
 
-        A `PoseEstimator` preset gives its backbone. See `kdpose_tf.models.preset_utils`.
+        A `PoseEstimator` preset gives its backbone (`overrides` are then ignored). See
+        `kdpose_tf.models.preset_utils`. Raises `PresetError` when the preset holds another class.
 
         Example:
         >>> from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
-        >>> bb = HourglassBackbone.from_preset("lshm_2_mpii_256x256", load_weights=False)  # doctest: +SKIP
+        >>> bb = HourglassBackbone.from_preset("lshm_2_mpii_256x256", load_weights=False, input_shape=(64, 64, 3))
+        >>> bb.num_stacks, bb.filters
+        (2, 128)
         """
-        from kdpose_tf.models.preset_utils import load_preset
+        source = preset_utils.locate_preset(preset, load_weights)
+        if isinstance(source, str):  # catalogue entry, built without weights
+            found = preset_utils.catalogue_backbone_class(source)
+            if not issubclass(found, cls):
+                raise PresetError(f"preset {source!r} has a {found.__name__} backbone, not a {cls.__name__}")
+            return preset_utils.build_catalogue(source, cls, **overrides)
+        if issubclass(source.cls, cls):
+            return source.load(load_weights, **overrides)
+        if issubclass(source.cls, Backbone) or not source.holds_backbone:
+            raise source.wrong_class(cls)
+        backbone = source.load(load_weights).backbone  # a task preset: its backbone
+        if not isinstance(backbone, cls):
+            raise PresetError(
+                f"{source.config_path}: the preset's backbone is a {type(backbone).__name__}, not a {cls.__name__}"
+            )
+        return backbone
 
-        return load_preset(preset, cls=cls, load_weights=load_weights, **overrides)
-
-    def save_to_preset(self, directory, metadata=None):
-        """Write config.json, model.weights.h5 and metadata.json to `directory` (atomically)."""
-        from kdpose_tf.models.preset_utils import save_to_preset
-
-        return save_to_preset(self, directory, metadata=metadata)
+    save_to_preset = preset_utils.save_to_preset
 
 
 def normalize_images(x, name="normalize"):

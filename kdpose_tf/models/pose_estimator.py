@@ -6,13 +6,16 @@ hourglass, ECCV 2016): a person crop goes in, K heatmaps at 1/4 resolution come 
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import keras
-import numpy as np
 
+from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
 from kdpose_tf.errors import ShapeMismatchError
+from kdpose_tf.evaluation import keras_predict_fn, predict_boxes
 from kdpose_tf.keypoints import get_keypoint_set
+from kdpose_tf.models import preset_utils
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.losses import joints_mse
 
@@ -132,8 +135,6 @@ class PoseEstimator(keras.Model):
                 f"PoseEstimator: the head outputs {final.shape[-1]} channels, expected num_keypoints={num_keypoints}"
             )
         if codec is None and input_size is not None:
-            from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-
             codec = HeatmapCodec(input_size=input_size, heatmap_size=tuple(int(v) for v in final.shape[1:3]))
         kwargs.setdefault("name", "pose_estimator")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -178,16 +179,25 @@ class PoseEstimator(keras.Model):
     # ------------------------------------------------------------------ presets
     @classmethod
     def from_preset(cls, preset, load_weights=True, **overrides):
-        """Build from a catalogue name or a preset directory (see `kdpose_tf.models.preset_utils`)."""
-        from kdpose_tf.models.preset_utils import load_preset
+        """Build from a catalogue name, a preset directory or a hf:// / kaggle:// handle.
 
-        return load_preset(preset, cls=cls, load_weights=load_weights, **overrides)
+        See `kdpose_tf.models.preset_utils`; `PresetError` when the preset does not hold a `cls`.
+        Catalogue entries take PoseEstimator overrides (num_keypoints, keypoint_set, input_size, ...)
+        and backbone overrides (see `kdpose_tf.models.presets.build`).
 
-    def save_to_preset(self, directory, metadata=None):
-        """Write config.json, model.weights.h5 and metadata.json to `directory` (atomically)."""
-        from kdpose_tf.models.preset_utils import save_to_preset
+        Example:
+        >>> model = PoseEstimator.from_preset("lshm_2_mpii_256x256", load_weights=False, input_size=(64, 64))
+        >>> model.input_size, model.keypoint_set.name
+        ((64, 64), 'mpii16')
+        """
+        source = preset_utils.locate_preset(preset, load_weights)
+        if isinstance(source, str):  # catalogue entry, built without weights
+            return preset_utils.build_catalogue(source, cls, **overrides)
+        if not issubclass(source.cls, cls):
+            raise source.wrong_class(cls)
+        return source.load(load_weights, **overrides)
 
-        return save_to_preset(self, directory, metadata=metadata)
+    save_to_preset = preset_utils.save_to_preset
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -216,8 +226,6 @@ class PoseEstimator(keras.Model):
 
     def _get_codec(self):
         if self.codec is None:
-            from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-
             self.codec = HeatmapCodec(input_size=self.input_size, heatmap_size=tuple(self.outputs[-1].shape[1:3]))
         return self.codec
 
@@ -225,7 +233,8 @@ class PoseEstimator(keras.Model):
         """Keypoints in image coordinates for person boxes.
 
         Each box (x, y, w, h) is widened to the model's aspect ratio with padding 1.25, cropped by an
-        affine warp, the heatmaps are decoded by the codec (flip test optional) and mapped back.
+        affine warp, the heatmaps are decoded by the codec (flip test optional) and mapped back
+        (`kdpose_tf.evaluation.predict_boxes` with this model).
 
         Args:
             images: list of uint8 RGB arrays (H, W, 3) or image paths, one per box.
@@ -236,63 +245,16 @@ class PoseEstimator(keras.Model):
         Returns:
             keypoints (N, K, 2) float32 (x, y) image pixels, scores (N, K) float32 (heatmap maxima).
         """
-        from kdpose_tf.data.pipeline import keypoints_to_image
-        from kdpose_tf.data.transforms import box_to_center_scale, crop_person
-
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        if len(images) != len(boxes):
-            raise ValueError(f"predict_keypoints: {len(images)} images for {len(boxes)} boxes; give one image per box")
         if self.input_size is None:
             raise ValueError("predict_keypoints needs a fixed input size; build the model with `input_size`")
         if flip_test and self.keypoint_set is None:
             raise ValueError("predict_keypoints(flip_test=True) needs a keypoint set for the left/right swap")
-        codec = self._get_codec()
         if self._inference is None:
             self._inference = self.inference_model()
-        in_h, in_w = self.input_size
-        crops = np.zeros((len(boxes), in_h, in_w, 3), np.float32)
-        centers = np.zeros((len(boxes), 2), np.float64)
-        scales = np.zeros((len(boxes), 2), np.float64)
-        for i, (image, box) in enumerate(zip(images, boxes)):
-            image = _load_image(image)
-            centers[i], scales[i] = box_to_center_scale(box, in_w / in_h, 1.25)
-            crops[i] = crop_person(image, centers[i], scales[i], 0.0, (in_h, in_w))
-        kps, scores = [], []
-        for start in range(0, len(crops), batch_size):
-            batch = crops[start : start + batch_size]
-            heat = keras.ops.convert_to_numpy(self._inference(batch, training=False))
-            if flip_test:
-                flipped = keras.ops.convert_to_numpy(self._inference(batch[:, :, ::-1], training=False))
-                heat = codec.flip_test_average(heat, flipped, self.keypoint_set.flip_index)
-            k, s = codec.decode(heat)
-            kps.append(np.asarray(k))
-            scores.append(np.asarray(s))
-        if not kps:
-            k = self.num_keypoints
-            return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
-        kp = keypoints_to_image(np.concatenate(kps), centers, scales, self.input_size)
-        return kp.astype(np.float32), np.concatenate(scores).astype(np.float32)
-
-
-def _load_image(image):
-    """uint8 RGB array from an array or a path (kdpose_tf.data.images.read_image when present)."""
-    if not isinstance(image, (str, bytes)) and not hasattr(image, "__fspath__"):
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] != 3:
-            raise ValueError(f"predict_keypoints: images must be (H, W, 3) RGB arrays, received shape {image.shape}")
-        return image
-    try:
-        from kdpose_tf.data.images import read_image
-    except ImportError:
-        import cv2
-
-        from kdpose_tf.errors import DataError
-
-        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DataError("cannot read image (missing or not an image)", path=image) from None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    return read_image(image)
+        return predict_boxes(
+            keras_predict_fn(self._inference), images, boxes, self.input_size, self._get_codec(), self.keypoint_set,
+            flip_test=flip_test, batch_size=batch_size, num_keypoints=self.num_keypoints,
+        )
 
 
 def _serialize_codec(codec):
@@ -304,7 +266,5 @@ def _serialize_codec(codec):
 
 
 def _deserialize_codec(spec):
-    import importlib
-
     cls = getattr(importlib.import_module(spec["module"]), spec["class_name"])
     return cls.from_config(spec["config"])

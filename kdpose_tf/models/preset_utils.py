@@ -23,11 +23,19 @@ Where `preset` may be:
     `$KDPOSE_PRESETS_DIR/<name>/` (default `~/.cache/kdpose_tf/presets/<name>/`), written by
     `save_to_preset`. kdpose_tf never downloads weights.
 
+This module is a leaf (keras-hub's `preset_utils` role): preset files and two registries, and it
+imports no model module. Each model family's `__init__.py` calls
+`register_presets(backbone_presets, FamilyBackbone)`; `kdpose_tf.models.presets` calls
+`register_catalogue(PRESETS, build)`; both run when `kdpose_tf.models` is imported. The class
+checks (may this preset be loaded as that class?) live in `Backbone.from_preset` and
+`PoseEstimator.from_preset`.
+
 Every problem raises `kdpose_tf.errors.PresetError` naming the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import collections
 import datetime
 import importlib
 import json
@@ -35,16 +43,94 @@ import os
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
 from kdpose_tf.errors import PresetError
-from kdpose_tf.utils.io import atomic_dir
+from kdpose_tf.utils.io import atomic_dir, jsonable
+from kdpose_tf.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 _REMOTE_PREFIXES = ("hf://", "kaggle://")
+PRESET_KEYS = ("metadata", "config")
+
+# Registries, filled when kdpose_tf.models is imported (keras-hub's BUILTIN_PRESETS pattern).
+BACKBONE_PRESETS = {}  # backbone preset name -> {"metadata": {...}, "config": {constructor kwargs}}
+BACKBONE_PRESETS_FOR_CLASS = collections.defaultdict(dict)  # Backbone class -> {name: preset}
+_BACKBONE_CLASS = {}  # backbone preset name -> the class that registered it
+_CATALOGUE = {}  # catalogue (task) name -> (entry, build function)
 
 
+# ---------------------------------------------------------------------------------- registries
+def register_presets(presets, backbone_cls):
+    """Register a family's `backbone_presets` for `backbone_cls` (called by the family's __init__.py).
+
+    Every entry must be exactly {"metadata": dict, "config": dict of `backbone_cls` kwargs}.
+    """
+    for name, preset in presets.items():
+        if not isinstance(preset, dict) or set(preset) != set(PRESET_KEYS) or not all(
+            isinstance(preset[k], dict) for k in PRESET_KEYS
+        ):
+            raise PresetError(
+                f"backbone preset {name!r} of {backbone_cls.__name__}: expected a dict with exactly the keys "
+                f"{list(PRESET_KEYS)} (both dicts), received {preset!r:.200}"
+            )
+        if name in _BACKBONE_CLASS and _BACKBONE_CLASS[name] is not backbone_cls:
+            raise PresetError(f"backbone preset {name!r} is registered twice ({_BACKBONE_CLASS[name].__name__} "
+                              f"and {backbone_cls.__name__}); preset names must be unique")
+        BACKBONE_PRESETS[name] = preset
+        BACKBONE_PRESETS_FOR_CLASS[backbone_cls][name] = preset
+        _BACKBONE_CLASS[name] = backbone_cls
+
+
+def _backbone_preset(name):
+    if name not in BACKBONE_PRESETS:
+        raise PresetError(f"unknown backbone preset {name!r}; expected one of {sorted(BACKBONE_PRESETS)}")
+    return BACKBONE_PRESETS[name]
+
+
+def preset_kwargs(name):
+    """Constructor kwargs of backbone preset `name` (a copy of its "config")."""
+    return dict(_backbone_preset(name)["config"])
+
+
+def preset_metadata(name):
+    """Published figures and description of backbone preset `name` (its "metadata")."""
+    return _backbone_preset(name)["metadata"]
+
+
+def preset_class(name):
+    """The Backbone class that registered backbone preset `name`."""
+    _backbone_preset(name)
+    return _BACKBONE_CLASS[name]
+
+
+def register_catalogue(entries, build):
+    """Register catalogue entries {name: entry}; `build(name, cls, **overrides)` makes one without weights.
+
+    Each entry names its backbone preset under "backbone_preset" (a registered backbone preset).
+    """
+    for name, entry in entries.items():
+        _CATALOGUE[name] = (entry, build)
+
+
+def catalogue_names():
+    return sorted(_CATALOGUE)
+
+
+def catalogue_backbone_class(name):
+    """The backbone class catalogue entry `name` builds (checked before anything is built)."""
+    return preset_class(_CATALOGUE[name][0]["backbone_preset"])
+
+
+def build_catalogue(name, cls, **overrides):
+    """Catalogue entry `name` built without weights as `cls` (a PoseEstimator class or a Backbone class)."""
+    entry, build = _CATALOGUE[name]
+    return build(name, cls, **overrides)
+
+
+# ---------------------------------------------------------------------------------- files
 def presets_dir() -> Path:
     """Root of local catalogue weights: $KDPOSE_PRESETS_DIR, else ~/.cache/kdpose_tf/presets."""
     env = os.environ.get("KDPOSE_PRESETS_DIR")
@@ -62,18 +148,10 @@ def _pop_recursive(obj, keys):
             _pop_recursive(v, keys)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    return obj
-
-
 def save_to_preset(model, directory, metadata=None):
     """Write `model` to `directory` (config.json, model.weights.h5, metadata.json), atomically.
+
+    Also the `save_to_preset(directory, metadata=None)` method of `Backbone` and `PoseEstimator`.
 
     Args:
         model: a `PoseEstimator` or `Backbone` (any registered kdpose_tf model).
@@ -83,10 +161,6 @@ def save_to_preset(model, directory, metadata=None):
     Returns:
         The directory as a `Path`.
     """
-    import tensorflow as tf
-
-    from kdpose_tf.version import __version__
-
     directory = Path(directory)
     config = keras.saving.serialize_keras_object(model)
     _pop_recursive(config, ("build_config", "compile_config"))
@@ -109,9 +183,9 @@ def save_to_preset(model, directory, metadata=None):
     }
     meta.update(metadata or {})
     with atomic_dir(directory) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps(jsonable(config), indent=2) + "\n")
         model.save_weights(str(tmp / WEIGHTS_FILE))
-        (tmp / METADATA_FILE).write_text(json.dumps(_jsonable(meta), indent=2) + "\n")
+        (tmp / METADATA_FILE).write_text(json.dumps(jsonable(meta), indent=2) + "\n")
     return directory
 
 
@@ -124,7 +198,7 @@ def _resolve_class(config, where):
     module = config.get("module")
     if module:
         try:
-            importlib.import_module(module)  # registers the class
+            importlib.import_module(module)  # registers the class (Keras' own "module" field)
         except ImportError as exc:
             raise PresetError(f"{where}: cannot import module {module!r} of class {config['class_name']!r}: {exc}")
     registered = config.get("registered_name") or config["class_name"]
@@ -136,69 +210,58 @@ def _resolve_class(config, where):
     return found
 
 
-def read_metadata(directory):
-    """metadata.json of a preset directory as a dict ({} when absent)."""
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: not valid JSON ({exc})") from None
+class SavedPreset:
+    """A preset directory's config.json, read and its class resolved; `load` builds the model.
 
-
-def load_from_directory(directory, cls, load_weights=True, **overrides):
-    """Build an instance of `cls` (or a subclass) from a preset directory.
-
-    `overrides` replace top-level constructor arguments of the saved config (e.g. name, trainable).
-    Loading a `Backbone` class from a `PoseEstimator` preset returns that estimator's backbone.
+    Attributes: `directory`, `config_path`, `config` (the serialized object), `cls` (its class),
+    `holds_backbone` (True when the saved object is a task whose config has a "backbone").
     """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise PresetError(f"preset directory {directory} does not exist")
-    cfg_path = directory / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise PresetError(f"preset directory {directory} has no {CONFIG_FILE}; expected {CONFIG_FILE}, {WEIGHTS_FILE}")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{cfg_path}: not valid JSON ({exc})") from None
-    saved_cls = _resolve_class(config, str(cfg_path))
 
-    from kdpose_tf.models.backbone import Backbone
-    from kdpose_tf.models.pose_estimator import PoseEstimator
-
-    take_backbone = issubclass(saved_cls, PoseEstimator) and isinstance(cls, type) and issubclass(cls, Backbone)
-    if not take_backbone and not issubclass(saved_cls, cls):
-        raise PresetError(
-            f"{cfg_path}: the preset holds a {saved_cls.__name__}, which cannot be loaded as {cls.__name__}"
-        )
-    kwargs = dict(config["config"])
-    if not take_backbone:
-        kwargs.update(overrides)
-    try:
-        model = saved_cls.from_config(kwargs)
-    except PresetError:
-        raise
-    except Exception as exc:
-        raise PresetError(f"{cfg_path}: cannot build {saved_cls.__name__} from its config: {exc}") from exc
-    if load_weights:
-        w_path = directory / WEIGHTS_FILE
-        if not w_path.is_file():
-            raise PresetError(f"preset directory {directory} has no {WEIGHTS_FILE} (use load_weights=False to build)")
+    def __init__(self, directory):
+        self.directory = directory = Path(directory)
+        if not directory.is_dir():
+            raise PresetError(f"preset directory {directory} does not exist")
+        self.config_path = directory / CONFIG_FILE
+        if not self.config_path.is_file():
+            raise PresetError(
+                f"preset directory {directory} has no {CONFIG_FILE}; expected {CONFIG_FILE}, {WEIGHTS_FILE}"
+            )
         try:
-            model.load_weights(str(w_path))
+            self.config = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PresetError(f"{self.config_path}: not valid JSON ({exc})") from None
+        self.cls = _resolve_class(self.config, str(self.config_path))
+        self.holds_backbone = isinstance(self.config["config"], dict) and "backbone" in self.config["config"]
+
+    def wrong_class(self, cls):
+        return PresetError(
+            f"{self.config_path}: the preset holds a {self.cls.__name__}, which cannot be loaded as {cls.__name__}"
+        )
+
+    def load(self, load_weights=True, **overrides):
+        """The saved model; `overrides` replace top-level constructor arguments (e.g. name, trainable)."""
+        kwargs = {**self.config["config"], **overrides}
+        try:
+            model = self.cls.from_config(kwargs)
+        except PresetError:
+            raise
         except Exception as exc:
-            raise PresetError(f"{w_path}: corrupt weights or weights of another architecture: {exc}") from exc
-    if take_backbone:
-        model = model.backbone
-        if not isinstance(model, cls):
-            raise PresetError(f"{cfg_path}: the preset's backbone is a {type(model).__name__}, not a {cls.__name__}")
-    return model
+            raise PresetError(f"{self.config_path}: cannot build {self.cls.__name__} from its config: {exc}") from exc
+        if load_weights:
+            w_path = self.directory / WEIGHTS_FILE
+            if not w_path.is_file():
+                raise PresetError(
+                    f"preset directory {self.directory} has no {WEIGHTS_FILE} (use load_weights=False to build)"
+                )
+            try:
+                model.load_weights(str(w_path))
+            except Exception as exc:
+                raise PresetError(f"{w_path}: corrupt weights or weights of another architecture: {exc}") from exc
+        return model
 
 
 def _download_remote(preset):
-    try:
+    try:  # optional dependency: only remote handles need keras-hub
         from keras_hub.src.utils.preset_utils import get_file
     except ImportError:
         raise PresetError(
@@ -217,16 +280,18 @@ def _download_remote(preset):
     return Path(config_path).parent
 
 
-def load_preset(preset, cls, load_weights=True, **overrides):
-    """Build `cls` from a catalogue name, a directory or a remote handle (see the module docstring)."""
-    from kdpose_tf.models import presets as catalogue
+def locate_preset(preset, load_weights=True):
+    """Where `preset` lives: a catalogue name (str) to build without weights, or a `SavedPreset`.
 
+    A catalogue name with load_weights=True reads `presets_dir()/<name>/`; a remote handle is
+    downloaded first (see the module docstring).
+    """
     preset_str = str(preset)
     if preset_str.startswith(_REMOTE_PREFIXES):
-        return load_from_directory(_download_remote(preset_str), cls, load_weights, **overrides)
-    if preset_str in catalogue.PRESETS:
+        return SavedPreset(_download_remote(preset_str))
+    if preset_str in _CATALOGUE:
         if not load_weights:
-            return catalogue.build(preset_str, cls, **overrides)
+            return preset_str
         local = presets_dir() / preset_str
         if not (local / WEIGHTS_FILE).is_file():
             raise PresetError(
@@ -234,10 +299,10 @@ def load_preset(preset, cls, load_weights=True, **overrides):
                 f"directory (written by save_to_preset) at {local} (so that {local / WEIGHTS_FILE} exists; set "
                 "KDPOSE_PRESETS_DIR to change the root), pass a preset directory path, or use load_weights=False"
             )
-        return load_from_directory(local, cls, True, **overrides)
+        return SavedPreset(local)
     if os.path.isdir(preset_str) or os.sep in preset_str or preset_str.startswith("."):
-        return load_from_directory(preset_str, cls, load_weights, **overrides)
+        return SavedPreset(preset_str)
     raise PresetError(
         f"unknown preset {preset_str!r}: not a directory, not a remote handle (hf://, kaggle://) and not in the "
-        f"catalogue; expected one of {sorted(catalogue.PRESETS)}"
+        f"catalogue; expected one of {catalogue_names()}"
     )

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.utils.args import check_bool
 
 STUDENT_WIDTHS = (32, 64, 128, 256)
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, received {value!r}")
 
 
 def build_proposal_student(
@@ -76,7 +72,7 @@ def build_proposal_student(
     from kdpose_tf.models.pose_estimator import PoseEstimator
 
     for arg, value in (("psa_in_blocks", psa_in_blocks), ("psa_in_head", psa_in_head), ("use_neck", use_neck)):
-        _check_bool(f"build_proposal_student: {arg}", value)
+        check_bool(arg, value, owner="build_proposal_student")
     max_deconv = len(widths) - 2 if use_neck else len(widths) - 1
     if isinstance(num_deconv_layers, bool) or not isinstance(num_deconv_layers, int) or not (
         0 <= num_deconv_layers <= max_deconv

@@ -56,6 +56,22 @@ def write_text(path, text: str):
     return write_bytes(path, text.encode("utf-8"))
 
 
+def jsonable(obj):
+    """`obj` with numpy arrays / scalars turned into lists / Python numbers and keys into str (for json.dumps).
+
+    >>> import numpy as np
+    >>> jsonable({1: np.float32(0.5), "a": (np.arange(2), [np.int64(3)])})
+    {'1': 0.5, 'a': [[0, 1], [3]]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
+        return obj.tolist()
+    return obj
+
+
 def write_json(path, obj, indent=2):
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 

@@ -84,6 +84,7 @@ def test_in_pose_estimator_with_lite_backbone_round_trip(tmp_path, data_dir):
     out = model(photo)
     heatmaps = out[-1] if isinstance(out, (list, tuple)) else out
     assert tuple(heatmaps.shape) == (1, 16, 16, 17) and np.all(np.isfinite(np.asarray(heatmaps)))
-    run_model_checks(model, (1, 64, 64, 3), tmp_path=tmp_path, tflite=False, require_float32=True)
+    run_model_checks(PoseEstimator, {"backbone": bb, "neck": model.neck}, (1, 64, 64, 3), tmp_path=tmp_path,
+                     tflite=False, require_float32=True)
     loaded = keras.saving.load_model(next(tmp_path.glob("*.keras")))
     assert isinstance(loaded.neck, DepthwiseCSPPAN) and loaded.neck.use_extra_level

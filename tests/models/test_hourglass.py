@@ -111,6 +111,6 @@ def test_layer_harness(tmp_path):
 
 
 def test_backbone_harness(tmp_path):
-    bb = HourglassBackbone(num_stacks=2, filters=8, order=2, num_keypoints=3, block="inverted_residual", input_shape=(32, 32, 3))
-    figures = run_model_checks(bb, (2, 32, 32, 3), tmp_path=tmp_path)
+    kwargs = dict(num_stacks=2, filters=8, order=2, num_keypoints=3, block="inverted_residual", input_shape=(32, 32, 3))
+    figures = run_model_checks(HourglassBackbone, kwargs, (2, 32, 32, 3), tmp_path=tmp_path)
     assert figures["tflite_max_diff"] < 1e-4

@@ -216,5 +216,6 @@ def test_shared_harness_with_pose_estimator(tmp_path):
     backbone = HRNetBackbone(**dict(TINY, stage_modules=(1, 1, 1, 1), psa=True))
     model = PoseEstimator(backbone, keypoint_set="coco17")
     assert [tuple(o.shape) for o in model.outputs] == [(None, 16, 16, 17)]
-    figures = run_model_checks(model, (1, 64, 64, 3), tmp_path=tmp_path, require_float32=True)
+    figures = run_model_checks(PoseEstimator, {"backbone": backbone, "keypoint_set": "coco17"}, (1, 64, 64, 3),
+                               tmp_path=tmp_path, require_float32=True)
     assert figures["tflite_max_diff"] < 1e-4

@@ -145,6 +145,6 @@ def test_rejects_bad_arguments(kwargs, match):
 def test_harness_round_trip_save_load_mixed_precision(variant, tmp_path):
     from harness import run_model_checks
 
-    bb = LiteHRNetBackbone(variant=variant, name=f"{variant}_tiny", **TINY)
-    run_model_checks(bb, (1, 64, 64, 3), tmp_path=tmp_path, tflite=False)
+    bb = run_model_checks(LiteHRNetBackbone, dict(variant=variant, name=f"{variant}_tiny", **TINY), (1, 64, 64, 3),
+                          tmp_path=tmp_path, tflite=False)["model"]
     assert bb.get_layer("stage4_module0_fuse_0_relu") is not None  # stable, addressable names

@@ -150,6 +150,7 @@ def test_constructor_errors():
 
 
 def test_pose_estimator_harness(tmp_path):
-    model = _tiny(num_stacks=2, size=32)
-    figures = run_model_checks(model, (2, 32, 32, 3), tmp_path=tmp_path, require_float32=True)
+    bb = HourglassBackbone(num_stacks=2, filters=8, order=2, num_keypoints=16, input_shape=(32, 32, 3))
+    figures = run_model_checks(PoseEstimator, {"backbone": bb, "keypoint_set": "mpii16"}, (2, 32, 32, 3),
+                               tmp_path=tmp_path, require_float32=True)
     assert figures["tflite_max_diff"] < 1e-4

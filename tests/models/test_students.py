@@ -62,36 +62,17 @@ def test_default_student_size():
 
 def test_student_full_int8_tflite_builtin_ops(tmp_path):
     """Student -> SavedModel -> full-int8 TFLite (builtin int8 ops only) -> runs in LiteRT."""
-    import tensorflow as tf
-    from kdpose_tf.export.delegates import make_interpreter
+    from harness import check_int8
 
     model = build_proposal_student(psa_in_head=True, **TINY)
-    inference = model.inference_model()
-    saved = tmp_path / "saved"
-    inference.export(str(saved), format="tf_saved_model", verbose=False,
-                     input_signature=[tf.TensorSpec((1, 64, 64, 3), tf.float32)])
     rng = np.random.RandomState(0)
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")] for _ in range(3))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
-    path = tmp_path / "student_int8.tflite"
-    path.write_bytes(conv.convert())
-    # LiteRT's XNNPACK delegate aborts the process on some int8 students: "auto" checks that in a
-    # child process and falls back to the builtin kernels (kdpose_tf/export/delegates.py).
-    interp, _ = make_interpreter(path)
-    ops = {d["op_name"] for d in interp._get_ops_details()}
-    assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), ops
-    assert {"DEPTHWISE_CONV_2D", "SOFTMAX", "RESIZE_NEAREST_NEIGHBOR"} <= ops and "TRANSPOSE_CONV" not in ops
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
-    x = rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.uint8)
-    interp.set_tensor(inp["index"], x)
-    interp.invoke()
-    scale, zero = out["quantization"]
-    y = (interp.get_tensor(out["index"]).astype("float32") - zero) * scale
-    ref = np.asarray(inference(x.astype("float32")))
+    calibration = rng.uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    x = rng.uniform(0, 255, (1, 64, 64, 3)).astype(np.uint8).astype("float32")
+    # LiteRT's XNNPACK delegate aborts the process on some int8 students: TFLiteRunner's "auto" checks
+    # that in a child process and falls back to the builtin kernels (kdpose_tf/export/delegates.py).
+    r = check_int8(model, calibration, tmp_path, x=x, ops_present={"DEPTHWISE_CONV_2D", "SOFTMAX",
+                   "RESIZE_NEAREST_NEIGHBOR"}, ops_absent={"TRANSPOSE_CONV"}, io_dtype="uint8")
+    assert r["runner"].input_details["dtype"] == np.uint8 and r["runner"].output_details["dtype"] == np.uint8
+    y, ref = r["output"], r["reference"]
     assert y.shape == ref.shape == (1, 16, 16, 17)
     assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.9

@@ -11,14 +11,11 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.layers.inverted_residual import _make_psa
+from kdpose_tf.models.layers.norm import BN_KWARGS
 from kdpose_tf.models.layers.upsample import Upsample
+from kdpose_tf.utils.args import check_int
 
 UPSAMPLE_MODES = ("deconv", "resize_conv")
-
-
-def _check_int(arg, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"HeatmapHead: `{arg}` must be an int >= {minimum}, received {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -64,11 +61,11 @@ class HeatmapHead(keras.layers.Layer):
         final_kernel=1,
         **kwargs,
     ):
-        _check_int("num_keypoints", num_keypoints, 1)
-        _check_int("num_deconv_layers", num_deconv_layers, 0)
-        _check_int("deconv_filters", deconv_filters, 1)
-        _check_int("num_conv_layers", num_conv_layers, 0)
-        _check_int("conv_filters", conv_filters, 1)
+        check_int("num_keypoints", num_keypoints, 1, owner="HeatmapHead")
+        check_int("num_deconv_layers", num_deconv_layers, 0, owner="HeatmapHead")
+        check_int("deconv_filters", deconv_filters, 1, owner="HeatmapHead")
+        check_int("num_conv_layers", num_conv_layers, 0, owner="HeatmapHead")
+        check_int("conv_filters", conv_filters, 1, owner="HeatmapHead")
         if deconv_kernel not in (2, 3, 4):
             raise ValueError(f"HeatmapHead: `deconv_kernel` must be 2, 3 or 4, received {deconv_kernel!r}")
         if upsample not in UPSAMPLE_MODES:
@@ -91,7 +88,7 @@ class HeatmapHead(keras.layers.Layer):
 
     def build(self, input_shape):
         n, dt = self.name, self.dtype_policy
-        bn = dict(momentum=0.9, epsilon=1e-5, dtype=dt)
+        bn = dict(BN_KWARGS, dtype=dt)
         stages = []  # groups of layers, flattened below into one tracked list
         shape = tuple(input_shape)
         for i in range(self.num_deconv_layers):

@@ -19,17 +19,14 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.backbone import Backbone, normalize_images
+from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.utils.args import check_int
 from kdpose_tf.models.hourglass.hourglass_layers import (
     BLOCK_TYPES,
     hourglass_module,
     hourglass_stem,
     residual_stack,
 )
-
-
-def _check_int(arg, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"HourglassBackbone: `{arg}` must be an int >= {minimum}, received {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -78,14 +75,14 @@ class HourglassBackbone(Backbone):
         input_shape=(256, 256, 3),
         **kwargs,
     ):
-        _check_int("num_stacks", num_stacks)
-        _check_int("filters", filters, 2)
-        _check_int("order", order)
-        _check_int("blocks_per_level", blocks_per_level)
-        _check_int("expansion", expansion)
-        _check_int("num_keypoints", num_keypoints)
+        check_int("num_stacks", num_stacks, owner="HourglassBackbone")
+        check_int("filters", filters, 2, owner="HourglassBackbone")
+        check_int("order", order, owner="HourglassBackbone")
+        check_int("blocks_per_level", blocks_per_level, owner="HourglassBackbone")
+        check_int("expansion", expansion, owner="HourglassBackbone")
+        check_int("num_keypoints", num_keypoints, owner="HourglassBackbone")
         if stem_filters is not None:
-            _check_int("stem_filters", stem_filters)
+            check_int("stem_filters", stem_filters, owner="HourglassBackbone")
         if block not in BLOCK_TYPES:
             raise ValueError(f"HourglassBackbone: `block` must be one of {BLOCK_TYPES}, received {block!r}")
         for arg, v in (("psa", psa), ("preactivation", preactivation)):
@@ -114,7 +111,7 @@ class HourglassBackbone(Backbone):
             y = hourglass_module(x, order, filters, blocks_per_level, p, psa=psa, **block_kwargs)
             y = residual_stack(y, filters, blocks_per_level, f"{p}_out", psa=psa, **block_kwargs)
             y = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{p}_lin")(y)
-            y = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{p}_lin_bn")(y)
+            y = keras.layers.BatchNormalization(name=f"{p}_lin_bn", **BN_KWARGS)(y)
             feature = keras.layers.ReLU(name=f"{p}_lin_relu")(y)
             if s < num_stacks - 1:
                 # N(0, 0.001) like the final head conv: untrained heatmaps start near 0, not O(1)

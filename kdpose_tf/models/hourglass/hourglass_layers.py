@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.layers.inverted_residual import InvertedResidual
+from kdpose_tf.models.layers.norm import BN_KWARGS
 from kdpose_tf.models.layers.residual import BottleneckResidual
 from kdpose_tf.models.layers.upsample import Upsample
 
@@ -42,7 +43,7 @@ def hourglass_stem(x, filters, stem_filters=64, **block_kwargs):
     residual at 2*stem_filters, residual to `filters`. Output at 1/4 of the input resolution."""
     mid = 2 * stem_filters
     x = keras.layers.Conv2D(stem_filters, 7, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn", **BN_KWARGS)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     x = residual_stack(x, mid, 1, "stem_res1", **block_kwargs)
     x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)

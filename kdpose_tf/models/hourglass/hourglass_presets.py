@@ -1,7 +1,7 @@
 """Stacked hourglass presets (architecture only: kdpose_tf never ships or downloads weights).
 
-`backbone_presets[name]` holds the `HourglassBackbone` constructor kwargs plus a "metadata" dict
-with the published figures (MPII, 16 joints, 256x256 input).
+`backbone_presets[name]` is {"metadata": the published figures (MPII, 16 joints, 256x256 input),
+"config": the `HourglassBackbone` constructor kwargs}; `kdpose_tf.models.hourglass` registers them.
 
 Sizes, counted with the 1x1 head of the final stack to 16 heatmaps (`PoseEstimator` default head):
   hourglass_8x256  25.50 M  (FPD / Newell teacher, paper ~26 M: -2 %)
@@ -16,17 +16,17 @@ width per model that lands on its published size: C=128 for LSHM_t_2 and C=224 f
 
 Example:
     >>> from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
-    >>> backbone = HourglassBackbone(**preset_kwargs("hourglass_4x128"))
+    >>> backbone = HourglassBackbone(**{**preset_kwargs("lshm_2"), "input_shape": (64, 64, 3)})
+    >>> backbone.num_stacks, backbone.filters
+    (2, 128)
 """
+
+from kdpose_tf.models.preset_utils import preset_kwargs  # noqa: F401  (the kwargs of a registered preset)
 
 _MPII = {"num_keypoints": 16, "order": 4, "blocks_per_level": 1, "input_shape": (256, 256, 3)}
 
 backbone_presets = {
     "hourglass_8x256": {
-        "num_stacks": 8,
-        "filters": 256,
-        "block": "bottleneck",
-        **_MPII,
         "metadata": {
             "description": "8-stack hourglass, 256 channels (Newell et al. 2016; FPD teacher), MPII 256x256.",
             "paper": "Fast Human Pose Estimation (FPD), CVPR 2019; Stacked Hourglass Networks, ECCV 2016",
@@ -34,12 +34,9 @@ backbone_presets = {
             "dataset": "MPII",
             "input_size": (256, 256),
         },
+        "config": {"num_stacks": 8, "filters": 256, "block": "bottleneck", **_MPII},
     },
     "hourglass_4x128": {
-        "num_stacks": 4,
-        "filters": 128,
-        "block": "bottleneck",
-        **_MPII,
         "metadata": {
             "description": "4-stack hourglass, 128 channels (FPD student), MPII 256x256.",
             "paper": "Fast Human Pose Estimation (FPD), CVPR 2019",
@@ -47,13 +44,9 @@ backbone_presets = {
             "dataset": "MPII",
             "input_size": (256, 256),
         },
+        "config": {"num_stacks": 4, "filters": 128, "block": "bottleneck", **_MPII},
     },
     "lshm_2": {
-        "num_stacks": 2,
-        "filters": 128,
-        "block": "inverted_residual",
-        "expansion": 2,
-        **_MPII,
         "metadata": {
             "description": "Lightweight stacked hourglass, 2 stacks of inverted residual blocks (t=2, C=128).",
             "paper": "Lightweight stacked hourglass network (LSHM_t_2), MPII",
@@ -62,13 +55,9 @@ backbone_presets = {
             "dataset": "MPII",
             "input_size": (256, 256),
         },
+        "config": {"num_stacks": 2, "filters": 128, "block": "inverted_residual", "expansion": 2, **_MPII},
     },
     "lshm_4": {
-        "num_stacks": 4,
-        "filters": 224,
-        "block": "inverted_residual",
-        "expansion": 2,
-        **_MPII,
         "metadata": {
             "description": "Lightweight stacked hourglass, 4 stacks of inverted residual blocks (t=2, C=224).",
             "paper": "Lightweight stacked hourglass network (LSHM_t_4), MPII",
@@ -77,14 +66,7 @@ backbone_presets = {
             "dataset": "MPII",
             "input_size": (256, 256),
         },
+        "config": {"num_stacks": 4, "filters": 224, "block": "inverted_residual", "expansion": 2, **_MPII},
     },
 }
 
-
-def preset_kwargs(name):
-    """The `HourglassBackbone` kwargs of preset `name` (metadata removed)."""
-    from kdpose_tf.errors import PresetError
-
-    if name not in backbone_presets:
-        raise PresetError(f"unknown hourglass preset {name!r}; expected one of {sorted(backbone_presets)}")
-    return {k: v for k, v in backbone_presets[name].items() if k != "metadata"}

@@ -29,22 +29,13 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.backbone import Backbone, normalize_images
+from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.utils.args import check_int_tuple
 from kdpose_tf.models.hrnet.hrnet_layers import (
-    _BN_EPSILON,
-    _BN_MOMENTUM,
     HRNetBasicBlock,
     HRNetBottleneck,
     HRNetFusion,
 )
-
-
-def _validate_int_tuple(name, value, length, minimum):
-    if not isinstance(value, (tuple, list)) or len(value) != length:
-        raise ValueError(f"`{name}` must be a tuple of {length} ints, received {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise ValueError(f"`{name}` entries must be ints >= {minimum}, received {value!r}")
-    return tuple(int(v) for v in value)
 
 
 def _conv_bn_relu(x, filters, strides, name):
@@ -57,7 +48,7 @@ def _conv_bn_relu(x, filters, strides, name):
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn", **BN_KWARGS)(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -103,8 +94,8 @@ class HRNetBackbone(Backbone):
         for arg, value in (("width", width), ("stem_width", stem_width), ("stage1_filters", stage1_filters)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{arg}` must be a positive int, received {value!r}")
-        stage_blocks = _validate_int_tuple("stage_blocks", stage_blocks, 4, 1)
-        stage_modules = _validate_int_tuple("stage_modules", stage_modules, 4, 1)
+        stage_blocks = check_int_tuple("stage_blocks", stage_blocks, length=4, owner="HRNetBackbone")
+        stage_modules = check_int_tuple("stage_modules", stage_modules, length=4, owner="HRNetBackbone")
         if stage_modules[0] != 1:
             raise ValueError(f"`stage_modules[0]` (stage 1) must be 1, received {stage_modules!r}")
         for arg, value in (("psa", psa), ("multiscale_output", multiscale_output)):
@@ -128,7 +119,7 @@ class HRNetBackbone(Backbone):
                 stem_width, 3, strides=2, padding="same", use_bias=False, name=f"stem_conv{i}",
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
             )(x)
-            x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=f"stem_bn{i}")(x)
+            x = keras.layers.BatchNormalization(name=f"stem_bn{i}", **BN_KWARGS)(x)
             x = keras.layers.ReLU(name=f"stem_relu{i}")(x)
 
         for k in range(stage_blocks[0]):

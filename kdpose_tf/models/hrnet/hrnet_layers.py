@@ -18,14 +18,9 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.layers.upsample import Upsample
+from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.utils.args import check_int
 
-_BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
-_BN_EPSILON = 1e-5
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, received {value!r}")
 
 
 def _conv(layer, filters, kernel_size, strides=1, suffix=""):
@@ -43,7 +38,7 @@ def _conv(layer, filters, kernel_size, strides=1, suffix=""):
 
 def _bn(layer, suffix):
     return keras.layers.BatchNormalization(
-        momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, dtype=layer.dtype_policy, name=f"{layer.name}_{suffix}"
+        dtype=layer.dtype_policy, name=f"{layer.name}_{suffix}", **BN_KWARGS
     )
 
 
@@ -61,7 +56,7 @@ class _ResidualBlock(keras.layers.Layer):
 
     def __init__(self, filters, strides=1, downsample=None, psa=False, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
+        check_int("filters", filters, owner=type(self).__name__)
         if strides not in (1, 2):
             raise ValueError(f"`strides` must be 1 or 2, received {strides!r}")
         if downsample not in (None, True, False):
@@ -215,7 +210,7 @@ class HRNetFusion(keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(output_index, bool) or not isinstance(output_index, int) or output_index < 0:
             raise ValueError(f"`output_index` must be an int >= 0, received {output_index!r}")
-        _check_positive_int("filters", filters)
+        check_int("filters", filters, owner=type(self).__name__)
         self.output_index = output_index
         self.filters = filters
 

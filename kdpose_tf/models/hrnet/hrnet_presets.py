@@ -1,7 +1,7 @@
 """HRNet presets (architecture only: kdpose_tf never ships or downloads pretrained weights).
 
-`backbone_presets[name]` holds the `HRNetBackbone` constructor kwargs plus a "metadata" dict with
-the published figures of the pose network (backbone + the standard head, a 1x1 conv to 17 COCO
+`backbone_presets[name]` is {"metadata": the published figures, "config": the `HRNetBackbone`
+constructor kwargs} (registered by `kdpose_tf.models.hrnet`); the figures are of the pose network (backbone + the standard head, a 1x1 conv to 17 COCO
 heatmaps) at 256x192, from Sun et al., CVPR 2019, Table 1 (COCO val2017).
 The paper's "GFLOPs" are multiply-accumulates (MACs) of convolutions and fully-connected
 layers, counted like `kdpose_tf.models.summary.count_flops`, but divided by 1024**3, not 10**9
@@ -10,10 +10,12 @@ i.e. 7.12 "GFLOPs". `metadata["gflops_divisor"]` records that unit. Parameters a
 
 Example:
     >>> from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
-    >>> preset = backbone_presets["hrnet_w32"]
-    >>> kwargs = {k: v for k, v in preset.items() if k != "metadata"}
-    >>> backbone = HRNetBackbone(**kwargs)
+    >>> backbone = HRNetBackbone(**preset_kwargs("hrnet_w32"))
+    >>> backbone.pyramid_channels
+    {'P2': 32, 'P3': 64, 'P4': 128, 'P5': 256}
 """
+
+from kdpose_tf.models.preset_utils import preset_kwargs  # noqa: F401  (the kwargs of a registered preset)
 
 _COMMON = {
     "stage_blocks": (4, 4, 4, 4),
@@ -27,8 +29,6 @@ _COMMON = {
 
 backbone_presets = {
     "hrnet_w32": {
-        "width": 32,
-        **_COMMON,
         "metadata": {
             "description": "HRNet-W32 pose network (Sun et al., CVPR 2019), 256x192, COCO keypoints.",
             "paper": "Deep High-Resolution Representation Learning for Human Pose Estimation, CVPR 2019",
@@ -40,10 +40,9 @@ backbone_presets = {
             "dataset": "COCO val2017",
             "input_size": (256, 192),
         },
+        "config": {"width": 32, **_COMMON},
     },
     "hrnet_w48": {
-        "width": 48,
-        **_COMMON,
         "metadata": {
             "description": "HRNet-W48 pose network (Sun et al., CVPR 2019), 256x192, COCO keypoints.",
             "paper": "Deep High-Resolution Representation Learning for Human Pose Estimation, CVPR 2019",
@@ -55,14 +54,7 @@ backbone_presets = {
             "dataset": "COCO val2017",
             "input_size": (256, 192),
         },
+        "config": {"width": 48, **_COMMON},
     },
 }
 
-
-def preset_kwargs(name):
-    """The `HRNetBackbone` kwargs of preset `name` (metadata removed)."""
-    from kdpose_tf.errors import PresetError
-
-    if name not in backbone_presets:
-        raise PresetError(f"unknown HRNet preset {name!r}; expected one of {sorted(backbone_presets)}")
-    return {k: v for k, v in backbone_presets[name].items() if k != "metadata"}

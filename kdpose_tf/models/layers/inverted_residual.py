@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import keras
 
+from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.utils.args import check_int
+
 _ACTIVATIONS = ("relu6", "relu", "swish", "hard_swish")
 
 
@@ -21,11 +24,6 @@ def _make_psa(name):
             f"{exc}"
         ) from exc
     return PolarizedSelfAttention(layout="sequential", mode="both", name=name)
-
-
-def _check_positive_int(owner, arg, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: `{arg}` must be a positive int, received {value!r}")
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -53,8 +51,8 @@ class InvertedResidual(keras.layers.Layer):
     """
 
     def __init__(self, filters, expansion=2, stride=1, activation="relu6", psa=False, **kwargs):
-        _check_positive_int("InvertedResidual", "filters", filters)
-        _check_positive_int("InvertedResidual", "expansion", expansion)
+        check_int("filters", filters, owner="InvertedResidual")
+        check_int("expansion", expansion, owner="InvertedResidual")
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual: `stride` must be 1 or 2, received {stride!r}")
         if activation not in _ACTIVATIONS:
@@ -78,7 +76,7 @@ class InvertedResidual(keras.layers.Layer):
         hidden = in_ch * self.expansion
         n = self.name
         dt = self.dtype_policy
-        bn = dict(momentum=0.9, epsilon=1e-5, dtype=dt)
+        bn = dict(BN_KWARGS, dtype=dt)
         self.expand = keras.layers.Conv2D(hidden, 1, use_bias=False, name=f"{n}_expand", dtype=dt)
         self.expand_bn = keras.layers.BatchNormalization(name=f"{n}_expand_bn", **bn)
         self.expand_act = self._act(f"{n}_expand_act")

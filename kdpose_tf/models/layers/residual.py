@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import keras
 
-from kdpose_tf.models.layers.inverted_residual import _check_positive_int, _make_psa
+from kdpose_tf.models.layers.inverted_residual import _make_psa
+from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.utils.args import check_int
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -38,8 +40,8 @@ class BottleneckResidual(keras.layers.Layer):
     """
 
     def __init__(self, filters, bottleneck_ratio=2, stride=1, preactivation=False, psa=False, **kwargs):
-        _check_positive_int("BottleneckResidual", "filters", filters)
-        _check_positive_int("BottleneckResidual", "bottleneck_ratio", bottleneck_ratio)
+        check_int("filters", filters, owner="BottleneckResidual")
+        check_int("bottleneck_ratio", bottleneck_ratio, owner="BottleneckResidual")
         if filters // bottleneck_ratio < 1:
             raise ValueError(
                 f"BottleneckResidual: filters // bottleneck_ratio must be >= 1, received filters={filters}, "
@@ -61,7 +63,7 @@ class BottleneckResidual(keras.layers.Layer):
         in_ch = int(input_shape[-1])
         mid = self.filters // self.bottleneck_ratio
         n, dt = self.name, self.dtype_policy
-        bn = dict(momentum=0.9, epsilon=1e-5, dtype=dt)
+        bn = dict(BN_KWARGS, dtype=dt)
         pre = self.preactivation
         self.conv1 = keras.layers.Conv2D(mid, 1, use_bias=pre, name=f"{n}_conv1", dtype=dt)
         self.conv2 = keras.layers.Conv2D(

@@ -12,20 +12,11 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.backbone import Backbone, normalize_images
+from kdpose_tf.utils.args import check_int_tuple
 from kdpose_tf.models.lite_hrnet import dite_hrnet_layers as dite
 from kdpose_tf.models.lite_hrnet import lite_hrnet_layers as lite
 
 _VARIANTS = ("lite", "dite")
-
-
-def _check_int_tuple(name, value, min_len=1):
-    try:
-        t = tuple(int(v) for v in value)
-    except TypeError:
-        raise ValueError(f"LiteHRNetBackbone: {name} must be a sequence of ints, received {value!r}") from None
-    if len(t) < min_len or any(v < 1 for v in t) or any(float(v) != float(o) for v, o in zip(t, value)):
-        raise ValueError(f"LiteHRNetBackbone: {name} must be >= {min_len} positive ints, received {value!r}")
-    return t
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -70,8 +61,8 @@ class LiteHRNetBackbone(Backbone):
             raise ValueError(f"LiteHRNetBackbone: variant must be one of {_VARIANTS}, received {variant!r}")
         if not isinstance(stem_width, int) or stem_width < 2 or stem_width % 2:
             raise ValueError(f"LiteHRNetBackbone: stem_width must be an even int >= 2, received {stem_width!r}")
-        widths = _check_int_tuple("widths", widths, 2)
-        stage_modules = _check_int_tuple("stage_modules", stage_modules, 1)
+        widths = check_int_tuple("widths", widths, min_len=2, owner="LiteHRNetBackbone")
+        stage_modules = check_int_tuple("stage_modules", stage_modules, owner="LiteHRNetBackbone")
         if len(widths) != len(stage_modules) + 1:
             raise ValueError(
                 f"LiteHRNetBackbone: expected len(widths) == len(stage_modules) + 1, received "

@@ -17,9 +17,8 @@ import keras
 from keras import layers, ops
 
 from kdpose_tf.models.layers.upsample import Upsample
+from kdpose_tf.models.layers.norm import BN_KWARGS
 
-BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -111,7 +110,7 @@ class ChannelShuffle(keras.layers.Layer):
 
 
 def bn(x, name):
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)(x)
+    return layers.BatchNormalization(name=name, **BN_KWARGS)(x)
 
 
 def conv_bn(x, filters, kernel_size=1, strides=1, act=None, name="conv", use_bias=False):

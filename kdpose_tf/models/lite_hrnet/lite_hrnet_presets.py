@@ -1,8 +1,10 @@
 """Lite-HRNet / Dite-HRNet presets (architecture only: no pretrained weights are shipped).
 
-Each entry: ``metadata`` (description, the paper's published figures at 256x192 on COCO val2017,
-with the standard head: 1x1 conv to 17 heatmaps on the 1/4 branch) and ``config`` (keyword
-arguments of `LiteHRNetBackbone`).
+Each entry is exactly {"metadata": ..., "config": ...} (checked by `preset_utils.register_presets`,
+called from `kdpose_tf.models.lite_hrnet`): ``metadata`` (description, paper, the published figures
+at 256x192 on COCO val2017 with the standard head, a 1x1 conv to 17 heatmaps on the 1/4 branch:
+``params`` (count), ``flops`` (multiply-adds), ``coco_ap``, ``input_size``) and ``config`` (keyword
+arguments of `LiteHRNetBackbone`, without ``input_shape``: the catalogue and callers set it).
 
 Measured here (trainable parameters incl. the 17-channel 1x1 head; multiply-adds of convs, with
 Dite's dynamic kernels counted at the reference's aggregated-kernel cost):

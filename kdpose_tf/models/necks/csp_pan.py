@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kdpose_tf.models.layers.norm import BN_KWARGS
+
 from kdpose_tf.models.layers.upsample import Upsample
 
 _ACTIVATIONS = ("relu", "relu6", "hard_swish", "leaky_relu")
@@ -91,7 +93,7 @@ class DepthwiseCSPPAN(keras.layers.Layer):
         kw = dict(strides=strides, padding="same", use_bias=False, dtype=self.dtype_policy)
         conv = (layers.DepthwiseConv2D(kernel, name=f"{name}_conv", **kw) if depthwise
                 else layers.Conv2D(filters, kernel, name=f"{name}_conv", **kw))
-        norm = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn", dtype=self.dtype_policy)
+        norm = layers.BatchNormalization(name=f"{name}_bn", dtype=self.dtype_policy, **BN_KWARGS)
         return [conv, norm, self._act(f"{name}_act")]
 
     def _dw_pw(self, filters, name, strides=1):
