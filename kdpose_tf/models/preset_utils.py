@@ -107,7 +107,7 @@ def preset_class(name):
 
 
 def register_catalogue(entries, build):
-    """Register catalogue entries {name: entry}; `build(name, cls, **overrides)` makes one without weights.
+    """Register catalogue entries {name: entry}; `build(preset, cls, **overrides)` makes one without weights.
 
     Each entry names its backbone preset under "backbone_preset" (a registered backbone preset).
     """
@@ -124,10 +124,11 @@ def catalogue_backbone_class(name):
     return preset_class(_CATALOGUE[name][0]["backbone_preset"])
 
 
-def build_catalogue(name, cls, **overrides):
-    """Catalogue entry `name` built without weights as `cls` (a PoseEstimator class or a Backbone class)."""
-    entry, build = _CATALOGUE[name]
-    return build(name, cls, **overrides)
+def build_catalogue(preset, cls, **overrides):
+    """Catalogue entry `preset` built without weights as `cls` (a PoseEstimator class or a Backbone class);
+    `overrides` may hold the model's own `name`."""
+    entry, build = _CATALOGUE[preset]
+    return build(preset, cls, **overrides)
 
 
 # ---------------------------------------------------------------------------------- files

@@ -91,8 +91,8 @@ def get_entry(name):
     return PRESETS[name]
 
 
-def build(name, cls=None, **overrides):
-    """Build catalogue entry `name` without weights, as a `PoseEstimator` (default) or its backbone.
+def build(preset, cls=None, **overrides):
+    """Build catalogue entry `preset` without weights, as a `PoseEstimator` (default) or its backbone.
 
     `cls`: a `PoseEstimator` class (default) or a `Backbone` class (the backbone alone); which
     classes a preset may be loaded as is checked by their `from_preset`.
@@ -101,9 +101,9 @@ def build(name, cls=None, **overrides):
     the backbone's input shape; `num_keypoints` also sets a hourglass backbone's.
     """
     cls = PoseEstimator if cls is None else cls
-    entry = get_entry(name)
+    entry = get_entry(preset)
     if entry["builder"] is not None:
-        return _build_with_builder(name, entry, cls, overrides)
+        return _build_with_builder(preset, entry, cls, overrides)
     bb_cls = preset_utils.preset_class(entry["backbone_preset"])
     bb_kwargs = preset_utils.preset_kwargs(entry["backbone_preset"])
     task = {k: overrides.pop(k) for k in list(overrides) if k in _TASK_KEYS}
@@ -117,7 +117,7 @@ def build(name, cls=None, **overrides):
     if issubclass(cls, Backbone):
         return backbone
     task.setdefault("keypoint_set", entry["keypoint_set"])
-    task.setdefault("name", name)
+    task.setdefault("name", preset)
     return cls(backbone, **task)
 
 

@@ -143,3 +143,13 @@ def test_whole_catalogue_builds_offline():
     assert {"lshm_2_mpii_256x256", "lite_hrnet_18_coco_256x192", "dite_hrnet_18_psa_csppan_coco_256x192"} <= built
     # parameters do not depend on the input size: the published ~1.1 M of Lite-HRNet-18 (+/- 10 %)
     assert abs(counts["lite_hrnet_18_coco_256x192"] / 1.1e6 - 1) < 0.10
+
+
+def test_catalogue_build_takes_a_model_name_override():
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    model = PoseEstimator.from_preset("lite_hrnet_18_coco_256x192", load_weights=False, keypoint_set="lsp14",
+                                      num_keypoints=14, input_size=(128, 96), name="my_student")
+    assert model.name == "my_student"
+    out = model(np.zeros((1, 128, 96, 3), np.float32))
+    assert tuple((out[-1] if isinstance(out, (list, tuple)) else out).shape) == (1, 32, 24, 14)
