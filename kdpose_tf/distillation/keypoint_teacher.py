@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpose_tf.data.sample import TEACHER_KEYPOINTS, TEACHER_SCORES
+from kdpose_tf.data.sample import TEACHER_KEYPOINTS, TEACHER_KEYS, TEACHER_SCORES
 from kdpose_tf.keypoints import COCO17, get_keypoint_set, joint_mapping
 
 
@@ -197,11 +197,9 @@ def fill_from_labels(samples):
 
 
 def strip_teacher_keypoints(samples):
-    """Samples without teacher joints (e.g. for DWPose stage 2, whose teacher is the student itself)."""
-    return [
-        dataclasses.replace(s, extra={k: v for k, v in s.extra.items() if k not in (TEACHER_KEYPOINTS, TEACHER_SCORES)})
-        for s in samples
-    ]
+    """Samples without any attached teacher targets, joints or heatmaps (e.g. for DWPose stage 2,
+    whose teacher is the student itself)."""
+    return [dataclasses.replace(s, extra={k: v for k, v in s.extra.items() if k not in TEACHER_KEYS}) for s in samples]
 
 
 def teacher_predict_fn(teacher, codec, keypoint_set, min_score=0.0):

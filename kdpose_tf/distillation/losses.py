@@ -27,11 +27,4 @@ def heatmap_kd_loss(teacher_heatmaps, student_heatmaps, target_weight=None):
     return joints_mse(teacher_heatmaps, student_heatmaps, target_weight)
 
 
-def feature_mse(teacher_feature, student_feature):
-    """Plain mean squared error over every element (DWPose's feature term)."""
-    t = ops.stop_gradient(ops.cast(teacher_feature, "float32"))
-    s = ops.cast(student_feature, "float32")
-    return ops.mean(ops.square(s - t))
-
-
-__all__ = ["joints_mse", "heatmap_kd_loss", "feature_mse"]
+__all__ = ["joints_mse", "heatmap_kd_loss"]

@@ -27,21 +27,7 @@ import numbers
 import keras
 from keras import ops
 
-
-def _check_number(name, value, low=None, high=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`{name}` must be a real number; received {value!r} ({type(value).__name__}).")
-    if low is not None and value < low:
-        raise ValueError(f"`{name}` must be >= {low}; received {value}.")
-    if high is not None and value > high:
-        raise ValueError(f"`{name}` must be <= {high}; received {value}.")
-    return float(value)
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
-    return int(value)
+from kdpose_tf.utils.args import check_int, check_number
 
 
 class WeightSchedule:
@@ -79,8 +65,8 @@ class ConstantWeight(WeightSchedule):
     """
 
     def __init__(self, alpha=0.5, gt_weight=None):
-        self.alpha = _check_number("alpha", alpha, 0.0, None if gt_weight is not None else 1.0)
-        self.gt_weight = None if gt_weight is None else _check_number("gt_weight", gt_weight, 0.0)
+        self.alpha = check_number("alpha", alpha, 0.0, None if gt_weight is not None else 1.0, owner="ConstantWeight")
+        self.gt_weight = None if gt_weight is None else check_number("gt_weight", gt_weight, 0.0)
 
     def __call__(self, step):
         gt = 1.0 - self.alpha if self.gt_weight is None else self.gt_weight
@@ -108,10 +94,10 @@ class LSHMLinearSchedule(WeightSchedule):
     """
 
     def __init__(self, total_steps, sigma=0.1, kd_start=0.6, gt_start=0.4):
-        self.total_steps = _check_positive_int("total_steps", total_steps)
-        self.sigma = _check_number("sigma", sigma)
-        self.kd_start = _check_number("kd_start", kd_start)
-        self.gt_start = _check_number("gt_start", gt_start)
+        self.total_steps = check_int("total_steps", total_steps)
+        self.sigma = check_number("sigma", sigma)
+        self.kd_start = check_number("kd_start", kd_start)
+        self.gt_start = check_number("gt_start", gt_start)
 
     def __call__(self, step):
         i = ops.clip(ops.cast(step, "float32"), 0.0, float(self.total_steps))
@@ -147,10 +133,10 @@ class DWPoseDecay(WeightSchedule):
     """
 
     def __init__(self, max_epochs, steps_per_epoch, kd_scale=1.0, gt_weight=1.0):
-        self.max_epochs = _check_positive_int("max_epochs", max_epochs)
-        self.steps_per_epoch = _check_positive_int("steps_per_epoch", steps_per_epoch)
-        self.kd_scale = _check_number("kd_scale", kd_scale, 0.0)
-        self.gt_weight = _check_number("gt_weight", gt_weight, 0.0)
+        self.max_epochs = check_int("max_epochs", max_epochs)
+        self.steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch)
+        self.kd_scale = check_number("kd_scale", kd_scale, 0.0)
+        self.gt_weight = check_number("gt_weight", gt_weight, 0.0)
 
     def decay(self, step):
         """r(t) for the 0-based step."""

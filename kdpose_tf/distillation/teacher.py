@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdpose_tf.errors import PresetError
+from kdpose_tf.models.pose_estimator import PoseEstimator
 
 
 def load_teacher(source, compile=False):
@@ -63,13 +64,6 @@ def load_teacher(source, compile=False):
 
 
 def _from_preset(preset):
-    try:
-        from kdpose_tf.models.pose_estimator import PoseEstimator
-    except ImportError as err:
-        raise PresetError(
-            f"Cannot load teacher preset '{preset}': kdpose_tf.models.pose_estimator is not available ({err}). "
-            "Pass a keras.Model or a .keras path instead."
-        ) from err
     try:
         return PoseEstimator.from_preset(preset)
     except PresetError:

@@ -188,3 +188,13 @@ def test_distiller_learns_from_teacher_heatmaps(tinypose, parse_train):
     history = distiller.fit(ds.repeat(), steps_per_epoch=5, epochs=4, verbose=0).history
     assert history["kd_loss"][-1] < 0.6 * history["kd_loss"][0]
     assert history["gt_loss"][-1] > 0  # tracked, not used (alpha = 1)
+
+
+def test_stripping_teacher_targets_removes_heatmaps_too(tinypose, parse_train):
+    # DWPose stage 2 distils from the stage-1 student: no cached teacher targets may remain.
+    from kdpose_tf.distillation.keypoint_teacher import strip_teacher_keypoints
+
+    samples = strip_teacher_keypoints(attach_teacher_heatmaps(parse_train[:2], tinypose, LSP14, progress=False))
+    assert not any(k.startswith("teacher_") for s in samples for k in s.extra)
+    _, y = next(iter(make_dataset(samples, HeatmapCodec((128, 96)), LSP14, batch_size=2, seed=0)))
+    assert "teacher_heatmaps" not in y

@@ -20,7 +20,7 @@ def test_constant_weight():
     assert pair(ConstantWeight(1.0, gt_weight=0.0), 5) == (1.0, 0.0)
     assert pair(get_schedule(0.8), 0) == pytest.approx((0.8, 0.2))
     assert pair(get_schedule(lambda i: (2.0, 3.0)), 0) == (2.0, 3.0)
-    with pytest.raises(ValueError, match="<= 1.0; received 1.5"):
+    with pytest.raises(ValueError, match=r"`alpha` must be in \[0.0, 1.0\], received 1.5"):
         ConstantWeight(1.5)
 
 
