@@ -65,6 +65,11 @@ PRESETS = {
     "lite_hrnet_18_coco_256x192": _entry(
         "lite_hrnet", "lite_hrnet_18", "coco17", (256, 192), "Lite-HRNet-18 (Yu et al. 2021), ~1.1 M.", 1.1,
     ),
+    "lite_hrnet_18_mobile_coco_128x96": _entry(
+        "lite_hrnet", _LH_CLS, f"{_LH}.lite_hrnet_presets", "lite_hrnet_18_mobile", "coco17", (128, 96),
+        "Mobile-first student: Lite-HRNet-18 at 128x96 (one XNNPACK graph in int8).", params_m=1.1,
+        fallback_kwargs={"variant": "lite", **_LITE18, "input_shape": (128, 96, 3)},
+    ),
     "dite_hrnet_18_coco_256x192": _entry(
         "lite_hrnet", "dite_hrnet_18", "coco17", (256, 192),
         "Dite-HRNet-18 (Li et al. 2022), COCO 65.9 AP, ~1.1 M.", 1.1,

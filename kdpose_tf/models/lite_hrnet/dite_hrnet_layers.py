@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kdpose_tf.models.layers.pooling import BlockPool
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import (
     ChannelShuffle,
@@ -106,6 +107,13 @@ class ContextPool(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pool_size = pool_size
 
+    def build(self, input_shape):
+        if self.pool_size is not None and self.pool_size > 1:
+            # Window sum as a constant depthwise conv (XNNPACK has no int8 AVERAGE_POOL_2D).
+            self._window_sum = BlockPool(self.pool_size, mode="sum", name=f"{self.name}_sum")
+            self._window_sum.build(input_shape[0])
+        super().build(input_shape)
+
     def call(self, inputs):
         x, logits = inputs
         h, w = x.shape[1], x.shape[2]
@@ -113,10 +121,9 @@ class ContextPool(keras.layers.Layer):
         x = x * ops.reshape(m, (-1, h, w, 1))
         if self.pool_size is None:
             return ops.sum(x, axis=(1, 2), keepdims=True)
-        p = self.pool_size
-        if p == 1:
+        if self.pool_size == 1:
             return x
-        return ops.average_pool(x, p, strides=p, padding="valid") * float(p * p)
+        return self._window_sum(x)
 
     def compute_output_shape(self, input_shape):
         x_shape = input_shape[0]

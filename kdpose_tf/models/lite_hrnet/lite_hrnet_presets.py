@@ -62,4 +62,19 @@ backbone_presets = {
         },
         "config": {"variant": "dite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (3, 8, 3)},
     },
+    "lite_hrnet_18_mobile": {
+        "metadata": {
+            "description": "Mobile-first student: the Lite-HRNet-18 topology at 128x96. Chosen from "
+            "benchmarks/results/latency.md: the only zoo student whose int8 graph runs as one XNNPACK graph "
+            "(no dynamic kernels, softmax or LayerNorm outside it). 192x144 is not possible (4 branches need H, W "
+            "divisible by 32); 128x96 is where it runs clearly under MoveNet Lightning int8. Accuracy not measured yet.",
+            "paper": "https://arxiv.org/abs/2104.06403",
+            "params": 1.1e6,
+            "flops": 0.205e9 * (128 * 96) / (256 * 192),
+            "coco_ap": None,
+            "input_size": (128, 96),
+        },
+        "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2),
+                   "input_shape": (128, 96, 3)},
+    },
 }
