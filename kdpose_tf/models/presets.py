@@ -66,9 +66,8 @@ PRESETS = {
         "lite_hrnet", "lite_hrnet_18", "coco17", (256, 192), "Lite-HRNet-18 (Yu et al. 2021), ~1.1 M.", 1.1,
     ),
     "lite_hrnet_18_mobile_coco_128x96": _entry(
-        "lite_hrnet", _LH_CLS, f"{_LH}.lite_hrnet_presets", "lite_hrnet_18_mobile", "coco17", (128, 96),
-        "Mobile-first student: Lite-HRNet-18 at 128x96 (one XNNPACK graph in int8).", params_m=1.1,
-        fallback_kwargs={"variant": "lite", **_LITE18, "input_shape": (128, 96, 3)},
+        "lite_hrnet", "lite_hrnet_18_mobile", "coco17", (128, 96),
+        "Mobile-first student: Lite-HRNet-18 at 128x96 (one XNNPACK graph in int8).", 1.1,
     ),
     "dite_hrnet_18_coco_256x192": _entry(
         "lite_hrnet", "dite_hrnet_18", "coco17", (256, 192),
@@ -113,8 +112,7 @@ def build(preset, cls=None, **overrides):
     bb_kwargs = preset_utils.preset_kwargs(entry["backbone_preset"])
     task = {k: overrides.pop(k) for k in list(overrides) if k in _TASK_KEYS}
     bb_kwargs.update(overrides)
-    if "input_size" in task:
-        bb_kwargs["input_shape"] = (*task["input_size"], 3)
+    bb_kwargs["input_shape"] = (*task.get("input_size", entry["input_size"]), 3)
     if "num_keypoints" in task and "num_keypoints" in inspect.signature(bb_cls.__init__).parameters:
         bb_kwargs["num_keypoints"] = task["num_keypoints"]
         task.setdefault("keypoint_set", None)

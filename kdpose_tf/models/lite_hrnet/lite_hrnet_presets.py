@@ -74,7 +74,6 @@ backbone_presets = {
             "coco_ap": None,
             "input_size": (128, 96),
         },
-        "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2),
-                   "input_shape": (128, 96, 3)},
+        "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2)},
     },
 }
