@@ -56,8 +56,17 @@ def write_text(path, text: str):
     return write_bytes(path, text.encode("utf-8"))
 
 
+def _json_default(obj):
+    """numpy scalars and arrays (and anything with `.tolist()` / `.item()`) as plain JSON values."""
+    for method in ("tolist", "item"):
+        if callable(getattr(obj, method, None)):
+            return getattr(obj, method)()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
 def write_json(path, obj, indent=2):
-    return write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+    """Write `obj` as JSON, atomically; numpy arrays and scalars are written as lists and numbers."""
+    return write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=_json_default) + "\n")
 
 
 @contextlib.contextmanager
