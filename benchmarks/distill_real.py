@@ -119,7 +119,7 @@ def train_student(method, teacher, make_student, train, codec, ks, args, seed, r
     from kdpose_tf.distillation import dwpose
     from kdpose_tf.distillation.keypoint_teacher import strip_teacher_keypoints
     from kdpose_tf.training import fit_resumable
-    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.training import make_optimizer
 
     if method.endswith(GTFILL):
         # MoveNet's missing joints (neck, head_top) filled with the labels: full GT weight there.
@@ -238,7 +238,7 @@ def movenet_teacher(train, test, codec, args, results):
 
 def hourglass_teacher(train, test, codec, args, results, work):
     """Train the hourglass teacher (seed 0); every student seed distils from it."""
-    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.training import make_optimizer
     from kdpose_tf.evaluation import evaluate, keras_predict_fn
     from kdpose_tf.keypoints import LSP14
     from kdpose_tf.training import fit_resumable

@@ -27,7 +27,7 @@ from kdpose_tf.cli.common import CLIError, load_data
 # fraction of the training people whose joints are labelled (the teacher sees the rest too)
 LABEL_FRACTION = 0.25
 FULL = dict(teacher_epochs=10, student_epochs=10, train_images=640, val_images=96, batch_size=32, size=64,
-            teacher_filters=48, student_filters=24)
+            teacher_filters=64, student_filters=16)
 QUICK = dict(teacher_epochs=4, student_epochs=4, train_images=32, val_images=8, batch_size=8, size=64,
              teacher_filters=16, student_filters=8)
 STAGES = ("teacher", "student (distilled)", "student (scratch)")
