@@ -27,9 +27,9 @@ from kdpose_tf.cli.common import CLIError, load_data
 # fraction of the training people whose joints are labelled (the teacher sees the rest too)
 LABEL_FRACTION = 0.25
 FULL = dict(teacher_epochs=10, student_epochs=10, train_images=640, val_images=96, batch_size=32, size=64,
-            teacher_filters=64, student_filters=16)
-QUICK = dict(teacher_epochs=4, student_epochs=4, train_images=32, val_images=8, batch_size=8, size=64,
-             teacher_filters=16, student_filters=8)
+            teacher_filters=64, student_filters=16, lr=2e-3)
+QUICK = dict(teacher_epochs=5, student_epochs=5, train_images=64, val_images=8, batch_size=8, size=64,
+             teacher_filters=16, student_filters=8, lr=5e-3)
 STAGES = ("teacher", "student (distilled)", "student (scratch)")
 
 
@@ -79,7 +79,7 @@ def run_demo(args):
 
     def fit(name, model, weights_of, samples, epochs, run):
         before = [w.copy() for w in weights_of.get_weights()]
-        model.compile(optimizer=make_optimizer(2e-3, steps * epochs))
+        model.compile(optimizer=make_optimizer(cfg["lr"], steps * epochs))
         t = time.time()
         histories[name] = fit_resumable(model, samples, codec, keypoint_set, out / "runs" / run, epochs=epochs,
                                         batch_size=bs, val_samples=val, seed=args.seed, steps_per_epoch=steps)
