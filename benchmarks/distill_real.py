@@ -137,7 +137,7 @@ def teacher_data(method, train, unlabelled, teachers, results):
 def train_one(method, samples, args, seed, run_dir):
     import keras
 
-    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.training import make_optimizer
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.distillation.distiller import Distiller
     from kdpose_tf.distillation.schedules import ConstantWeight

@@ -66,15 +66,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def calibration_crops(samples, size, count, seed=0):
-    from kdpose_tf.data.pipeline import make_inference_inputs
-
-    rng = np.random.default_rng(seed)
-    chosen = [samples[i] for i in rng.permutation(len(samples))[:count]]
-    images, _, _ = make_inference_inputs(chosen, size)
-    return np.asarray(images, np.float32)
-
-
 def coco_test_set(shared, keypoint_set, min_joints=4):
     from kdpose_tf.data.coco import read_coco
     from kdpose_tf.data.datasets import to_keypoint_set
@@ -87,7 +78,7 @@ def coco_test_set(shared, keypoint_set, min_joints=4):
 
 def _restore(model, path, train, codec, ks):
     """Load a fit_resumable checkpoint (weights + optimizer variables) into `model`."""
-    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.training import make_optimizer
     from kdpose_tf.data.pipeline import make_dataset
     from kdpose_tf.training import _build_for_restore
 
@@ -137,7 +128,7 @@ def train_quick(train, codec, ks, size):
 
     from distill_real import build_models
 
-    from kdpose_tf.cli.train import make_optimizer
+    from kdpose_tf.training import make_optimizer
     from kdpose_tf.data.pipeline import make_dataset
 
     cfg = argparse.Namespace(student_filters=8, teacher_filters=16)
@@ -156,9 +147,9 @@ def main(argv=None):
         args.size, args.num_calibration = 64, 16
     out = Path(args.out or ("/tmp/quantized_accuracy" if args.quick else RESULTS / "quantized_accuracy"))
 
-    from kdpose_tf.cli.export import quantization_aware_finetune
+    from kdpose_tf.export.qat import quantization_aware_finetune
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-    from kdpose_tf.data.datasets import real_benchmark_split
+    from kdpose_tf.data.datasets import calibration_crops, real_benchmark_split
     from kdpose_tf.evaluation import evaluate, keras_predict_fn
     from kdpose_tf.export.runner import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite

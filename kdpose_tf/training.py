@@ -1,4 +1,5 @@
-"""Resumable training runs for pose models and distillers.
+"""Resumable training runs for pose models and distillers; the optimizer and distribution strategy
+the command line uses.
 
 `fit_resumable` wraps `model.fit` so that a run killed at any point resumes from its last
 finished epoch with the same model weights, optimizer state (hence the step counter that
@@ -11,7 +12,7 @@ The data order of epoch e is a permutation drawn from `seed + e`, so a resumed r
 the same samples in the same order as an uninterrupted one; augmentation noise differs.
 
 Example:
->>> history = fit_resumable(model, train_samples, codec, COCO17, "runs/student", epochs=10)
+>>> history = fit_resumable(model, train_samples, codec, COCO17, "runs/student", epochs=10)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,11 +22,42 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kdpose_tf.utils import io
 
 CHECKPOINT_NAME = "checkpoint.weights.h5"
 STATE_NAME = "state.json"
+
+
+def make_optimizer(lr, total_steps):
+    """Adam with a cosine-decayed learning rate (`lr` down to 5 % of it over `total_steps`)."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, int(total_steps)), alpha=0.05)
+    return keras.optimizers.Adam(schedule)
+
+
+STRATEGIES = ("none", "mirrored", "multiworker", "tpu")
+
+
+def make_strategy(name="none"):
+    """The `tf.distribute` strategy called `name` (one of `STRATEGIES`; "none": the default one).
+
+    "multiworker" reads TF_CONFIG; "tpu" connects to the TPU cluster the environment names.
+    """
+    if name in (None, "none"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"distribution strategy must be one of {STRATEGIES}, got {name!r}")
 
 
 def read_run_state(run_dir) -> dict | None:

@@ -1,6 +1,7 @@
 """`kdpose` commands, run in-process on real photos from ../shared/data."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -116,3 +117,65 @@ def test_distill_from_a_tflite_keypoint_teacher(tmp_path, tiny_model, coco_spec,
     code = main(args[:-2] + ["--teacher-feature", "stack0_lin_relu", "--student-feature", "stack0_lin_relu"])
     assert code != 0
     assert "needs a Keras teacher" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_lsp_model(tmp_path_factory):
+    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    path = tmp_path_factory.mktemp("cli_lsp") / "tiny_lsp.keras"
+    PoseEstimator(
+        HourglassBackbone(num_stacks=1, filters=8, order=2, block="inverted_residual", num_keypoints=14,
+                          input_shape=(64, 64, 3)),
+        keypoint_set="lsp14",
+    ).save(str(path))
+    return path
+
+
+def test_evaluate_parse_test_goes_on_past_the_joint_outside_its_image(tmp_path, tiny_lsp_model, data_dir, capsys):
+    """Issue 12: PARSE annotation 135 has a joint at x=121.7 in a 121-pixel-wide image; `kdpose
+    evaluate` stopped there although skip is the default. Now the joint is unlabelled and all 205
+    test people are evaluated; with --on-bad-sample raise the same annotation is the error."""
+    spec = f"parse:{data_dir / 'parse'}:test"
+    assert main(["evaluate", "--model", str(tiny_lsp_model), "--data", spec]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "205 people" in out and "repaired 3 joints" in out and "PCK@0.2" in out
+    assert main(["evaluate", "--model", str(tiny_lsp_model), "--data", spec, "--on-bad-sample", "raise"]) == 2
+    err = capsys.readouterr().err
+    assert "annotation 135" in err and "outside the 121x158 image" in err and "Traceback" not in err
+
+
+@pytest.fixture()
+def coco_with_truncated_jpeg(tmp_path, data_dir):
+    """coco_mini with one of its real photos cut to half its bytes (the others linked)."""
+    root = data_dir / "coco_mini"
+    ann = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in (root / "train2017").glob("*.jpg"):
+        (images / image.name).symlink_to(image)
+    with_people = sorted({a["image_id"] for a in ann["annotations"] if a["num_keypoints"] > 0})
+    victim = next(im["file_name"] for im in ann["images"] if im["id"] == with_people[0])
+    data = (root / "train2017" / victim).read_bytes()
+    (images / victim).unlink()
+    (images / victim).write_bytes(data[: len(data) // 2])
+    people = sum(1 for a in ann["annotations"] if a["image_id"] == with_people[0] and a["num_keypoints"] > 0)
+    return f"coco:{root / 'annotations' / 'person_keypoints_train2017.json'}:{images}", victim, people
+
+
+def test_evaluate_skips_a_truncated_jpeg_and_says_so(tiny_model, coco_with_truncated_jpeg, coco_spec, capsys):
+    """Issue 12: a truncated JPEG ended `kdpose evaluate --on-bad-sample skip` with exit 2 when its
+    crop was read. Skip now leaves its people out, the run goes on and the summary names the file."""
+    spec, victim, people = coco_with_truncated_jpeg
+    assert main(["evaluate", "--model", str(tiny_model), "--data", coco_spec]) == 0
+    total = int(re.search(r"^--data .*: (\d+) people", capsys.readouterr().out, re.M).group(1))
+    assert main(["evaluate", "--model", str(tiny_model), "--data", spec, "--on-bad-sample", "skip"]) == 0, \
+        capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"on {total - people} people" in out
+    summary = [line for line in out.splitlines() if line.startswith("data:")]
+    assert summary and victim in summary[0] and "truncated JPEG" in summary[0] and f"skipped {people}" in summary[0]
+    assert main(["evaluate", "--model", str(tiny_model), "--data", spec, "--on-bad-sample", "raise"]) == 2
+    err = capsys.readouterr().err
+    assert victim in err and "truncated JPEG" in err

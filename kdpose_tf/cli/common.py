@@ -1,9 +1,8 @@
-"""Helpers shared by the `kdpose` commands: reading data and model arguments, saving results."""
+"""Helpers shared by the `kdpose` commands: turning data and model arguments into library objects, saving results."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -29,84 +28,41 @@ def parse_size(text: str) -> tuple:
     return tuple(parts)
 
 
-def load_data(spec: str, on_bad_sample: str = "skip", split: str | None = None):
-    """Read samples from a data argument.
+def load_data(spec: str, on_bad_sample: str = "skip", option: str = "--data"):
+    """Read a data argument through the library's one loader, `kdpose_tf.data.datasets.load_dataset`.
 
-    Accepted forms:
-        path/to/person_keypoints.json     COCO keypoints JSON (images in --images, its
-                                          sibling `images/` or `<root>/<stem of split>`)
-        DIR                               a folder with `annotations/*.json` (COCO layout)
-        coco:JSON[:IMAGE_DIR]             explicit COCO JSON
-        mpii:JSON[:IMAGE_DIR]             MPII JSON (MMPose layout)
-        parse:DIR[:train|test|all]        PARSE (labels.mat), LSP-14
-        buffy:DIR                         Buffy Stickmen v3, LSP-14 upper body
-
-    Returns (samples, keypoint_set, coco_gt_path_or_None).
+    Returns its `LoadedData` (`.samples`, `.keypoint_set`, `.coco_gt`); prints one line with the
+    count of people and, under "skip", what was left out. A spec that cannot be read raises a
+    DataError naming `option`.
     """
-    from kdpose_tf.keypoints import LSP14, MPII16, get_keypoint_set
-
-    kind, _, rest = spec.partition(":") if spec.split(":", 1)[0] in ("coco", "mpii", "parse", "buffy") else ("", "", spec)
-    if kind == "parse":
-        from kdpose_tf.data.parse import read_parse
-
-        root, _, part = rest.partition(":")
-        return read_parse(root, split=part or split or "all"), LSP14, None
-    if kind == "buffy":
-        from kdpose_tf.data.buffy import read_buffy
-
-        return read_buffy(rest), LSP14, None
-    if kind == "mpii":
-        from kdpose_tf.data.mpii import read_mpii_json
-
-        path, _, image_dir = rest.partition(":")
-        return read_mpii_json(path, image_dir=image_dir or None, on_bad_sample=on_bad_sample), MPII16, None
-
-    path, image_dir = (rest.partition(":")[0], rest.partition(":")[2] or None) if kind == "coco" else (rest, None)
-    path = Path(path)
-    if path.is_dir():
-        candidates = sorted((path / "annotations").glob("*.json")) if (path / "annotations").is_dir() else []
-        if not candidates:
-            raise DataError(
-                "expected a COCO keypoints JSON file or a folder with annotations/*.json", path=path, field="--data"
-            )
-        image_dir = image_dir or _guess_image_dir(path, candidates[0])
-        path = candidates[0]
-    if not path.exists():
-        raise DataError("no such file", path=path, field="--data")
-    from kdpose_tf.data.coco import read_coco
-
-    keypoint_set = _coco_keypoint_set(path)
-    samples = read_coco(path, image_dir=image_dir, keypoint_set=keypoint_set.name, on_bad_sample=on_bad_sample)
-    return samples, get_keypoint_set(keypoint_set.name), str(path)
-
-
-def _guess_image_dir(root: Path, annotation: Path):
-    stem = annotation.stem.split("_")[-1]  # person_keypoints_train2017 -> train2017
-    for candidate in (root / stem, root / "images", root):
-        if candidate.is_dir() and (any(candidate.glob("*.jp*g")) or any(candidate.glob("*.png"))):
-            return str(candidate)
-    return str(root)
-
-
-def _coco_keypoint_set(path: Path):
-    from kdpose_tf.keypoints import COCO17, KEYPOINT_SETS
+    from kdpose_tf.data.datasets import load_dataset
 
     try:
-        with open(path) as f:
-            head = json.load(f)
-        cats = head.get("categories") or []
-        names = tuple(cats[0].get("keypoints", ())) if cats else ()
-    except (OSError, json.JSONDecodeError, AttributeError, IndexError) as e:
-        raise DataError(f"not a readable COCO JSON ({e})", path=path) from e
-    for ks in KEYPOINT_SETS.values():
-        if names == ks.names:
-            return ks
-    if names and len(names) != 17:
-        raise DataError(
-            f"categories[0].keypoints has {len(names)} joints {names[:4]}...; known sets: {sorted(KEYPOINT_SETS)}",
-            path=path, field="categories.keypoints",
-        )
-    return COCO17
+        data = load_dataset(spec, on_bad_sample=on_bad_sample)
+    except ValueError as e:
+        if isinstance(e, KdposeError):
+            raise
+        raise CLIError(f"{option} {spec}: {e}") from None
+    print(f"{option} {spec}: {data_summary(data.samples)}")
+    return data
+
+
+def data_summary(samples) -> str:
+    """'86 people (COCO-17)' or '204 people; skipped 1: <reason> (e.g. <example>)' for a SampleList."""
+    report = getattr(samples, "report", None)
+    text = f"{len(samples)} people"
+    if report is None:
+        return text
+    skipped = sum(report.skipped.values())
+    if skipped:
+        reasons = "; ".join(
+            f"{n} {reason}" + (f" (e.g. {report.examples[reason][0]})" if report.examples.get(reason) else "")
+            for reason, n in report.skipped.most_common())
+        text += f"; skipped {skipped}: {reasons}"
+    repaired = sum(report.repaired.values())
+    if repaired:
+        text += f"; repaired {repaired} joints (" + "; ".join(report.repaired) + ")"
+    return text
 
 
 def load_model(spec: str, **overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kdpose_tf.cli.common import CLIError, load_data, load_model
+from kdpose_tf.cli.common import CLIError, data_summary, load_data, load_model
 
 
 def load_predictor(spec: str):
@@ -54,18 +54,25 @@ def run_evaluate(args):
     from kdpose_tf.evaluation import evaluate
     from kdpose_tf.utils import io
 
-    samples, keypoint_set, coco_gt = load_data(args.data, on_bad_sample=args.on_bad_sample)
-    predict_fn, size, codec, _ = load_predictor(args.model)
+    data = load_data(args.data, on_bad_sample=args.on_bad_sample)
+    samples, keypoint_set = data.samples, data.keypoint_set
+    predict_fn, size, codec, model_keypoints = load_predictor(args.model)
+    if model_keypoints is not None and model_keypoints != keypoint_set.name:
+        raise CLIError(f"--model {args.model} predicts {model_keypoints} joints but --data {args.data} is "
+                       f"labelled with {keypoint_set.name}; evaluate on data with the model's joints")
     metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else default_metrics(keypoint_set)
     unknown = set(metrics) - {"pck", "pckh", "coco"}
     if unknown:
         raise CLIError(f"--metrics accepts pck, pckh, coco; got {sorted(unknown)}")
     results = evaluate(predict_fn, samples, size, codec, keypoint_set, metrics=metrics,
-                       flip_test=args.flip_test, coco_gt=coco_gt)
+                       flip_test=args.flip_test, coco_gt=data.coco_gt)
+    print(f"{args.model} on {len(samples)} people of {args.data}" + (" (flip test)" if args.flip_test else ""))
     for key, value in headline_metrics(results).items():
-        print(f"{key:>12s}: {value:.4f}")
+        print(f"  {key:<10s} {100 * value:6.2f} %")
+    if getattr(samples, "report", None) is not None and samples.report.skipped:
+        print(f"data: {data_summary(samples)}")
     if args.json_out:
-        io.write_json(args.json_out, _jsonable(results))
+        io.write_json(args.json_out, results)
         print(f"wrote {args.json_out}")
 
 
@@ -77,20 +84,6 @@ def headline_metrics(report) -> dict:
             out[f"{name.upper() if name == 'pck' else 'PCKh'}@{report[name]['threshold']:g}"] = report[name]["mean"]
     out.update({k: v for k, v in report.get("coco", {}).items() if isinstance(v, (int, float))})
     return out
-
-
-def _jsonable(obj):
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def predict_image(predict_fn, image_path, size, codec, keypoint_set, box=None, flip_test=False):

@@ -1,4 +1,4 @@
-"""`kdpose export` and `kdpose check-edgetpu`."""
+"""`kdpose export` and `kdpose check-edgetpu`: arguments -> `kdpose_tf.export` (tflite, qat, edgetpu)."""
 
 from __future__ import annotations
 
@@ -7,70 +7,53 @@ from pathlib import Path
 from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size
 
 
-def calibration_crops(spec, input_size, count, on_bad_sample="skip", seed=0):
-    """Up to `count` real un-augmented person crops (N, H, W, 3) float32 in [0, 255]."""
-    import numpy as np
-
-    from kdpose_tf.data.pipeline import make_inference_inputs
-
-    samples, keypoint_set, _ = load_data(spec, on_bad_sample=on_bad_sample)
-    rng = np.random.default_rng(seed)
-    chosen = [samples[i] for i in rng.permutation(len(samples))[:count]]
-    images, _, _ = make_inference_inputs(chosen, input_size)
-    return images, samples, keypoint_set
-
-
 def run_export(args):
+    from kdpose_tf.data.datasets import calibration_crops
+    from kdpose_tf.export.qat import quantization_aware_finetune
     from kdpose_tf.export.tflite import export_tflite
 
     model = load_model(args.model)
     size = model_input_size(model)
-    quantized = args.quantize in ("int8", "int8-qat")
     representative = None
-    if quantized or args.calibration_data:
-        if not args.calibration_data:
-            raise CLIError(f"--quantize {args.quantize} needs --calibration-data (real training crops)")
-        representative, samples, keypoint_set = calibration_crops(
-            args.calibration_data, size, args.num_calibration, args.on_bad_sample)
+    if args.quantize in ("int8", "int8-qat") and not args.calibration_data:
+        raise CLIError(f"--quantize {args.quantize} needs --calibration-data (real training crops)")
+    if args.calibration_data:
+        data = load_data(args.calibration_data, args.on_bad_sample, "--calibration-data")
+        representative = calibration_crops(data.samples, size, args.num_calibration)
     export_model = model
     if args.quantize == "int8-qat":
-        export_model = quantization_aware_finetune(model, samples, keypoint_set, args.qat_epochs, representative)
-    keypoint_set = getattr(model, "keypoint_set", None)
+        print(f"quantization-aware fine-tuning: {args.qat_epochs} epoch(s) on {len(data.samples)} people")
+        export_model = quantization_aware_finetune(model, data.samples, data.keypoint_set, args.qat_epochs,
+                                                   representative)
     path = export_tflite(export_model, args.output, quantize=args.quantize, representative_data=representative,
                          num_calibration=args.num_calibration, io_dtype=args.io_dtype, target=args.target,
-                         keypoint_set=keypoint_set)
-    print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB) and {Path(path).with_suffix('.json')}")
+                         keypoint_set=getattr(model, "keypoint_set", None))
+    io_dtype = args.io_dtype if args.quantize in ("int8", "int8-qat") else "float32"
+    print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB, {args.quantize}, input/output {io_dtype})")
+    print(f"wrote {Path(path).with_suffix('.json')} (input size, normalisation, keypoint names)")
     if args.target == "edgetpu":
-        from kdpose_tf.export.edgetpu import check_edgetpu
-
-        print(check_edgetpu(path))
-
-
-def quantization_aware_finetune(model, samples, keypoint_set, epochs, calibration, batch_size=16, lr=1e-4):
-    """Fake-quant copy of `model` (ranges set on `calibration` crops), fine-tuned by distillation
-    from the float model itself (quantization-aware distillation)."""
-    import keras
-
-    from kdpose_tf.data.pipeline import make_dataset
-    from kdpose_tf.distillation.distiller import Distiller
-    from kdpose_tf.export.qat import quantize_model
-
-    qat_student = quantize_model(model, calibration_data=calibration[:64])
-    if epochs <= 0:
-        return qat_student
-    codec = model.codec
-    distiller = Distiller(teacher=model, student=qat_student, alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.Adam(lr))
-    data = make_dataset(samples, codec, keypoint_set, batch_size=batch_size, training=True, drop_remainder=True)
-    distiller.fit(data, epochs=epochs)
-    return qat_student
+        return _print_edgetpu(path)
+    return 0
 
 
 def run_check_edgetpu(args):
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model} does not exist")
+    if not str(args.model).endswith(".tflite"):
+        raise CLIError(f"{args.model}: expected a .tflite file (export one with `kdpose export --quantize int8`)")
+    return _print_edgetpu(args.model)
+
+
+def _print_edgetpu(path):
+    """Print the Edge TPU op table and verdict of `path`; 0 when every op maps, else 1."""
     from kdpose_tf.export.edgetpu import check_edgetpu
 
-    if not Path(args.model).exists():
-        raise CLIError(f"{args.model} does not exist")
-    report = check_edgetpu(args.model)
-    print(report)
-    return 0 if getattr(report, "ok", True) else 1
+    report = check_edgetpu(path)
+    print(f"{path}: Edge TPU compiler {report.compiler} check (offline, rules in kdpose_tf/export/edgetpu.py)")
+    print(report.table())
+    for problem in report.tensor_problems[:5]:
+        print(f"  tensor problem: {problem}")
+    if len(report.tensor_problems) > 5:
+        print(f"  ... and {len(report.tensor_problems) - 5} more tensor problems")
+    print(report.verdict())
+    return 0 if report.ok else 1

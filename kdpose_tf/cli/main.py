@@ -21,7 +21,10 @@ import argparse
 import os
 import sys
 
+from kdpose_tf.cli import demo, evaluate, export, info, train
 from kdpose_tf.cli.common import parse_size, run_command
+from kdpose_tf.training import STRATEGIES
+from kdpose_tf.version import __version__
 
 
 def _add_data(p, required=True, name="--data"):
@@ -41,15 +44,13 @@ def _add_training(p):
     p.add_argument("--preset-out", default=None, help="write the trained model as a preset directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="train on plain crops (no flip/rotation/scale)")
-    p.add_argument("--distribute", choices=("none", "mirrored", "multiworker", "tpu"), default="none",
+    p.add_argument("--distribute", choices=STRATEGIES, default="none",
                    help="tf.distribute strategy (see README: several GPUs or a TPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdpose", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from kdpose_tf.version import __version__
-
     parser.add_argument("--version", action="version", version=f"kdpose_tf {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -121,24 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dispatch(args):
-    if args.command in ("train", "distill"):
-        from kdpose_tf.cli import train as mod
-    elif args.command in ("evaluate", "predict"):
-        from kdpose_tf.cli import evaluate as mod
-    elif args.command in ("export", "check-edgetpu"):
-        from kdpose_tf.cli import export as mod
-    elif args.command == "demo":
-        from kdpose_tf.cli import demo as mod
-    else:
-        from kdpose_tf.cli import info as mod
-    return getattr(mod, "run_" + args.command.replace("-", "_"))(args)
+# command -> the function that runs it (each takes the parsed arguments; None or an exit code)
+COMMANDS = {
+    "train": train.run_train,
+    "distill": train.run_distill,
+    "evaluate": evaluate.run_evaluate,
+    "predict": evaluate.run_predict,
+    "export": export.run_export,
+    "check-edgetpu": export.run_check_edgetpu,
+    "demo": demo.run_demo,
+    "summary": info.run_summary,
+    "presets": info.run_presets,
+}
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    return run_command(_dispatch, args)
+    return run_command(COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

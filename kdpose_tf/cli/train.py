@@ -1,4 +1,4 @@
-"""`kdpose train` and `kdpose distill`."""
+"""`kdpose train` and `kdpose distill`: arguments -> `kdpose_tf.training.fit_resumable` on a model or a Distiller."""
 
 from __future__ import annotations
 
@@ -7,29 +7,20 @@ from pathlib import Path
 from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size, save_model
 
 
-def make_strategy(name: str):
-    """The tf.distribute strategy for `--distribute` (None for the default strategy)."""
-    import tensorflow as tf
+def _strategy(name):
+    from kdpose_tf.training import make_strategy
 
-    if name in (None, "none"):
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":  # reads TF_CONFIG
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise CLIError(f"--distribute must be none, mirrored, multiworker or tpu, got {name!r}")
+    try:
+        return make_strategy(name)
+    except ValueError as e:
+        raise CLIError(f"--distribute: {e}") from None
 
 
-def make_optimizer(lr: float, total_steps: int):
-    import keras
-
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, total_steps), alpha=0.05)
-    return keras.optimizers.Adam(schedule)
+def _training_data(args):
+    """(training samples, keypoint set, validation samples or None) from --data / --val-data."""
+    data = load_data(args.data, on_bad_sample=args.on_bad_sample)
+    val = load_data(args.val_data, args.on_bad_sample, "--val-data").samples if args.val_data else None
+    return data.samples, data.keypoint_set, val
 
 
 def _codec_for(model, input_size):
@@ -61,12 +52,11 @@ def _finish(args, model, history, extra_metadata=None):
 
 
 def run_train(args):
-    from kdpose_tf.training import fit_resumable
+    from kdpose_tf.training import fit_resumable, make_optimizer
 
-    samples, keypoint_set, _ = load_data(args.data, on_bad_sample=args.on_bad_sample)
-    val = load_data(args.val_data, on_bad_sample=args.on_bad_sample)[0] if args.val_data else None
+    samples, keypoint_set, val = _training_data(args)
     args.run_dir = args.run_dir or str(Path("runs") / ("train_" + Path(args.model).stem))
-    strategy = make_strategy(args.distribute)
+    strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
     with strategy.scope():
         model = load_model(args.model, **_model_overrides(args, keypoint_set))
@@ -108,12 +98,11 @@ def build_distiller(args, teacher, student, steps_per_epoch):
 
 def run_distill(args):
     from kdpose_tf.distillation.teacher import load_teacher
-    from kdpose_tf.training import fit_resumable
+    from kdpose_tf.training import fit_resumable, make_optimizer
 
-    samples, keypoint_set, _ = load_data(args.data, on_bad_sample=args.on_bad_sample)
-    val = load_data(args.val_data, on_bad_sample=args.on_bad_sample)[0] if args.val_data else None
+    samples, keypoint_set, val = _training_data(args)
     args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
-    strategy = make_strategy(args.distribute)
+    strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
     keypoint_teacher = str(args.teacher).endswith(".tflite")
     if keypoint_teacher:

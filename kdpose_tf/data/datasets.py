@@ -1,50 +1,225 @@
-"""Dataset specs, keypoint-set remapping and the small real benchmark split.
+"""Dataset specs (the one way every command reads data), keypoint-set remapping and the small real
+benchmark split.
 
-Spec strings (an explicit if-chain, no registry):
-- ``coco:JSON[:IMAGES]``   -> `read_coco`
+Spec strings, dispatched through `READERS` (prefix -> reader; add a prefix there to add a format):
+- ``coco:JSON[:IMAGES]``   -> `read_coco` (joint set from ``categories[0].keypoints``)
 - ``mpii:JSON[:IMAGES]``   -> `read_mpii_json`
 - ``parse:DIR[:SPLIT]``    -> `read_parse` (SPLIT: all, train, test)
 - ``buffy:DIR``            -> `read_buffy`
+- a bare COCO JSON path, or a folder holding ``annotations/*.json`` (COCO layout)
+
+`on_bad_sample` reaches every reader; after reading, every image file is checked (present,
+not empty, JPEG/PNG not truncated) under the same policy, so "skip" never fails later when a
+crop is read. What was skipped is in `samples.report` (a `LoadReport`).
 
 Example:
+>>> data = load_dataset("parse:/work/shared/data/parse:test")  # doctest: +SKIP
+>>> len(data.samples), data.keypoint_set.name, data.samples.report.kept  # doctest: +SKIP
+(205, 'lsp14', 205)
 >>> train, test = real_benchmark_split("../shared")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from kdpose_tf.data.buffy import read_buffy
-from kdpose_tf.data.coco import read_coco, resolve_keypoint_set
+from kdpose_tf.data.coco import COCO_KEYPOINT_SETS, read_coco, resolve_keypoint_set
+from kdpose_tf.data.images import check_image_file
 from kdpose_tf.data.mpii import read_mpii_json
 from kdpose_tf.data.parse import SPLITS, read_parse
+from kdpose_tf.data.pipeline import make_inference_inputs
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import SampleList
-from kdpose_tf.keypoints import LSP14, joint_mapping
+from kdpose_tf.data.validation import LoadReport, SampleList, check_policy
+from kdpose_tf.errors import DataError
+from kdpose_tf.keypoints import COCO17, LSP14, MPII16, joint_mapping
 
-SPEC_KINDS = ("coco", "mpii", "parse", "buffy")
+
+@dataclass
+class LoadedData:
+    """What `load_dataset` returns.
+
+    Attributes:
+        samples: `SampleList` of `PoseSample` (its `.report` says what was kept and skipped).
+        keypoint_set: the `KeypointSet` of the samples.
+        coco_gt: COCO ground truth for OKS AP (the JSON path, or a dict restricted to the kept
+            images when whole images were skipped); None for other formats.
+    """
+
+    samples: SampleList
+    keypoint_set: object
+    coco_gt: object = None
+
+
+def _read_coco_spec(rest, on_bad_sample):
+    path, _, images = rest.partition(":")
+    return _read_coco_file(Path(path), images or None, on_bad_sample)
+
+
+def _read_mpii_spec(rest, on_bad_sample):
+    path, _, images = rest.partition(":")
+    return LoadedData(read_mpii_json(path, images or None, on_bad_sample=on_bad_sample), MPII16)
+
+
+def _read_parse_spec(rest, on_bad_sample):
+    path, split = rest, "all"
+    head, sep, tail = rest.rpartition(":")
+    if sep and tail in SPLITS:
+        path, split = head, tail
+    return LoadedData(read_parse(path, split=split, on_bad_sample=on_bad_sample), LSP14)
+
+
+def _read_buffy_spec(rest, on_bad_sample):
+    return LoadedData(read_buffy(rest, on_bad_sample=on_bad_sample), LSP14)
+
+
+# prefix -> fn(rest_of_spec, on_bad_sample) -> LoadedData
+READERS = {
+    "coco": _read_coco_spec,
+    "mpii": _read_mpii_spec,
+    "parse": _read_parse_spec,
+    "buffy": _read_buffy_spec,
+}
+SPEC_KINDS = tuple(READERS)
+
+
+def coco_keypoint_set(path):
+    """The keypoint set a COCO JSON declares in ``categories[0].keypoints`` (COCO-17 when absent)."""
+    try:
+        with open(path) as f:
+            cats = json.load(f).get("categories") or []
+        names = tuple(cats[0].get("keypoints", ())) if cats else ()
+    except (OSError, json.JSONDecodeError, AttributeError, IndexError) as e:
+        raise DataError(f"not a readable COCO JSON ({e})", path=path) from e
+    for ks in COCO_KEYPOINT_SETS.values():
+        if names == tuple(ks.names):
+            return ks
+    if names and len(names) != 17:
+        raise DataError(
+            f"categories[0].keypoints has {len(names)} joints {names[:4]}...; known sets: "
+            f"{sorted(COCO_KEYPOINT_SETS)}", path=path, field="categories.keypoints",
+        )
+    return COCO17
+
+
+def _read_coco_file(path, image_dir, on_bad_sample):
+    if path.is_dir():
+        candidates = sorted((path / "annotations").glob("*.json")) if (path / "annotations").is_dir() else []
+        if not candidates:
+            raise DataError("expected a COCO keypoints JSON file or a folder with annotations/*.json", path=path)
+        path = candidates[0]
+    if not path.is_file():
+        raise DataError("no such file", path=path)
+    ks = coco_keypoint_set(path)
+    samples = read_coco(path, image_dir, keypoint_set=ks.name, on_bad_sample=on_bad_sample)
+    return LoadedData(samples, ks, str(path))
+
+
+def load_dataset(spec, on_bad_sample="skip"):
+    """Read a dataset spec (see the module docstring) into a `LoadedData`.
+
+    Args:
+        spec: ``KIND:PATH[:EXTRA]`` with KIND in `READERS`, or a COCO JSON file / folder.
+        on_bad_sample: "skip" (default: leave out malformed samples and unreadable images, and
+            say so in `samples.report`) or "raise" (DataError naming file and field).
+    """
+    check_policy(on_bad_sample)
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"dataset spec must be a string 'KIND:PATH[:EXTRA]' or a COCO path, got {spec!r}")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in READERS:
+        data = READERS[kind](rest, on_bad_sample)
+    elif Path(spec).exists():
+        data = _read_coco_file(Path(spec), None, on_bad_sample)
+    elif sep and kind.isidentifier() and len(kind) > 1:
+        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of {SPEC_KINDS}")
+    else:
+        raise DataError(
+            f"no such file or folder; a dataset is a COCO JSON file or folder, or 'KIND:PATH[:EXTRA]' with "
+            f"KIND in {SPEC_KINDS}", path=spec)
+    data.samples = _drop_unreadable_images(data.samples, on_bad_sample)
+    if isinstance(data.coco_gt, str) and data.samples.report.skipped.get(UNREADABLE):
+        data.coco_gt = _restrict_coco_gt(data.coco_gt, {s.image_id for s in data.samples})
+    return data
 
 
 def load_samples(spec, on_bad_sample="skip"):
-    """Load samples from a spec string such as ``"parse:/data/parse:test"`` (see module docstring)."""
-    if not isinstance(spec, str) or ":" not in spec:
-        raise ValueError(f"dataset spec must look like 'KIND:PATH[:EXTRA]' with KIND in {SPEC_KINDS}, got {spec!r}")
-    kind, rest = spec.split(":", 1)
-    if kind == "coco" or kind == "mpii":
-        path, _, images = rest.partition(":")
-        reader = read_coco if kind == "coco" else read_mpii_json
-        return reader(path, images or None, on_bad_sample=on_bad_sample)
-    if kind == "parse":
-        path, split = rest, "all"
-        head, sep, tail = rest.rpartition(":")
-        if sep and tail in SPLITS:
-            path, split = head, tail
-        return read_parse(path, split=split, on_bad_sample=on_bad_sample)
-    if kind == "buffy":
-        return read_buffy(rest, on_bad_sample=on_bad_sample)
-    raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}; expected one of {SPEC_KINDS}")
+    """The samples of `load_dataset(spec, on_bad_sample)` (a `SampleList` with `.report`)."""
+    return load_dataset(spec, on_bad_sample).samples
+
+
+UNREADABLE = "image file missing, empty or truncated"
+
+
+def _drop_unreadable_images(samples, on_bad_sample):
+    """Check every image file once; under "skip" leave out the samples of unreadable ones."""
+    report = getattr(samples, "report", None) or LoadReport("dataset", kept=len(samples))
+    bad = {}
+    for path in dict.fromkeys(str(s.image_path) for s in samples):
+        try:
+            check_image_file(path)
+        except DataError as e:
+            if on_bad_sample == "raise":
+                raise
+            bad[path] = e
+    if not bad:
+        return samples if isinstance(samples, SampleList) else SampleList(samples, report)
+    kept = [s for s in samples if str(s.image_path) not in bad]
+    for s in samples:
+        if str(s.image_path) in bad:
+            report.skip(UNREADABLE, example=bad[str(s.image_path)])
+    report.kept = len(kept)
+    if not kept:
+        raise DataError(f"no usable samples: every image is unreadable\n{report}", path=report.source)
+    print(report)
+    return SampleList(kept, report)
+
+
+def _restrict_coco_gt(path, image_ids):
+    """The COCO ground truth of `path` restricted to `image_ids` (skipped images leave AP unharmed)."""
+    with open(path) as f:
+        gt = json.load(f)
+    gt["images"] = [im for im in gt["images"] if im["id"] in image_ids]
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in image_ids]
+    return gt
+
+
+def calibration_crops(samples, input_size, count, seed=0):
+    """Up to `count` un-augmented person crops (N, H, W, 3) float32 in [0, 255], drawn at random
+    (seeded) from `samples`: the representative data of int8 post-training quantization."""
+    rng = np.random.default_rng(seed)
+    chosen = [samples[i] for i in rng.permutation(len(samples))[:count]]
+    images, _, _ = make_inference_inputs(chosen, input_size)
+    return np.asarray(images, np.float32)
+
+
+def hide_labels(samples, keep_fraction, seed=0):
+    """Keep the joint labels of a seeded random `keep_fraction` of `samples`; the others keep image
+    and box but no labelled joint (visibility 0, keypoints 0): the semi-supervised setting where a
+    teacher labels what people did not.
+
+    Returns:
+        (all samples, partly unlabelled; the labelled ones alone), both in the input order.
+    """
+    if not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
+    n_keep = max(1, int(round(keep_fraction * len(samples))))
+    keep = set(np.random.default_rng(seed).permutation(len(samples))[:n_keep].tolist())
+    out = []
+    for i, s in enumerate(samples):
+        if i not in keep:
+            s = PoseSample(
+                image_path=s.image_path, bbox=s.bbox.copy(), keypoints=np.zeros_like(s.keypoints),
+                visibility=np.zeros_like(s.visibility), keypoint_set=s.keypoint_set, image_id=s.image_id,
+                annotation_id=s.annotation_id, image_size=s.image_size, area=s.area, head_size=s.head_size,
+                extra={**s.extra, "labels_hidden": True},
+            )
+        out.append(s)
+    return out, [s for i, s in enumerate(samples) if i in keep]
 
 
 def to_keypoint_set(samples, target_set):

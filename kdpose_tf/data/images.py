@@ -35,6 +35,28 @@ def _check_complete(data: bytes, path) -> None:
             raise DataError("truncated PNG (no IEND chunk)", path=path, field="image")
 
 
+def check_image_file(path) -> None:
+    """Raise DataError for a missing, empty or truncated JPEG/PNG file, without decoding it.
+
+    Reads the first and last KiB only, so a whole dataset can be checked when it is loaded (the
+    checks `read_image` makes on the bytes, minus decoding).
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(16, size - 1024))
+            tail = f.read()
+    except FileNotFoundError:
+        raise DataError("image file not found", path=path, field="image") from None
+    except OSError as e:
+        raise DataError(f"cannot read image file ({e.strerror})", path=path, field="image") from None
+    if not size:
+        raise DataError("empty image file (0 bytes)", path=path, field="image")
+    _check_complete(head + tail, path)
+
+
 def read_image(path) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3).
 

@@ -117,7 +117,8 @@ class Distiller(keras.Model):
 
     Args:
         teacher: `keras.Model`, images (B, H, W, 3) in [0, 255] -> heatmaps (B, h, w, K) or a
-            list of them (final last). Frozen; always called with `training=False`. `None`:
+            list of them (final last). Frozen inside the distiller (not among its trainable
+            variables, always called with `training=False`); its own `trainable` flag is left as it is. `None`:
             the teacher's heatmaps come with the data (`"teacher_heatmaps"` in the targets,
             one stack, e.g. from a black-box keypoint teacher); no feature terms then.
         student: `keras.Model` with the same contract; the model that is trained.
@@ -181,10 +182,11 @@ class Distiller(keras.Model):
             )
         super().__init__(name=name, **kwargs)
 
+        # The teacher is frozen *inside the distiller* (left out of its trainable variables and
+        # always run with training=False); the model object the caller holds is not changed, so a
+        # teacher built beside its distiller still trains on its own.
         self.teacher = teacher
         self.student = student
-        if teacher is not None:
-            self.teacher.trainable = False
         self.schedule = schedule
         self._alpha_arg = alpha
         self.kd_loss_fn = kd_loss or heatmap_kd_loss
@@ -242,6 +244,33 @@ class Distiller(keras.Model):
             )
 
     # ------------------------------------------------------------------ Keras plumbing
+    def _teacher_only_ids(self):
+        """ids of the teacher's variables that the student does not share (frozen here)."""
+        if self.teacher is None:
+            return set()
+        student = {id(v) for v in self.student.variables}
+        return {id(v) for v in self.teacher.variables if id(v) not in student}
+
+    @property
+    def trainable_weights(self):
+        """The student's trainable weights and the distiller's own (feature adapters); never the teacher's."""
+        frozen = self._teacher_only_ids()
+        return [v for v in super().trainable_weights if id(v) not in frozen]
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trainable]
+
+    @property
+    def trainable_variables(self):
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self):
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.variables if id(v) not in trainable]
+
     @property
     def metrics(self):
         trackers = [self.loss_tracker, self.gt_loss_tracker, self.kd_loss_tracker]

@@ -24,7 +24,8 @@ Example:
 >>> report = check_edgetpu("student_int8.tflite")   # doctest: +SKIP
 >>> report.ok, report.first_unsupported             # doctest: +SKIP
 (True, None)
->>> print(report.summary())                          # doctest: +SKIP
+>>> print(report.verdict())                          # doctest: +SKIP
+Edge TPU ready: all 57 ops map to the Edge TPU (compiler 16.0 rules).
 """
 
 from __future__ import annotations
@@ -118,21 +119,48 @@ class EdgeTPUReport:
         first = self.first_unsupported
         return len(self.ops) if first is None else first
 
+    @property
+    def compiler(self) -> str:
+        return COMPILER_VERSION
+
     def table(self) -> str:
-        lines = ["| # | op | version | max (16.0) | Edge TPU | reason |", "|---|---|---|---|---|---|"]
+        """One aligned line per op: index, op, version, the compiler's highest version, where it runs, why.
+
+        Ops after the first unmapped one run on the CPU even when they are supported (the compiler
+        cuts the graph there); their line says so.
+        """
+        first = self.first_unsupported
+        rows = [("#", "op", "version", f"max ({COMPILER_VERSION})", "runs on", "why")]
         for op in self.ops:
-            mx = "-" if op.max_version is None else str(op.max_version)
-            lines.append(f"| {op.index} | {op.name} | {op.version} | {mx} | {'yes' if op.supported else 'NO'} | {op.reason} |")
-        return "\n".join(lines)
+            if op.supported and (first is None or op.index < first):
+                where, why = "Edge TPU", ""
+            elif op.supported:
+                where, why = "CPU", f"after op #{first}"
+            else:
+                where, why = "CPU", op.reason
+            rows.append((str(op.index), op.name, str(op.version), "-" if op.max_version is None else str(op.max_version),
+                         where, why))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + ("  " + r[5] if r[5] else "") for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths) + "  ---")
+        return "\n".join(line.rstrip() for line in lines)
+
+    def verdict(self) -> str:
+        """One line: everything maps, or the first op that would fall back to the CPU and why."""
+        first = self.first_unsupported
+        n = len(self.ops)
+        if first is not None:
+            op = self.ops[first]
+            return (f"NOT Edge TPU ready: {first} of {n} ops map; the first op to fall back to the CPU is "
+                    f"#{first} {op.name} v{op.version} ({op.reason}); it and every op after it run on the CPU.")
+        if self.tensor_problems:
+            return (f"NOT Edge TPU ready: all {n} ops map, but {len(self.tensor_problems)} tensor(s) are not "
+                    f"static int8/uint8 (first: {self.tensor_problems[0]}).")
+        return f"Edge TPU ready: all {n} ops map to the Edge TPU (compiler {COMPILER_VERSION} rules)."
 
     def summary(self) -> str:
-        first = self.first_unsupported
-        head = (
-            f"Edge TPU compiler {COMPILER_VERSION} check: {self.ops_on_tpu}/{len(self.ops)} ops before the first "
-            + ("unsupported op" if first is None else f"unsupported op #{first} ({self.ops[first].name} "
-               f"v{self.ops[first].version}: {self.ops[first].reason}); it and everything after run on the CPU")
-        )
-        parts = [head, self.table()]
+        """The verdict, the op table and the tensor problems, as printed by `kdpose check-edgetpu`."""
+        parts = [self.verdict(), self.table()]
         if self.tensor_problems:
             parts.append("tensor problems:\n" + "\n".join(f"  - {p}" for p in self.tensor_problems))
         return "\n".join(parts)

@@ -22,7 +22,8 @@ yields a full-integer model whose output matches the fake-quant Keras model to a
 quantisation step of the output (see tests/export/test_qat.py).
 
 Quantization-aware distillation: pass the QAT model as the Distiller's student with the float
-teacher (`Distiller(teacher, quantize_model(student, calib), alpha=...)`).
+teacher (`Distiller(teacher, quantize_model(student, calib), alpha=...)`);
+`quantization_aware_finetune` does that in one call (what `kdpose export --quantize int8-qat` runs).
 
 Example:
 >>> qat = quantize_model(student, calibration_data=crops[:32])   # doctest: +SKIP
@@ -35,6 +36,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kdpose_tf.data.pipeline import make_dataset
+from kdpose_tf.distillation.distiller import Distiller
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -410,3 +414,31 @@ def calibrate(qat_model, data, batch_size=8):
         for layer in quant_layers:
             layer.calibrating = False
     return qat_model
+
+
+def quantization_aware_finetune(model, samples, keypoint_set, epochs, calibration, batch_size=16, lr=1e-4):
+    """Fake-quant copy of `model`, fine-tuned by distillation from the float model itself.
+
+    Quantization-aware distillation: the QAT clone (ranges set on `calibration[:64]`) is the
+    student, the float `model` the teacher (FPD, alpha 0.5), trained on `samples`.
+
+    Args:
+        model: the float PoseEstimator (with a `codec`).
+        samples: list of PoseSample to fine-tune on.
+        keypoint_set: KeypointSet of the samples (flip pairs for augmentation).
+        epochs: fine-tuning epochs; 0 returns the calibrated clone untrained.
+        calibration: (N, H, W, 3) float32 crops in [0, 255] for the initial activation ranges.
+        batch_size: default 16. lr: Adam learning rate, default 1e-4.
+
+    Returns:
+        the QAT model, for `export_tflite(..., quantize="int8-qat")`.
+    """
+    qat_student = quantize_model(model, calibration_data=calibration[:64])
+    if epochs <= 0:
+        return qat_student
+    distiller = Distiller(teacher=model, student=qat_student, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(lr))
+    data = make_dataset(samples, model.codec, keypoint_set, batch_size=batch_size, training=True,
+                        drop_remainder=True)
+    distiller.fit(data, epochs=epochs)
+    return qat_student

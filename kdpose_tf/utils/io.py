@@ -73,7 +73,8 @@ def jsonable(obj):
 
 
 def write_json(path, obj, indent=2):
-    return write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+    """Write `obj` as JSON, atomically; numpy arrays and scalars are written as lists and numbers."""
+    return write_text(path, json.dumps(jsonable(obj), indent=indent, sort_keys=False) + "\n")
 
 
 @contextlib.contextmanager

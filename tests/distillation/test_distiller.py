@@ -232,3 +232,30 @@ def test_config_round_trip(data_dir):
     a, b = d.compute_distillation_losses(x, y, step=3), d2.compute_distillation_losses(x, y, step=3)
     for key in ("loss", "kd_loss", "gt_loss", "feat_loss", "kd_weight"):
         np.testing.assert_allclose(float(a[key]), float(b[key]), rtol=1e-6)
+
+
+def test_constructing_a_distiller_leaves_the_teacher_trainable(data_dir):
+    """Regression (issue 12): `kdpose demo` built its Distiller before training the teacher, and the
+    constructor's `teacher.trainable = False` left the teacher with nothing to train. The distiller
+    freezes the teacher only for itself: the user's teacher still trains on its own, and the
+    distiller's optimizer sees the student's variables only."""
+    x, y = photo_batch(data_dir, n=8)
+    teacher, student = tiny("teacher", 16, seed=1), tiny("student", 8, seed=5)
+    n_teacher = len(teacher.trainable_weights)
+    d = Distiller(teacher, student, alpha=0.5)
+    assert teacher.trainable and len(teacher.trainable_weights) == n_teacher > 0
+    assert {id(v) for v in d.trainable_variables} == {id(v) for v in student.trainable_variables}
+    assert {id(v) for v in teacher.weights} <= {id(v) for v in d.non_trainable_weights}
+
+    # the teacher, trained after the distiller was built, learns
+    before = [w.copy() for w in teacher.get_weights()]
+    teacher.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    teacher.fit(x, y["heatmaps"], batch_size=4, epochs=1, verbose=0)
+    assert all(not np.array_equal(a, b) for a, b in zip(before, teacher.get_weights()))
+
+    # the distiller then trains the student only
+    t_before = [w.copy() for w in teacher.get_weights()]
+    d.compile(optimizer=keras.optimizers.Adam(1e-2))
+    d.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(t_before, teacher.get_weights()))
+    assert len(d.optimizer.variables) == 2 + 2 * len(student.trainable_weights)  # iterations, lr, Adam m and v

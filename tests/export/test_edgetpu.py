@@ -90,3 +90,40 @@ def test_profile_rejects_transposed_conv_and_float_variants(crops, tmp_path):
         export_tflite(model, tmp_path / "d.tflite", quantize="int8", representative_data=crops, target="edgetpu")
     with pytest.raises(ValueError, match="full-integer"):
         export_tflite(tiny_pose_model(), tmp_path / "f.tflite", quantize="float16", target="edgetpu")
+
+
+def test_check_edgetpu_prints_a_table_and_a_verdict(crops, tmp_path, capsys):
+    """`kdpose check-edgetpu` prints one aligned row per op and a one-line verdict naming the first op
+    that falls back to the CPU; exit 0 only when everything maps (it once printed a 20 KB repr)."""
+    from kdpose_tf.cli.main import main
+
+    clean = export_tflite(tiny_pose_model(), tmp_path / "clean.tflite", quantize="int8", representative_data=crops,
+                          target="edgetpu", io_dtype="uint8")
+    assert main(["check-edgetpu", str(clean)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "EdgeTPUReport(" not in "\n".join(lines)
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "op", "version"])
+    ops = model_ops(clean)
+    rows = lines[header + 2: header + 2 + len(ops)]
+    for op, row in zip(ops, rows):
+        assert row.split()[:5] == [str(op["index"]), op["name"], str(op["version"]),
+                                   str(EDGETPU_MAX_VERSIONS[op["name"]]), "Edge"]
+    assert lines[-1] == f"Edge TPU ready: all {len(ops)} ops map to the Edge TPU (compiler 16.0 rules)."
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=8, padding="same", name="c1")(inp)
+    x = keras.layers.UpSampling2D(2, interpolation="nearest", name="upsample")(x)
+    tile = export_tflite(keras.Model(inp, keras.layers.Conv2D(17, 1, name="c2")(x)), tmp_path / "tile.tflite",
+                         quantize="int8", representative_data=crops)
+    assert main(["check-edgetpu", str(tile)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    names = [o["name"] for o in model_ops(tile)]
+    first = names.index("TILE")
+    verdict = lines[-1]
+    assert verdict.startswith("NOT Edge TPU ready") and f"#{first} TILE" in verdict and "CPU" in verdict
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "op", "version"])
+    rows = lines[header + 2: header + 2 + len(names)]
+    assert rows[first].split()[4:] == ["CPU", "op", "not", "supported", "by", "the", "Edge", "TPU"]
+    assert all(r.split()[4] == "CPU" for r in rows[first:]) and all(r.split()[4] == "Edge" for r in rows[:first])
+    assert main(["check-edgetpu", str(tmp_path / "missing.tflite")]) == 2
+    assert "does not exist" in capsys.readouterr().err
