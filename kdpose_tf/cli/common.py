@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdpose_tf.errors import DataError, KdposeError
+from kdpose_tf.errors import KdposeError
 
 
 class CLIError(KdposeError):

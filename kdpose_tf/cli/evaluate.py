@@ -8,12 +8,21 @@ from pathlib import Path
 from kdpose_tf.cli.common import CLIError, data_summary, load_data, load_model
 
 
-def load_predictor(spec: str):
-    """(predict_fn, input_size, codec, keypoint_set_name_or_None) for a .keras/preset/.tflite model.
+def load_predictor(spec: str, keypoint_set=None):
+    """(predict_fn, input_size, codec, keypoint_set_name_or_None) for a .keras/preset/.tflite model, or for
+    a pretrained teacher from another framework (its joints mapped by name onto `keypoint_set`).
 
     predict_fn maps float32 images (B, H, W, 3) in [0, 255] to final heatmaps (B, h, w, K).
     """
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
+    from kdpose_tf.distillation.pretrained import pretrained_teachers, teacher_evaluation
+
+    single_tflite = str(spec).endswith(".tflite") and "," not in str(spec)
+    teachers = pretrained_teachers(spec) if keypoint_set is not None else None
+    if teachers is not None and not (single_tflite and isinstance(teachers[0], HeatmapTeacher)):
+        # a pretrained teacher (preset, .xml/.onnx, a MoveNet-style .tflite, an ensemble): its own input size
+        return (*teacher_evaluation(teachers, keypoint_set), None)
 
     if str(spec).endswith(".tflite"):
         from kdpose_tf.export.runner import TFLiteRunner
@@ -56,7 +65,7 @@ def run_evaluate(args):
 
     data = load_data(args.data, on_bad_sample=args.on_bad_sample)
     samples, keypoint_set = data.samples, data.keypoint_set
-    predict_fn, size, codec, model_keypoints = load_predictor(args.model)
+    predict_fn, size, codec, model_keypoints = load_predictor(args.model, keypoint_set)
     if model_keypoints is not None and model_keypoints != keypoint_set.name:
         raise CLIError(f"--model {args.model} predicts {model_keypoints} joints but --data {args.data} is "
                        f"labelled with {keypoint_set.name}; evaluate on data with the model's joints")

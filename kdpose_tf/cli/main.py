@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("distill", help="distill a student from a frozen teacher")
     p.add_argument("--teacher", required=True,
-                   help="trained teacher: .keras file, preset directory, or a .tflite keypoint model (MoveNet)")
+                   help="a Keras teacher (.keras file, preset directory) or a pretrained one from another framework: "
+                        "pp_tinypose_256x192 | pp_tinypose_128x96 | ultralight_nano_simplepose, a folder with "
+                        "teacher.json, a .xml/.onnx/.tflite model; comma-separated: an ensemble")
     p.add_argument("--teacher-min-score", type=float, default=0.3,
-                   help=".tflite keypoint teacher: joints it scores lower give no KD (default 0.3)")
+                   help="keypoint teachers (MoveNet .tflite): joints they score lower give no KD (default 0.3)")
+    p.add_argument("--unlabeled", default=None,
+                   help="COCO keypoints JSON (coco:JSON[:IMAGES]) whose person boxes without keypoints train on "
+                        "the pretrained teacher alone")
     p.add_argument("--student", required=True, help="student: preset name, preset directory or .keras file")
     p.add_argument("--method", choices=("fpd", "lshm", "dwpose"), default="fpd")
     p.add_argument("--alpha", type=float, default=0.5, help="fpd: KD weight alpha (GT weight 1-alpha)")
@@ -79,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
 
     p = sub.add_parser("evaluate", help="PCK / PCKh / COCO OKS AP of a model")
-    p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
+    p.add_argument("--model", required=True,
+                   help=".keras file, preset directory, .tflite file, or a pretrained teacher (pp_tinypose_256x192, "
+                        ".xml/.onnx, comma-separated ensemble) scored at its own input size")
     _add_data(p)
     p.add_argument("--metrics", default=None, help="comma list of pck,pckh,coco (default: by keypoint set)")
     p.add_argument("--flip-test", action="store_true")

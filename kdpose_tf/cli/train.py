@@ -97,6 +97,8 @@ def build_distiller(args, teacher, student, steps_per_epoch):
 
 
 def run_distill(args):
+    from kdpose_tf.data.datasets import load_unlabelled
+    from kdpose_tf.distillation.pretrained import attach_pretrained, pretrained_teachers
     from kdpose_tf.distillation.teacher import load_teacher
     from kdpose_tf.training import fit_resumable, make_optimizer
 
@@ -104,19 +106,23 @@ def run_distill(args):
     args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
-    keypoint_teacher = str(args.teacher).endswith(".tflite")
-    if keypoint_teacher:
-        # A black-box TFLite keypoint model (MoveNet): its joints travel with the samples.
-        from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints
-
+    pretrained = pretrained_teachers(args.teacher)
+    if pretrained is not None:
+        # Pretrained models from other frameworks (heatmap presets, .xml/.onnx/.tflite, ensembles): their
+        # targets are computed once and travel with the samples (warped by each augmentation).
         if args.teacher_feature:
-            raise CLIError("--teacher-feature needs a Keras teacher; a .tflite keypoint teacher has no features")
-        kt = KeypointTeacher(args.teacher)
-        samples = attach_teacher_keypoints(samples, kt, keypoint_set, min_score=args.teacher_min_score)
+            raise CLIError("--teacher-feature needs a Keras teacher; a pretrained teacher from another framework "
+                           "has no features")
+        if args.unlabeled:
+            samples = list(samples) + list(load_unlabelled(args.unlabeled, keypoint_set, args.on_bad_sample))
+        samples = attach_pretrained(samples, pretrained, keypoint_set, min_score=args.teacher_min_score)
         if val:
-            val = attach_teacher_keypoints(val, kt, keypoint_set, min_score=args.teacher_min_score)
+            val = attach_pretrained(val, pretrained, keypoint_set, min_score=args.teacher_min_score)
+    elif args.unlabeled:
+        raise CLIError("--unlabeled needs a pretrained teacher (e.g. --teacher pp_tinypose_256x192): unlabelled "
+                       "people learn from the teacher's cached heatmaps")
     with strategy.scope():
-        teacher = None if keypoint_teacher else load_teacher(args.teacher)
+        teacher = None if pretrained is not None else load_teacher(args.teacher)
         overrides = _model_overrides(args, keypoint_set)
         if teacher is not None:
             overrides.setdefault("input_size", model_input_size(teacher))

@@ -6,6 +6,7 @@ Spec strings, dispatched through `READERS` (prefix -> reader; add a prefix there
 - ``mpii:JSON[:IMAGES]``   -> `read_mpii_json`
 - ``parse:DIR[:SPLIT]``    -> `read_parse` (SPLIT: all, train, test)
 - ``buffy:DIR``            -> `read_buffy`
+- ``lspet:DIR``            -> `read_lspet` (LSP Extended; unlabelled joints masked)
 - a bare COCO JSON path, or a folder holding ``annotations/*.json`` (COCO layout)
 
 `on_bad_sample` reaches every reader; after reading, every image file is checked (present,
@@ -28,15 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from kdpose_tf.data.buffy import read_buffy
-from kdpose_tf.data.coco import COCO_KEYPOINT_SETS, read_coco, resolve_keypoint_set
+from kdpose_tf.data.coco import read_coco, resolve_keypoint_set, unlabelled_people
 from kdpose_tf.data.images import check_image_file
+from kdpose_tf.data.lspet import read_lspet
 from kdpose_tf.data.mpii import read_mpii_json
 from kdpose_tf.data.parse import SPLITS, read_parse
 from kdpose_tf.data.pipeline import make_inference_inputs
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import LoadReport, SampleList, check_policy
 from kdpose_tf.errors import DataError
-from kdpose_tf.keypoints import COCO17, LSP14, MPII16, joint_mapping
+from kdpose_tf.keypoints import COCO17, KEYPOINT_SETS, LSP14, MPII16, joint_mapping
 
 
 @dataclass
@@ -77,12 +79,17 @@ def _read_buffy_spec(rest, on_bad_sample):
     return LoadedData(read_buffy(rest, on_bad_sample=on_bad_sample), LSP14)
 
 
+def _read_lspet_spec(rest, on_bad_sample):
+    return LoadedData(read_lspet(rest, on_bad_sample=on_bad_sample), LSP14)
+
+
 # prefix -> fn(rest_of_spec, on_bad_sample) -> LoadedData
 READERS = {
     "coco": _read_coco_spec,
     "mpii": _read_mpii_spec,
     "parse": _read_parse_spec,
     "buffy": _read_buffy_spec,
+    "lspet": _read_lspet_spec,
 }
 SPEC_KINDS = tuple(READERS)
 
@@ -95,13 +102,13 @@ def coco_keypoint_set(path):
         names = tuple(cats[0].get("keypoints", ())) if cats else ()
     except (OSError, json.JSONDecodeError, AttributeError, IndexError) as e:
         raise DataError(f"not a readable COCO JSON ({e})", path=path) from e
-    for ks in COCO_KEYPOINT_SETS.values():
+    for ks in KEYPOINT_SETS.values():
         if names == tuple(ks.names):
             return ks
     if names and len(names) != 17:
         raise DataError(
             f"categories[0].keypoints has {len(names)} joints {names[:4]}...; known sets: "
-            f"{sorted(COCO_KEYPOINT_SETS)}", path=path, field="categories.keypoints",
+            f"{sorted(KEYPOINT_SETS)}", path=path, field="categories.keypoints",
         )
     return COCO17
 
@@ -264,3 +271,16 @@ def real_benchmark_split(shared_root, keypoint_set=LSP14, min_joints=4, on_bad_s
              + to_keypoint_set(read_buffy(data / "buffy", on_bad_sample), ks) + coco)
     test = to_keypoint_set(read_parse(data / "parse", "test", on_bad_sample), ks)
     return train, test
+
+
+def load_unlabelled(spec, keypoint_set, on_bad_sample="skip"):
+    """The person boxes without keypoint labels of a COCO-format set (``coco:JSON[:IMAGES]`` or a bare
+    JSON path), in `keypoint_set` (all visibility 0), for training on a pretrained teacher alone."""
+    spec = str(spec)
+    rest = spec[len("coco:"):] if spec.startswith("coco:") else spec
+    path, _, images = rest.partition(":") if not Path(rest).is_file() else (rest, "", "")
+    if not Path(path).is_file():
+        raise DataError("unlabelled people come from a COCO keypoints JSON (coco:JSON[:IMAGES]); file not found",
+                        path=path)
+    people = unlabelled_people(path, images or None, coco_keypoint_set(path), on_bad_sample=on_bad_sample)
+    return to_keypoint_set(people, keypoint_set)

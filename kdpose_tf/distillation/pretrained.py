@@ -1,0 +1,98 @@
+"""Pretrained teachers from other frameworks, named the way a user names them on the command line.
+
+`pretrained_teachers(spec)` turns a teacher argument into teacher objects, or None when it names a
+Keras teacher (a ``.keras`` file, a preset folder with ``config.json``, a catalogue name):
+
+- a heatmap-teacher preset (``pp_tinypose_256x192``, ...) or a folder holding ``teacher.json``;
+- an ``.xml`` (OpenVINO IR) or ``.onnx`` heatmap model (ImageNet preprocessing, NCHW, COCO-17;
+  write a ``teacher.json`` for anything else);
+- a ``.tflite`` model: a MoveNet-style keypoint model ((1, 1, K, 3) output) or a heatmap model;
+- several of these joined by commas: an ensemble, averaged per joint.
+
+Example:
+>>> pretrained_teachers("student.keras") is None
+True
+>>> [type(t).__name__ for t in pretrained_teachers("pp_tinypose_128x96")]  # doctest: +SKIP
+['HeatmapTeacher']
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, attach_teacher_heatmaps, ensemble_predict_fn
+from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints, teacher_predict_fn
+from kdpose_tf.export.runner import TFLiteRunner
+
+
+def _is_pretrained(part):
+    p = Path(part)
+    return part in TEACHER_PRESETS or p.suffix.lower() in (".xml", ".onnx", ".tflite") or (p / "teacher.json").is_file()
+
+
+def teacher_from_file(path, num_threads=None):
+    """A teacher for one model file: `KeypointTeacher` for a MoveNet-style .tflite, else a `HeatmapTeacher`
+    whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher model not found: {path}")
+    if path.suffix.lower() == ".tflite":
+        runner = TFLiteRunner(path, num_threads=num_threads or 1)
+        out = tuple(int(d) for d in runner.output_details["shape"])
+        if len(out) == 4 and out[:2] == (1, 1) and out[3] == 3:
+            return KeypointTeacher(path, num_threads=num_threads or 1)
+        # a kdpose_tf export (raw 0-255 pixels in, NHWC heatmaps out); its sidecar names the joints
+        sidecar = path.with_suffix(".json")
+        keypoint_set = "coco17"
+        if sidecar.is_file():
+            keypoint_set = (json.loads(sidecar.read_text()).get("keypoints") or {}).get("set") or keypoint_set
+        return HeatmapTeacher(TeacherConfig(path=str(path), input_size=tuple(runner.input_size), input_layout="nhwc",
+                                            output_layout="nhwc", pixel_scale=1.0, mean=(0, 0, 0), std=(1, 1, 1),
+                                            keypoint_set=keypoint_set), num_threads=num_threads)
+    import openvino as ov  # optional dependency: the "teachers" extra
+
+    shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
+    if len(shape) != 4 or not shape[2].is_static or not shape[3].is_static:
+        raise ValueError(f"{path}: expected a (N, 3, H, W) image input with a fixed H and W, got {shape}; "
+                         "describe the model in a teacher.json (kdpose_tf.distillation.heatmap_teacher_config)")
+    return HeatmapTeacher(TeacherConfig(path=str(path), input_size=(shape[2].get_length(), shape[3].get_length())),
+                          num_threads=num_threads)
+
+
+def pretrained_teachers(spec, num_threads=None):
+    """A list of pretrained teachers for `spec` (see the module doc), or None for a Keras teacher."""
+    parts = [p.strip() for p in str(spec).split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"empty teacher argument {spec!r}")
+    pretrained = [_is_pretrained(p) for p in parts]
+    if not any(pretrained):
+        if len(parts) > 1:
+            raise ValueError(f"an ensemble takes pretrained teachers (presets, .xml, .onnx, .tflite); got {spec!r}")
+        return None
+    if not all(pretrained):
+        bad = parts[pretrained.index(False)]
+        raise ValueError(f"{bad!r} in the teacher list {spec!r} is not a pretrained teacher: expected one of "
+                         f"{sorted(TEACHER_PRESETS)}, a folder with teacher.json, or a .xml/.onnx/.tflite file")
+    return [HeatmapTeacher.from_preset(p, num_threads=num_threads) if p in TEACHER_PRESETS or Path(p).is_dir()
+            else teacher_from_file(p, num_threads=num_threads) for p in parts]
+
+
+def attach_pretrained(samples, teachers, keypoint_set, min_score=0.3):
+    """Attach a pretrained teacher's targets: a single keypoint teacher's joints, else (heatmap teachers,
+    ensembles) heatmaps."""
+    if len(teachers) == 1 and isinstance(teachers[0], KeypointTeacher):
+        return attach_teacher_keypoints(samples, teachers[0], keypoint_set, min_score=min_score)
+    return attach_teacher_heatmaps(samples, teachers, keypoint_set, min_score=min_score)
+
+
+def teacher_evaluation(teachers, keypoint_set, min_score=0.0):
+    """(predict_fn, input_size, codec) that score pretrained teachers at the first one's own input size."""
+    size = teachers[0].input_size
+    codec = HeatmapCodec(size)
+    if len(teachers) == 1 and isinstance(teachers[0], KeypointTeacher):
+        return teacher_predict_fn(teachers[0], codec, keypoint_set, min_score), size, codec
+    return ensemble_predict_fn(teachers, codec, keypoint_set, min_score=min_score or 0.3), size, codec
