@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
 from kdpose_tf.utils.io import write_json
 
 SIDECAR_VERSION = 1
@@ -48,7 +49,7 @@ def _tensor_entry(t):
 
 
 def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None,
-                 runtime_check=True) -> dict:
+                 runtime_check=True, xnnpack_fixes=None) -> dict:
     """Build the sidecar dict of an exported model from its own tensor details.
 
     Args:
@@ -60,11 +61,15 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         extra: dict merged in last (e.g. {"model": "lshm2_tiny", "dataset": "coco"}).
         runtime_check: run the model once with LiteRT's XNNPACK delegate in a child process and
             record the outcome under "runtime" (default True; see `kdpose_tf.export.delegates`).
+        xnnpack_fixes: the list `kdpose_tf.export.xnnpack_compat.fix_requantization_scales` returned
+            for this file (recorded as is), or None when the pass did not run.
 
     Returns:
         dict with keys: format_version, model_file, variant, target, input, output, normalization,
-        heatmap, keypoints, decoding, runtime (with `runtime_check`; {"litert_version", "xnnpack":
-        "ok" | "crashed" | "failed", "advice"}) and the `extra` keys.
+        heatmap, keypoints, decoding, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
+        from the static check; "fixes": `xnnpack_fixes`}), runtime (with `runtime_check`;
+        {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
+        "advice"}) and the `extra` keys.
     """
     from kdpose_tf.export.runner import model_io, model_tensors
 
@@ -112,11 +117,13 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             "skeleton": [list(e) for e in keypoint_set.skeleton],
             "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
         }
+    static = check_xnnpack_compat(tflite_path)
+    info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes}
     if runtime_check:
         from kdpose_tf.export.delegates import xnnpack_check
 
         runtime = xnnpack_check(tflite_path)
-        runtime["advice"] = _runtime_advice(runtime)
+        runtime["advice"] = _runtime_advice(runtime, static)
         info["runtime"] = runtime
     if extra:
         info.update(extra)
@@ -131,12 +138,21 @@ def write_sidecar(tflite_path, path=None, **kwargs) -> Path:
     return path
 
 
-def _runtime_advice(runtime):
-    """What to tell the app developer about the interpreter, from an `xnnpack_check` result."""
+_DISABLE_XNNPACK = ("create the interpreter without the XNNPACK delegate (Python: OpResolverType."
+                    "BUILTIN_WITHOUT_DEFAULT_DELEGATES; Android: InterpreterApi.Options().setUseXNNPACK(false))")
+
+
+def _runtime_advice(runtime, static=None):
+    """What to tell the app developer about the interpreter, from an `xnnpack_check` result and,
+    when given, the static `check_xnnpack_compat` result of the same file."""
+    if static is not None and not static["ok"]:
+        return (f"{_DISABLE_XNNPACK}: XNNPACK refuses {len(static['over_limit'])} op(s) (see xnnpack_compat; "
+                "LiteRT 2.2/2.3 abort the process, others fail to load), or re-export with kdpose_tf")
     if runtime["xnnpack"] == "ok":
         return "default interpreter options (XNNPACK delegate) are fine"
     if runtime["xnnpack"] == "crashed":
-        return ("create the interpreter without the XNNPACK delegate (Python: OpResolverType."
-                "BUILTIN_WITHOUT_DEFAULT_DELEGATES; Android: InterpreterApi.Options().setUseXNNPACK(false))")
-    return ("the model could not be run for the check (see 'detail'); nothing is known about the XNNPACK "
-            "delegate: load the file with ai_edge_litert to see the error")
+        return f"{_DISABLE_XNNPACK}: the delegate crashed the process on this model"
+    if runtime["xnnpack"] == "refused":
+        return f"{_DISABLE_XNNPACK}: the delegate refused this model (see 'detail'); the builtin kernels run it"
+    return ("the model could not be run for the check (see 'detail'), with or without the XNNPACK delegate: "
+            "load the file with ai_edge_litert to see the error")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
 from kdpose_tf.utils.io import atomic_path, write_json
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
@@ -237,7 +238,10 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         model: keras.Model (functional, or with `inference_model()`), float32 (1,H,W,3) in [0,255]
             -> heatmaps (1,h,w,K) (a list of heatmaps: the last is exported).
         path: output .tflite path.
-        quantize: "none" | "float16" | "dynamic" | "int8" | "int8-qat" (default "none").
+        quantize: "none" | "float16" | "dynamic" | "int8" | "int8-qat" (default "none"). The integer
+            variants go through `xnnpack_compat.fix_requantization_scales`, so XNNPACK (LiteRT's
+            default CPU path) accepts every op; the sidecar lists what it changed
+            (`xnnpack_compat.fixes`).
         representative_data: real training crops, array (N,H,W,3) or iterable of (1,H,W,3) float32
             in [0,255]; required for "int8", optional for "int8-qat".
         num_calibration: at most this many calibration images are used (default 300).
@@ -270,6 +274,11 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             )
         validate_edgetpu_model(single_output_model(model))
     data = convert_to_tflite(model, quantize, representative_data, num_calibration, io_dtype, input_size)
+    fixes = None
+    if quantize in ("int8", "int8-qat"):
+        # XNNPACK refuses ops whose requantisation scale a dead-on-calibration ReLU pushed past 256
+        # (LiteRT 2.2/2.3 abort the process): raise those output scales, see xnnpack_compat.
+        data, fixes = fix_requantization_scales(data)
     if target == "edgetpu":
         report = check_edgetpu(data)
         if not report.ok:
@@ -281,7 +290,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
 
         extra = sidecar if isinstance(sidecar, dict) else {}
         info = make_sidecar(path, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
-                            extra=extra)
+                            extra=extra, xnnpack_fixes=fixes)
         write_json(sidecar_path(path), info)
     return path
 

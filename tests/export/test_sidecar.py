@@ -50,3 +50,15 @@ def test_sidecar_rejects_wrong_keypoint_set(data_dir, tmp_path):
     path = export_tflite(tiny_pose_model(), tmp_path / "m.tflite")
     with pytest.raises(ValueError, match="14 joints but the model outputs 17"):
         make_sidecar(path, keypoint_set=LSP14)
+
+
+def test_sidecar_of_a_file_xnnpack_refuses_advises_turning_it_off(shared_dir):
+    """minimal_crash.tflite: XNNPACK raises "failed to create XNNPACK runtime" (a clean error, no
+    abort): the sidecar names the op over the limit and advises the builtin kernels."""
+    side = make_sidecar(shared_dir / "models" / "xnnpack_repro" / "minimal_crash.tflite", quantize="int8")
+    assert side["runtime"]["xnnpack"] == "refused" and "XNNPACK" in side["runtime"]["detail"]
+    assert "setUseXNNPACK(false)" in side["runtime"]["advice"]
+    (issue,) = side["xnnpack_compat"]["over_limit"]
+    assert (issue["op_index"], issue["op"]) == (0, "CONV_2D") and issue["ratio"] == pytest.approx(786.96, abs=0.01)
+    assert side["xnnpack_compat"]["ok"] is False and side["xnnpack_compat"]["fixes"] is None
+    json.dumps(side)

@@ -1,0 +1,343 @@
+"""Quantisation parameters every XNNPACK version accepts: a static check and a post-conversion fix.
+
+XNNPACK (LiteRT's default CPU path, Android's default) computes one requantisation scale per
+output channel of a quantised matrix-multiply-like op, ``input_scale * weight_scale[c] /
+output_scale``, in float32, and refuses to create the operator when it is ``>= 256``
+(XNNPACK `src/operators/convolution-nhwc.c`, `deconvolution-nhwc.c`, `fully-connected-nc.c`) or,
+for a batch matmul with constant right-hand side, ``> 255`` (`batch-matrix-multiply-nc.c`). The
+LiteRT delegate does not check this while partitioning, so the refusal surfaces when the XNNPACK
+runtime is built: a clean ``RuntimeError: failed to create XNNPACK runtime`` on ai-edge-litert
+1.4-2.1 and TF's interpreter, a native ``free(): double free`` abort on ai-edge-litert 2.2/2.3
+(google/XNNPACK#3693, tensorflow/tensorflow#58376). The op types with this check:
+CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV and BATCH_MATMUL.
+
+It happens after a ReLU that is dead on every calibration crop: the converter sees the range
+[0, 0], nudges it to a scale of ~7.8e-9, and the conv in front of the ReLU then has a ratio in
+the hundreds. `fix_requantization_scales` raises such an op's output scale to the smallest float32
+``s`` with ``max_c(input_scale * weight_scale[c]) / s <= 255`` (zero point kept). That loses no
+information the calibration had: the tensor was 0 on every crop, and 0 stays exactly
+representable. Design of the general fix:
+
+- The raised scale is given to every tensor that must share the tensor's parameters: the op's
+  output and, transitively, the inputs and outputs of shape/copy ops that do not requantise
+  (RESHAPE, CONCATENATION, pooling, PAD, TRANSPOSE, ... in `SAME_PARAMS_OPS`) wherever the
+  converter gave them identical (scale, zero point). The kernels of those ops copy int8 values,
+  so raising the group together keeps them exact; raising only the conv output would silently
+  rescale everything after a RESHAPE.
+- Consumers that requantise (ADD, MUL, MEAN, LOGISTIC, QUANTIZE, ...) read the new input scale
+  from the tensor and need nothing. Consumers with an int32 bias (CONV_2D, DEPTHWISE_CONV_2D,
+  FULLY_CONNECTED, TRANSPOSE_CONV) need ``bias_scale == input_scale * weight_scale``: their bias is
+  requantised to the new scale (same real values, rounded), as both TFLite's kernels and XNNPACK
+  read the int32 bias with that implied scale.
+- Groups holding the output of an op with a fixed output scale (LOGISTIC, SOFTMAX, TANH, ...) are
+  never changed; such an op is left as it is and reported (never seen in practice).
+- Raising a consumer's input scale raises its own ratio, so the pass repeats until no op is over
+  the limit (each round only raises scales, so it ends).
+
+The file is patched in place (the scale vectors and bias buffers keep their sizes), so every other
+byte of the converter's flatbuffer is unchanged.
+
+Example:
+>>> find_requantization_issues("student_s0.tflite")[0]["ratio"]          # doctest: +SKIP
+367.59
+>>> data, fixes = fix_requantization_scales(open("student_s0.tflite", "rb").read())   # doctest: +SKIP
+>>> find_requantization_issues(data)                                       # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdpose_tf.export.runner import model_ops, model_tensors
+from kdpose_tf.utils.io import write_bytes
+
+REQUANTIZATION_LIMIT = 256.0  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: refused when >= this
+BATCH_MATMUL_LIMIT = 255.0  # BATCH_MATMUL (constant B): refused when > this
+TARGET_RATIO = 255.0  # what the fix brings an offending op down to (accepted by every op type)
+
+# op name -> positions of (activation input, weights, bias or None) in the op's inputs
+REQUANT_OPS = {
+    "CONV_2D": (0, 1, 2),
+    "DEPTHWISE_CONV_2D": (0, 1, 2),
+    "FULLY_CONNECTED": (0, 1, 2),
+    "TRANSPOSE_CONV": (2, 1, 3),
+    "BATCH_MATMUL": (0, 1, None),
+}
+# int8 kernels that copy values without requantising: quantised inputs and outputs share (scale, zp)
+SAME_PARAMS_OPS = frozenset({
+    "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK", "UNPACK", "SPLIT",
+    "SPLIT_V", "SLICE", "STRIDED_SLICE", "GATHER", "GATHER_ND", "PAD", "PADV2", "MIRROR_PAD",
+    "MAX_POOL_2D", "AVERAGE_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR", "DEPTH_TO_SPACE",
+    "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "MAXIMUM", "MINIMUM", "TILE",
+    "BROADCAST_TO", "REVERSE_V2", "REDUCE_MAX", "REDUCE_MIN",
+})
+# int8 kernels whose output scale is fixed by the kernel (e.g. 1/256): never change their output
+FIXED_OUTPUT_OPS = frozenset({"LOGISTIC", "SOFTMAX", "LOG_SOFTMAX", "TANH", "L2_NORMALIZATION"})
+_ACTIVATION_TYPES = ("INT8", "UINT8")
+
+
+def _f32(x):
+    return np.asarray(x, dtype=np.float32)
+
+
+def _op_ratio(op, tensors):
+    """(max requantisation ratio in float32 as XNNPACK computes it, input, weight, output scales) or None."""
+    pos = REQUANT_OPS.get(op["name"])
+    if pos is None or max(pos[0], pos[1]) >= len(op["inputs"]) or not op["outputs"]:
+        return None
+    ix, iw = op["inputs"][pos[0]], op["inputs"][pos[1]]
+    if ix < 0 or iw < 0:
+        return None
+    x, w, y = tensors[ix], tensors[iw], tensors[op["outputs"][0]]
+    if x["dtype"] not in _ACTIVATION_TYPES or y["dtype"] not in _ACTIVATION_TYPES or w["dtype"] != "INT8":
+        return None  # float or hybrid op: no requantisation
+    if not (x["scale"] and w["scale"] and y["scale"]):
+        return None
+    ratios = _f32(x["scale"][0]) * _f32(w["scale"]) / _f32(y["scale"][0])
+    return float(ratios.max()), x["scale"][0], float(max(w["scale"])), y["scale"][0]
+
+
+def _over_limit(op_name, ratio):
+    return ratio > BATCH_MATMUL_LIMIT if op_name == "BATCH_MATMUL" else ratio >= REQUANTIZATION_LIMIT
+
+
+def _num_subgraphs(buf):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.Model.GetRootAs(buf, 0).SubgraphsLength()
+
+
+def _as_bytes(source):
+    return bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
+
+
+def find_requantization_issues(source) -> list:
+    """Every op XNNPACK would refuse because of its requantisation scale.
+
+    Args:
+        source: path of a .tflite file, or its bytes.
+
+    Returns:
+        list of dicts, one per offending op in execution order: {"subgraph", "op_index", "op" (type),
+        "tensor" (output tensor name), "ratio" (max over output channels of input_scale *
+        weight_scale / output_scale, float32), "limit" (256, refused at >=; 255 for BATCH_MATMUL,
+        refused at >), "input_scale", "weight_scale" (max over channels), "output_scale"}.
+        Empty when XNNPACK accepts every op (float models always).
+    """
+    buf = _as_bytes(source)
+    issues = []
+    for sg in range(_num_subgraphs(buf)):
+        tensors = model_tensors(buf, sg)
+        for op in model_ops(buf, sg):
+            r = _op_ratio(op, tensors)
+            if r is None or not _over_limit(op["name"], r[0]):
+                continue
+            limit = BATCH_MATMUL_LIMIT if op["name"] == "BATCH_MATMUL" else REQUANTIZATION_LIMIT
+            issues.append({
+                "subgraph": sg, "op_index": op["index"], "op": op["name"],
+                "tensor": tensors[op["outputs"][0]]["name"], "ratio": r[0], "limit": limit,
+                "input_scale": r[1], "weight_scale": r[2], "output_scale": r[3],
+            })
+    return issues
+
+
+def format_issue(issue: dict) -> str:
+    """One line naming an op over the limit, e.g. for `kdpose check` or an error message."""
+    rel = ">" if issue["op"] == "BATCH_MATMUL" else ">="
+    return (f"op {issue['op_index']} {issue['op']} -> {issue['tensor']!r}: requantization scale "
+            f"{issue['ratio']:.4g} = {issue['input_scale']:.3g} (input) x {issue['weight_scale']:.3g} (weights) / "
+            f"{issue['output_scale']:.3g} (output) {rel} {issue['limit']:g}: XNNPACK refuses it")
+
+
+def check_xnnpack_compat(source) -> dict:
+    """Static XNNPACK check for `kdpose check` and the sidecar (no interpreter, no child process).
+
+    Returns:
+        {"ok": bool, "over_limit": `find_requantization_issues(source)`, "messages": one
+        `format_issue` line per op over the limit}.
+    """
+    issues = find_requantization_issues(source)
+    return {"ok": not issues, "over_limit": issues, "messages": [format_issue(i) for i in issues]}
+
+
+class _UnionFind:
+    def __init__(self):
+        self.parent = {}
+
+    def find(self, a):
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a, b):
+        self.parent[self.find(a)] = self.find(b)
+
+
+class _Subgraph:
+    """Writable views of one subgraph's scale vectors and buffers inside a bytearray model."""
+
+    def __init__(self, buf: bytearray, index: int):
+        from ai_edge_litert import schema_py_generated as schema
+
+        self.buf = buf
+        self.model = schema.Model.GetRootAs(buf, 0)
+        self.sg = self.model.Subgraphs(index)
+        self.ops = model_ops(bytes(buf), index)
+        self.tensors = model_tensors(bytes(buf), index)
+        self.consumers = {}
+        for op in self.ops:
+            for t in op["inputs"]:
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append(op)
+        self.producer = {t: op for op in self.ops for t in op["outputs"]}
+        self.groups = self._tied_groups()
+
+    def _tied_groups(self):
+        uf = _UnionFind()
+        for op in self.ops:
+            if op["name"] not in SAME_PARAMS_OPS or not op["outputs"]:
+                continue
+            out = self.tensors[op["outputs"][0]]
+            for t in op["inputs"] + op["outputs"]:
+                other = self.tensors[t] if t >= 0 else None
+                if (other is not None and not other["constant"] and other["dtype"] in _ACTIVATION_TYPES
+                        and other["scale"] == out["scale"] and other["zero_point"] == out["zero_point"]):
+                    uf.union(t, out["index"])
+        groups = {}
+        for t in uf.parent:
+            groups.setdefault(uf.find(t), set()).add(t)
+        return {t: members for members in groups.values() for t in members}
+
+    def group(self, t):
+        return sorted(self.groups.get(t, {t}))
+
+    def scale_view(self, t):
+        return self.sg.Tensors(t).Quantization().ScaleAsNumpy()
+
+    def buffer_users(self, buffer_index):
+        return [i for i in range(self.sg.TensorsLength()) if self.sg.Tensors(i).Buffer() == buffer_index]
+
+    def int32_data(self, t):
+        """Writable int32 view of a constant tensor's data (inside or after the flatbuffer)."""
+        b = self.model.Buffers(self.sg.Tensors(t).Buffer())
+        if b.DataLength():
+            return b.DataAsNumpy().view(np.int32)
+        return np.frombuffer(self.buf, np.int32, count=b.Size() // 4, offset=b.Offset())
+
+    def set_scale(self, t, values):
+        view = self.scale_view(t)
+        view[:] = values
+        self.tensors[t]["scale"] = [float(v) for v in view]
+
+
+def _needed_output_scale(in_scale, w_scales):
+    """Smallest float32 s with max_c(in * w_c) / s <= TARGET_RATIO, computed as XNNPACK does."""
+    prod = (_f32(in_scale) * _f32(w_scales)).max()
+    s = np.float32(prod / np.float32(TARGET_RATIO))
+    while prod / s > TARGET_RATIO:
+        s = np.nextafter(s, np.float32(np.inf))
+    return float(s)
+
+
+def _bias_users(g: _Subgraph, changed: set):
+    """(bias, weights, activation) tensor indices of every consumer with an int32 bias whose
+    activation input is in `changed`."""
+    users = []
+    for t in sorted(changed):
+        for op in g.consumers.get(t, []):
+            pos = REQUANT_OPS.get(op["name"])
+            if pos is None or pos[2] is None or len(op["inputs"]) <= pos[2] or op["inputs"][pos[0]] != t:
+                continue
+            b = op["inputs"][pos[2]]
+            if b >= 0 and g.tensors[b]["scale"]:
+                users.append((b, op["inputs"][pos[1]], t))
+    return users
+
+
+def _shared_nonzero_bias(g: _Subgraph, users):
+    """A bias whose data other tensors share cannot be requantised in place for one op only."""
+    return any(g.int32_data(b).any() and len(g.buffer_users(g.sg.Tensors(b).Buffer())) > 1 for b, _, _ in users)
+
+
+def _rescale_biases(g: _Subgraph, users):
+    """Requantise each bias to its op's new input scale x weight scale (same real values, rounded)."""
+    for b, w, t in users:
+        new = _f32(g.tensors[t]["scale"][0]) * _f32(g.tensors[w]["scale"])
+        old = _f32(g.tensors[b]["scale"])
+        data = g.int32_data(b)
+        if data.any():
+            real = data.astype(np.float64) * old.astype(np.float64)
+            data[:] = np.clip(np.rint(real / new.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
+        g.set_scale(b, np.broadcast_to(new, old.shape))
+
+
+def _fix_subgraph(g: _Subgraph, sg_index: int, max_rounds: int):
+    fixes, skipped = [], set()
+    for _ in range(max_rounds):
+        todo = None
+        for op in g.ops:
+            r = _op_ratio(op, g.tensors)
+            if r is not None and _over_limit(op["name"], r[0]) and op["index"] not in skipped:
+                todo = (op, r)
+                break
+        if todo is None:
+            break
+        op, (ratio, in_scale, _, out_scale) = todo
+        pos = REQUANT_OPS[op["name"]]
+        w_scales = g.tensors[op["inputs"][pos[1]]]["scale"]
+        new_scale = _needed_output_scale(in_scale, w_scales)
+        out = op["outputs"][0]
+        group = g.group(out)
+        fixed = [t for t in group if t in g.producer and g.producer[t]["name"] in FIXED_OUTPUT_OPS]
+        users = _bias_users(g, set(group))
+        if fixed or any(len(g.tensors[t]["scale"]) != 1 for t in group) or _shared_nonzero_bias(g, users):
+            skipped.add(op["index"])  # left as it is: find_requantization_issues still reports it
+            continue
+        for t in group:
+            g.set_scale(t, [max(new_scale, g.tensors[t]["scale"][0])])
+        _rescale_biases(g, users)
+        after = _op_ratio(op, g.tensors)[0]
+        fixes.append({
+            "subgraph": sg_index, "op_index": op["index"], "op": op["name"], "tensor": g.tensors[out]["name"],
+            "ratio_before": ratio, "ratio_after": after, "old_scale": out_scale, "new_scale": g.tensors[out]["scale"][0],
+            "tied_tensors": [g.tensors[t]["name"] for t in group if t != out],
+        })
+    return fixes
+
+
+def fix_requantization_scales(source, max_rounds: int = 1000):
+    """Raise the output scale of every op over XNNPACK's requantisation limit (see the module doc).
+
+    Args:
+        source: path of a .tflite file, or its bytes (not modified).
+        max_rounds: at most this many ops are fixed per subgraph (default 1000).
+
+    Returns:
+        (bytes of the fixed model, list of fixes): one dict per fixed op {"subgraph", "op_index",
+        "op", "tensor", "ratio_before", "ratio_after", "old_scale", "new_scale", "tied_tensors"
+        (other tensors given the same new scale)}. Ops that could not be fixed stay in
+        `find_requantization_issues(result)`.
+    """
+    buf = bytearray(_as_bytes(source))
+    fixes = []
+    for sg in range(_num_subgraphs(buf)):
+        fixes += _fix_subgraph(_Subgraph(buf, sg), sg, max_rounds)
+    return bytes(buf), fixes
+
+
+def make_xnnpack_compatible(path) -> list:
+    """Apply `fix_requantization_scales` to a .tflite file, rewriting it atomically when it changes.
+
+    Returns:
+        the list of fixes (empty: the file was already fine and is left untouched).
+    """
+    path = Path(path)
+    data, fixes = fix_requantization_scales(path)
+    if fixes:
+        write_bytes(path, data)
+    return fixes
