@@ -9,7 +9,8 @@ import pytest
 
 from kdpose_tf.cli.main import build_parser, main
 
-COMMANDS = ["train", "distill", "evaluate", "export", "predict", "demo", "summary", "presets", "check-edgetpu"]
+COMMANDS = ["train", "distill", "evaluate", "export", "predict", "demo", "summary", "presets", "check-edgetpu",
+            "check-xnnpack"]
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,35 @@ def test_evaluate_skips_a_truncated_jpeg_and_says_so(tiny_model, coco_with_trunc
     assert main(["evaluate", "--model", str(tiny_model), "--data", spec, "--on-bad-sample", "raise"]) == 2
     err = capsys.readouterr().err
     assert victim in err and "truncated JPEG" in err
+
+
+def test_check_xnnpack_names_the_refused_ops(shared_dir, capsys):
+    repro = shared_dir / "models" / "xnnpack_repro"
+    assert main(["check-xnnpack", str(repro / "student_s0.tflite")]) == 1
+    out = capsys.readouterr().out
+    assert "op 6 CONV_2D" in out and "requantization scale 367.6" in out and "would refuse 2 op(s)" in out
+    assert main(["check-xnnpack", str(repro / "student_s2.tflite")]) == 0
+    assert "XNNPACK OK" in capsys.readouterr().out
+
+
+def test_evaluate_scores_a_pretrained_openvino_teacher(data_dir, capsys):
+    # PP-TinyPose 128x96 (COCO-17, OpenVINO IR) on PARSE's LSP-14 labels: joints mapped by name, its
+    # own input size; it scores 61 % PCK@0.2 over all 14 joints (0 on neck / head_top, which it lacks).
+    assert main(["evaluate", "--model", "pp_tinypose_128x96", "--data", f"parse:{data_dir / 'parse'}:test"]) == 0
+    out = capsys.readouterr().out
+    pck = float(re.search(r"PCK@0.2\s+([0-9.]+) %", out).group(1))
+    assert 55.0 < pck < 70.0
+
+
+def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, coco_spec, data_dir, capsys):
+    out = tmp_path / "student.keras"
+    ann = data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json"
+    args = ["distill", "--teacher", "pp_tinypose_128x96", "--student", str(tiny_model), "--data", coco_spec,
+            "--unlabeled", f"coco:{ann}:{data_dir / 'coco_mini' / 'train2017'}", "--epochs", "1",
+            "--batch-size", "16", "--run-dir", str(tmp_path / "run"), "--output", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    history = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    assert history["kd_loss"][0] > 0 and history["gt_loss"][0] > 0
+    assert main(["distill", "--teacher", str(tiny_model), "--student", str(tiny_model), "--data", coco_spec,
+                 "--unlabeled", str(ann), "--output", str(out)]) == 2
+    assert "--unlabeled needs a pretrained teacher" in capsys.readouterr().err

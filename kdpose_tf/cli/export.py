@@ -44,6 +44,25 @@ def run_check_edgetpu(args):
     return _print_edgetpu(args.model)
 
 
+def run_check_xnnpack(args):
+    """`kdpose check-xnnpack MODEL`: ops XNNPACK (Android's default CPU path) would refuse; 0 when none."""
+    from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
+
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model} does not exist")
+    if not str(args.model).endswith(".tflite"):
+        raise CLIError(f"{args.model}: expected a .tflite file")
+    report = check_xnnpack_compat(args.model)
+    for line in report["messages"]:
+        print(f"  {line}")
+    if report["ok"]:
+        print(f"{args.model}: XNNPACK OK: no quantized op over the requantization limit (scale ratio < 256)")
+        return 0
+    print(f"{args.model}: XNNPACK would refuse {len(report['over_limit'])} op(s) (LiteRT 2.2/2.3 abort on it); "
+          "re-export with `kdpose export` (it fixes the scales) or run it with XNNPACK off")
+    return 1
+
+
 def _print_edgetpu(path):
     """Print the Edge TPU op table and verdict of `path`; 0 when every op maps, else 1."""
     from kdpose_tf.export.edgetpu import check_edgetpu

@@ -9,6 +9,7 @@
     kdpose summary    parameters and FLOPs of a model
     kdpose presets    the built-in preset catalogue
     kdpose check-edgetpu  which ops of a .tflite the Edge TPU compiler would map
+    kdpose check-xnnpack  which quantized ops of a .tflite XNNPACK would refuse (requantization scale >= 256)
 
 Every command has --help. Models are given as a `.keras` file, a preset directory or a
 catalogue preset name; data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-edgetpu", help="check a .tflite model against the Edge TPU compiler 16.0")
     p.add_argument("model", help=".tflite file")
+    p = sub.add_parser("check-xnnpack", help="quantized ops of a .tflite that XNNPACK (Android's CPU path) refuses")
+    p.add_argument("model", help=".tflite file")
     return parser
 
 
@@ -137,6 +140,7 @@ COMMANDS = {
     "predict": evaluate.run_predict,
     "export": export.run_export,
     "check-edgetpu": export.run_check_edgetpu,
+    "check-xnnpack": export.run_check_xnnpack,
     "demo": demo.run_demo,
     "summary": info.run_summary,
     "presets": info.run_presets,
