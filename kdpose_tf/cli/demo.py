@@ -1,13 +1,13 @@
 """`kdpose demo`: the whole workflow in one command, in the setting where distillation pays off.
 
 1. data: synthetic COCO-17 people generated on the fly (or `--data DIR`, COCO format), split
-   into training and validation people; labels are kept on only a quarter of the training
-   people (`LABEL_FRACTION`), the other three quarters are images without labels
+   into training and validation people; labels are kept on only a tenth of the training
+   people (`LABEL_FRACTION`), the other nine tenths are images without labels
 2. teacher: a 2-stack bottleneck hourglass trained on every training label (it stands for a big
    model trained on a large labelled set, such as a pretrained pose model)
 3. student: a 1-stack inverted-residual hourglass distilled from the teacher on *every* training
    image (FPD, alpha 0.5: the teacher's heatmaps everywhere, ground truth where labelled)
-4. the same student trained from scratch on the labelled quarter alone, with the same number of steps
+4. the same student trained from scratch on the labelled tenth alone, with the same number of steps
 5. all three evaluated (PCK@0.2, COCO OKS AP); the distilled student exported to int8 TFLite and
    evaluated again; report.md with the table, its reading in one sentence, curves and drawings
 
@@ -25,7 +25,7 @@ import numpy as np
 from kdpose_tf.cli.common import CLIError, load_data
 
 # fraction of the training people whose joints are labelled (the teacher sees the rest too)
-LABEL_FRACTION = 0.25
+LABEL_FRACTION = 0.1
 FULL = dict(teacher_epochs=10, student_epochs=10, train_images=640, val_images=96, batch_size=32, size=64,
             teacher_filters=64, student_filters=16, lr=2e-3)
 QUICK = dict(teacher_epochs=5, student_epochs=5, train_images=64, val_images=8, batch_size=8, size=64,

@@ -88,9 +88,7 @@ def build_distiller(args, teacher, student, steps_per_epoch):
     else:
         raise CLIError(f"build_distiller handles fpd and lshm, got {args.method!r}")
     features = ()
-    if args.teacher_feature or args.student_feature:
-        if not (args.teacher_feature and args.student_feature):
-            raise CLIError("feature distillation needs both --teacher-feature and --student-feature")
+    if args.teacher_feature:
         features = (FeatureDistillation(args.teacher_feature, args.student_feature),)
     return Distiller(teacher, student, alpha=alpha, feature_distillations=features,
                      resize_teacher="bilinear" if args.resize_teacher else None)
@@ -102,6 +100,8 @@ def run_distill(args):
     from kdpose_tf.distillation.teacher import load_teacher
     from kdpose_tf.training import fit_resumable, make_optimizer
 
+    if bool(args.teacher_feature) != bool(args.student_feature):
+        raise CLIError("feature distillation needs both --teacher-feature and --student-feature")
     samples, keypoint_set, val = _training_data(args)
     args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
     strategy = _strategy(args.distribute)
@@ -134,9 +134,9 @@ def run_distill(args):
 
         student, history = dwpose.run_two_stage(
             teacher, student, samples, codec, keypoint_set, run_dir=args.run_dir, epochs=args.epochs,
-            stage2_fraction=args.stage2_fraction, feature_weight=args.dwpose_feature_weight,
-            logit_weight=args.dwpose_logit_weight, teacher_feature=args.teacher_feature,
-            student_feature=args.student_feature, optimizer_fn=lambda n: make_optimizer(args.lr, n),
+            stage2_fraction=args.stage2_fraction, alpha=args.dwpose_feature_weight, beta=args.dwpose_logit_weight,
+            feature_layers=(args.teacher_feature, args.student_feature) if args.teacher_feature else None,
+            optimizer_fn=lambda n: make_optimizer(args.lr, n),
             strategy=strategy, **common,
         )
     else:

@@ -200,8 +200,8 @@ def stage2_distiller(student, head, gamma=1.0, use_target_weight_for_kd=True):
 
 
 def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epochs, stage2_fraction=0.2,
-                  feature_weight=5e-5, logit_weight=0.1, gamma=1.0, teacher_feature=None, student_feature=None,
-                  optimizer_fn=None, strategy=None, batch_size=32, **fit_kwargs):
+                  alpha=5e-5, beta=0.1, gamma=1.0, feature_layers=None, optimizer_fn=None, strategy=None,
+                  batch_size=32, **fit_kwargs):
     """DWPose's two stages on `PoseSample`s, each stage resumable (`kdpose distill --method dwpose`).
 
     Stage 1 runs in `run_dir/stage1`, stage 2 in `run_dir/stage2` through
@@ -212,8 +212,8 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
             keypoint-teacher joints attached to `samples` (`keypoint_teacher`), with no L_fea.
         samples, codec, keypoint_set: training data for `fit_resumable`.
         run_dir: checkpoint folder. epochs: stage-1 epochs.
-        feature_weight, logit_weight, gamma: α, β, γ of the paper.
-        teacher_feature, student_feature: layer names for L_fea (both or neither).
+        alpha, beta, gamma: α (L_fea), β (logit KD), γ (stage 2) of the paper, as in `two_stage_distill`.
+        feature_layers: (teacher layer, student layer) names for L_fea, or None (no L_fea).
         optimizer_fn: `(total_steps) -> optimizer`. Default Adam(1e-3).
         strategy: tf.distribute strategy whose scope builds the distillers (default: current).
         batch_size, **fit_kwargs: passed to `fit_resumable`.
@@ -223,16 +223,16 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     """
     from kdpose_tf.training import fit_resumable
 
-    if (teacher_feature is None) != (student_feature is None):
-        raise ValueError("feature distillation needs both teacher_feature and student_feature, or neither")
-    feature_layers = (teacher_feature, student_feature) if teacher_feature else None
+    if feature_layers is not None and (len(feature_layers) != 2 or not all(feature_layers)):
+        raise ValueError(f"feature_layers must be (teacher layer, student layer) names or None, got {feature_layers!r}")
     optimizer_fn = optimizer_fn or (lambda steps: keras.optimizers.Adam(1e-3))
     strategy = strategy or tf.distribute.get_strategy()
     spe = max(1, len(samples) // batch_size)
     # A PoseEstimator's head is its `head`; other models: the layers after the feature layer.
-    head = resolve_head_layers(student, feature_layer=None if hasattr(student, "head") else student_feature)
+    head = resolve_head_layers(student, feature_layer=None if hasattr(student, "head") or not feature_layers
+                               else feature_layers[1])
     with strategy.scope():
-        stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, feature_weight, logit_weight)
+        stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, alpha, beta)
         stage1.compile(optimizer=optimizer_fn(spe * epochs))
     history = fit_resumable(stage1, samples, codec, keypoint_set, Path(run_dir) / "stage1", epochs=epochs,
                             batch_size=batch_size, **fit_kwargs)

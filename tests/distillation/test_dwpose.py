@@ -98,8 +98,8 @@ def test_run_two_stage_on_samples_with_feature_distillation_resumes(tmp_path, da
         return PoseEstimator(backbone, keypoint_set="coco17", name=name)
 
     teacher, student = make(16, "teacher"), make(8, "student")
-    kwargs = dict(run_dir=tmp_path, epochs=2, batch_size=8, teacher_feature="stack1_lin_relu",
-                  student_feature="stack1_lin_relu", verbose=0)
+    kwargs = dict(run_dir=tmp_path, epochs=2, batch_size=8, feature_layers=("stack1_lin_relu", "stack1_lin_relu"),
+                  verbose=0)
     student, history = run_two_stage(teacher, student, samples, student.codec, COCO17, **kwargs)
     assert len(history["feat_loss"]) == 2 and all(v > 0 for v in history["feat_loss"])
     assert len(history["stage2_loss"]) == 1  # 20 % of 2 epochs, at least one
