@@ -19,11 +19,19 @@ supervision as in stacked hourglass training). Metrics: `loss`, `gt_loss`, `kd_l
 
 References: Hinton et al. 2015; FPD (Zhang et al., CVPR 2019); DWPose (Yang et al., ICCVW 2023).
 
-Example:
-    >>> distiller = Distiller(teacher, student, alpha=LSHMLinearSchedule(total_steps=1000))
+Example (tiny stand-in models; real ones come from `kdpose_tf.models` presets):
+    >>> import numpy as np
+    >>> from kdpose_tf.distillation.schedules import LSHMLinearSchedule
+    >>> def tiny(name):
+    ...     x = keras.Input((32, 32, 3))
+    ...     return keras.Model(x, keras.layers.Conv2D(17, 1, strides=4, name=f"{name}_head")(x), name=name)
+    >>> distiller = Distiller(tiny("teacher"), tiny("student"), alpha=LSHMLinearSchedule(total_steps=10))
     >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> distiller.fit(train_ds, epochs=10)
-    >>> distiller.student.save("student.keras")
+    >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    >>> targets = {"heatmaps": np.zeros((4, 8, 8, 17), "float32"), "target_weight": np.ones((4, 17), "float32")}
+    >>> history = distiller.fit(images, targets, epochs=1, batch_size=2, verbose=0)
+    >>> sorted(k for k in history.history if k.endswith("_loss"))
+    ['gt_loss', 'kd_loss']
 
 A teacher that is not a Keras model (a TFLite keypoint model such as MoveNet, see
 `kdpose_tf.distillation.keypoint_teacher`) is used with `teacher=None`: its heatmaps come
