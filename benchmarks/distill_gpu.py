@@ -1,0 +1,192 @@
+"""Score the GPU-trained students (benchmarks/gpu_train.py) on PARSE 101-305 with the package's evaluator.
+
+Runs here (TensorFlow backend, CPU). For every ``RUN.npz`` (weights by variable path) +
+``RUN.json`` (per-epoch losses) in the given run folders it builds the same student
+(`gpu_train.build_student`), assigns the weights (every variable must match by path and shape),
+writes ``RUN.weights.h5`` to --weights-out (an ignored folder: weights are never committed) and
+evaluates PCK@0.2 (torso rule) for all 14 LSP joints and the 12 body joints (LSP-14 without neck
+and head_top: the joints every model here has). Rows = methods, mean ± spread (half the range)
+over seeds; runs trained for more epochs than --budget-epochs get their own row.
+
+Usage:
+    KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/distill_gpu.py \\
+        --runs /tmp/gpu_runs/main /tmp/gpu_runs/rerun --weights-out /work/main/.gpu/weights \\
+        --device "one NVIDIA H100 80GB HBM3 (nvidia-h100-x1)"
+Later folders override earlier ones for runs of the same name and epoch count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpu_train import METHODS, build_student
+from kdpose_tf.data.datasets import real_benchmark_split
+from kdpose_tf.evaluation import evaluate, keras_predict_fn
+from kdpose_tf.keypoints import LSP14
+from kdpose_tf.utils.io import write_json, write_text
+from kdpose_tf.utils.shared import shared_dir
+
+BODY12 = LSP14.names[:12]  # LSP-14 without neck and head_top
+LABELS = {
+    "scratch": "scratch (labels only)",
+    "movenet": "KD from MoveNet Lightning joints",
+    "pp256": "heatmap KD from PP-TinyPose 256x192",
+    "pp128": "heatmap KD from PP-TinyPose 128x96",
+    "ens": "heatmap KD from PP-TinyPose 256x192 + 128x96 (mean)",
+}
+
+
+def load_runs(folders):
+    runs = {}
+    for folder in folders:
+        for meta in sorted(Path(folder).glob("*.json")):
+            record = json.loads(meta.read_text())
+            weights = meta.with_suffix(".npz")
+            if "run" not in record or not weights.is_file():
+                continue
+            record["weights_npz"] = str(weights)
+            runs[(record["run"], record["epochs_done"])] = record
+    return list(runs.values())
+
+
+def student_from_npz(path, input_size):
+    student = build_student(input_size)
+    saved = np.load(path)
+    missing = [v.path for v in student.weights if v.path not in saved.files]
+    extra = sorted(set(saved.files) - {v.path for v in student.weights})
+    if missing or extra:
+        raise ValueError(f"{path}: weights do not match the student: missing {missing[:3]}, unexpected {extra[:3]}")
+    for v in student.weights:
+        if tuple(saved[v.path].shape) != tuple(v.shape):
+            raise ValueError(f"{path}: {v.path} has shape {saved[v.path].shape}, the student's is {tuple(v.shape)}")
+        v.assign(saved[v.path])
+    return student
+
+
+def mean_spread(values):
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float((v.max() - v.min()) / 2)
+
+
+def row_key(record, budget_epochs):
+    m = record["method"]
+    return m if record["epochs_done"] <= budget_epochs else f"{m} ({record['epochs_done']} epochs)"
+
+
+def markdown(results):
+    rows, runs = results["rows"], results["runs"]
+    r0 = runs[0]
+    lines = [
+        "# Distillation on the lent GPU: LSPET + PARSE/BUFFY/coco_mini -> PARSE 101-305 (PCK@0.2)", "",
+        f"Trained on {results['device']} with Keras {r0['keras']} on JAX (`benchmarks/gpu_train.py`); scored here "
+        f"({results['eval_machine']}, TensorFlow) with "
+        "`kdpose_tf.evaluation.evaluate` (torso PCK@0.2, un-augmented crops, no flip test).",
+        f"Student: {r0['student']} with an LSP-14 head at {r0['input_size'][0]}x{r0['input_size'][1]} "
+        f"({r0['params'] / 1e6:.2f} M params); {r0['num_people']} training people (LSPET 8000 + PARSE 1-100 + "
+        f"BUFFY + coco_mini), batch {r0['batch']}, Adam {r0['lr']:g} with {r0['warmup']} warm-up steps and a "
+        f"cosine planned over {r0['epochs_planned']} epochs, stopped by the call's time limit after the epochs shown "
+        "(see the notes). Augmentation: scale 0.75-1.25, rotation +-30 deg "
+        "(p 0.6), flip; teacher heatmaps warped with the crop. FPD alpha 0.5.", "",
+        "| row | all-14 mean ± spread | body-12 mean ± spread | body-12 per seed | epochs | final loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        lines.append(
+            f"| {row['label']} | {row['all14'][0]:.1f} ± {row['all14'][1]:.1f} | {row['body12'][0]:.1f} ± "
+            f"{row['body12'][1]:.1f} | {', '.join(f'{v:.1f}' for v in row['body12_per_seed'])} | "
+            f"{', '.join(str(e) for e in row['epochs'])} | {np.mean(row['final_loss']):.5f} |"
+        )
+    lines += ["", "Spread = half the range over seeds. Final loss = the blended target-weighted MSE "
+              "(not comparable across rows: the targets differ).", "", "## PCK@0.2 per joint (%), mean over seeds", "",
+              "| joint | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    for j, name in enumerate(LSP14.names):
+        lines.append(f"| {name} | " + " | ".join(f"{row['per_joint'][j]:.1f}" for row in rows.values()) + " |")
+    base = rows.get("scratch")
+    if base:
+        lines += ["", "## Against scratch (body-12 / all-14, points; spread = the larger of the two rows' spreads)", ""]
+        for key, row in rows.items():
+            if key == "scratch":
+                continue
+            parts = []
+            for metric in ("body12", "all14"):
+                d, spread = row[metric][0] - base[metric][0], max(row[metric][1], base[metric][1])
+                ratio = f"{d / spread:.1f}x spread" if spread > 0 else "spread 0"
+                parts.append(f"{d:+.1f} ({ratio})")
+            lines.append(f"- {row['label']}: {' / '.join(parts)}")
+    if results.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
+    best = results["best"]
+    lines += ["", f"Best distilled student (body-12, main table): `{best['run']}`, {best['body12']:.1f} body-12, "
+              f"weights (not committed) at `{best['weights']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", nargs="+", required=True, help="folders with RUN.npz + RUN.json from gpu_train.py")
+    ap.add_argument("--weights-out", required=True, help="where RUN.weights.h5 go (an ignored folder)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distill_gpu"))
+    ap.add_argument("--device", required=True, help="the GPU the runs were trained on, in words")
+    ap.add_argument("--budget-epochs", type=int, default=11, help="runs with more epochs get their own row")
+    ap.add_argument("--note", action="append", default=[], help="a reading note for the Markdown (repeatable)")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from OUT.json (new notes)")
+    args = ap.parse_args()
+    if args.render_only:
+        results = json.loads(Path(f"{args.out}.json").read_text())
+        results["notes"] = args.note or results.get("notes", [])
+        write_json(f"{args.out}.json", results)
+        write_text(f"{args.out}.md", markdown(results))
+        return
+    _, test = real_benchmark_split(shared_dir())
+    records = load_runs(args.runs)
+    if not records:
+        raise SystemExit(f"no RUN.json + RUN.npz pairs in {args.runs}")
+    weights_out = Path(args.weights_out)
+    weights_out.mkdir(parents=True, exist_ok=True)
+    body = [LSP14.names.index(n) for n in BODY12]
+    for r in records:
+        size = tuple(r["input_size"])
+        student = student_from_npz(r["weights_npz"], size)
+        suffix = "" if r["epochs_done"] <= args.budget_epochs else f"_{r['epochs_done']}ep"
+        r["weights"] = str(weights_out / f"{r['run']}{suffix}.weights.h5")
+        student.save_weights(r["weights"])
+        t0 = time.time()
+        report = evaluate(keras_predict_fn(student), test, size, student.codec, LSP14, progress=False)
+        per_joint = [100 * float(report["pck"]["per_joint"][n]) for n in LSP14.names]
+        r.update(all14=100 * report["pck"]["mean"], body12=float(np.mean([per_joint[j] for j in body])),
+                 per_joint=per_joint, eval_seconds=time.time() - t0)
+        print(f"{r['run']} ({r['epochs_done']} epochs): all-14 {r['all14']:.1f}, body-12 {r['body12']:.1f}", flush=True)
+    rows = {}
+    for key in dict.fromkeys(row_key(r, args.budget_epochs) for r in sorted(
+            records, key=lambda r: (list(METHODS).index(r["method"]), r["epochs_done"] > args.budget_epochs))):
+        group = sorted((r for r in records if row_key(r, args.budget_epochs) == key), key=lambda r: r["seed"])
+        label = LABELS[group[0]["method"]] + ("" if key == group[0]["method"] else f", {group[0]['epochs_done']} epochs")
+        rows[key] = {
+            "label": label, "seeds": [r["seed"] for r in group], "all14": mean_spread([r["all14"] for r in group]),
+            "body12": mean_spread([r["body12"] for r in group]), "body12_per_seed": [r["body12"] for r in group],
+            "all14_per_seed": [r["all14"] for r in group], "epochs": [r["epochs_done"] for r in group],
+            "final_loss": [r["epochs"][-1]["loss"] for r in group],
+            "per_joint": np.mean([r["per_joint"] for r in group], axis=0).tolist(),
+        }
+    distilled = [r for r in records if r["method"] != "scratch" and r["epochs_done"] <= args.budget_epochs]
+    best = max(distilled, key=lambda r: r["body12"])
+    results = {
+        "device": args.device, "eval_machine": f"{platform.machine()}, CPU", "test": f"PARSE 101-305 ({len(test)})",
+        "metric": "PCK@0.2 torso, %; body-12 = mean of the 12 body joints' PCK", "rows": rows,
+        "runs": [{k: v for k, v in r.items() if k != "weights_npz"} for r in records],
+        "best": {"run": best["run"], "body12": best["body12"], "all14": best["all14"], "weights": best["weights"]},
+        "notes": args.note,
+    }
+    write_json(f"{args.out}.json", results)
+    write_text(f"{args.out}.md", markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
