@@ -25,8 +25,8 @@ import numpy as np
 from kdpose_tf.cli.common import CLIError, load_data
 
 # fraction of the training people whose joints are labelled (the teacher sees the rest too)
-LABEL_FRACTION = 0.1
-FULL = dict(teacher_epochs=10, student_epochs=10, train_images=640, val_images=96, batch_size=32, size=64,
+LABEL_FRACTION = 0.05
+FULL = dict(teacher_epochs=16, student_epochs=8, train_images=640, val_images=96, batch_size=32, size=64,
             teacher_filters=64, student_filters=16, lr=2e-3)
 QUICK = dict(teacher_epochs=5, student_epochs=5, train_images=64, val_images=8, batch_size=8, size=64,
              teacher_filters=16, student_filters=8, lr=5e-3)
