@@ -11,8 +11,37 @@ What is saved after every epoch, atomically, in `run_dir`:
 The data order of epoch e is a permutation drawn from `seed + e`, so a resumed run sees
 the same samples in the same order as an uninterrupted one; augmentation noise differs.
 
-Example:
->>> history = fit_resumable(model, train_samples, codec, COCO17, "runs/student", epochs=10)  # doctest: +SKIP
+Example (a tiny Distiller on 8 synthetic 64x64 images, 32x32 crops, 2 steps per epoch; the
+KD weight follows `LSHMLinearSchedule` over 8 steps, 0.6 - 0.2 * step / 8, logged at each epoch's
+last step 1, 3, 5, 7):
+>>> import tempfile
+>>> from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+>>> from kdpose_tf.data.coco import read_coco
+>>> from kdpose_tf.data.synthetic import generate_synthetic_dataset
+>>> from kdpose_tf.distillation.distiller import Distiller
+>>> from kdpose_tf.distillation.schedules import LSHMLinearSchedule
+>>> from kdpose_tf.keypoints import COCO17
+>>> tmp = Path(tempfile.mkdtemp())
+>>> samples = read_coco(*generate_synthetic_dataset(tmp / "synth", num_images=8, image_size=(64, 64),
+...                                                 progress=False))
+>>> def tiny(name):
+...     x = keras.Input((32, 32, 3))
+...     return keras.Model(x, keras.layers.Conv2D(17, 1, strides=4, name=f"{name}_head")(x), name=name)
+>>> def distiller():
+...     model = Distiller(tiny("teacher"), tiny("student"), alpha=LSHMLinearSchedule(total_steps=8))
+...     model.compile(optimizer=keras.optimizers.Adam(1e-3))
+...     return model
+>>> codec = HeatmapCodec((32, 32), (8, 8))
+>>> history = fit_resumable(distiller(), samples, codec, COCO17, tmp / "run", epochs=2, batch_size=4, verbose=0)
+>>> sorted(p.name for p in (tmp / "run").iterdir())
+['checkpoint.weights.h5', 'state.json']
+>>> read_run_state(tmp / "run")["epoch"]
+2
+
+A new process (here a fresh model) asked for 4 epochs resumes at epoch 3, optimizer step included:
+>>> history = fit_resumable(distiller(), samples, codec, COCO17, tmp / "run", epochs=4, batch_size=4, verbose=0)
+>>> [round(w, 3) for w in history["kd_weight"]]
+[0.575, 0.525, 0.475, 0.425]
 """
 
 from __future__ import annotations

@@ -9,11 +9,27 @@ Stage 2 (head-aware self-distillation): the stage-1 student (a frozen copy) beco
 teacher; the student's backbone is frozen, its head re-initialised and trained alone with
 `γ·L_logit` (no GT term) for ~20 % of the stage-1 epochs.
 
-Example:
+Example (tiny conv models on 32x32 crops; 3 stage-1 epochs, so r(t) = 1, 2/3, 1/3, then 1 stage-2 epoch):
+    >>> import numpy as np
+    >>> def tiny(name, width):
+    ...     x = keras.Input((32, 32, 3))
+    ...     f = keras.layers.Conv2D(width, 3, strides=4, padding="same", activation="relu",
+    ...                             name=f"{name}_backbone_out")(x)
+    ...     h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{name}_head_conv")(f)
+    ...     return keras.Model(x, keras.layers.Conv2D(17, 1, name=f"{name}_head_out")(h), name=name)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    >>> targets = {"heatmaps": np.zeros((8, 8, 8, 17), "float32"), "target_weight": np.ones((8, 17), "float32")}
+    >>> train_ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)
     >>> student, h1, h2 = two_stage_distill(
-    ...     teacher, student, train_ds, epochs=50,
+    ...     tiny("teacher", 16), tiny("student", 8), train_ds, epochs=3, stage2_fraction=0.34,
     ...     feature_layers=("teacher_backbone_out", "student_backbone_out"),
-    ...     head_layer_names=["head_conv", "head_out"])
+    ...     head_layer_names=["student_head_conv", "student_head_out"], verbose=0)
+    >>> [round(w, 4) for w in h1.history["kd_weight"]], h1.history["gt_weight"]   # beta * r(t), 1
+    ([0.1, 0.0667, 0.0333], [1.0, 1.0, 1.0])
+    >>> "feat_loss" in h1.history
+    True
+    >>> len(h2.epoch), h2.history["kd_weight"], h2.history["gt_weight"]   # gamma, no GT term
+    (1, [1.0], [0.0])
 """
 
 from __future__ import annotations

@@ -82,6 +82,14 @@ def build_feature_extractor(model, layer_names, name=None):
 
     Raises:
         ValueError: a name is not a layer of the model (the message lists close names).
+
+    Example:
+        >>> x = keras.Input((32, 32, 3))
+        >>> feature = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="feat")(x)
+        >>> model = keras.Model(x, keras.layers.Conv2D(17, 1, name="head")(feature))
+        >>> extractor = build_feature_extractor(model, ["feat"])
+        >>> [tuple(output.shape) for output in extractor.outputs]   # heatmaps, then the feature
+        [(None, 8, 8, 17), (None, 8, 8, 8)]
     """
     if getattr(model, "inputs", None) is None:
         raise ValueError(
@@ -111,9 +119,31 @@ class FeatureDistillation(keras.layers.Layer):
         resize: "bilinear" (default), "nearest" or None (sizes must then match).
         name: layer name. Defaults to `"feat_<student_layer>_to_<teacher_layer>"`.
 
-    Example:
-        >>> fd = FeatureDistillation("teacher_conv3", "student_conv2", weight=5e-5)
-        >>> Distiller(teacher, student, feature_distillations=[fd])
+    Example (the loss by hand: a student feature of zeros against a teacher feature of twos,
+    no adapter, nearest resize 4x4 -> 8x8: 0.5 * mean((0 - 2)^2) = 2.0):
+        >>> import numpy as np
+        >>> fd = FeatureDistillation("t", "s", weight=0.5, align=None, resize="nearest")
+        >>> fd.build((1, 8, 8, 4), (1, 4, 4, 4))   # (teacher shape, student shape)
+        >>> float(fd(np.full((1, 8, 8, 4), 2.0, "float32"), np.zeros((1, 4, 4, 4), "float32")))
+        2.0
+
+    In a `Distiller`, which finds both layers by name and builds the 1x1 adapter (8 -> 32 channels):
+        >>> from kdpose_tf.distillation.distiller import Distiller
+        >>> def tiny(name, width):
+        ...     x = keras.Input((32, 32, 3))
+        ...     f = keras.layers.Conv2D(width, 3, strides=4, padding="same", name=f"{name}_feat")(x)
+        ...     return keras.Model(x, keras.layers.Conv2D(17, 1, name=f"{name}_head")(f), name=name)
+        >>> fd = FeatureDistillation("teacher_feat", "student_feat", weight=5e-5)
+        >>> distiller = Distiller(tiny("teacher", 32), tiny("student", 8), feature_distillations=[fd])
+        >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+        >>> targets = {"heatmaps": np.zeros((4, 8, 8, 17), "float32"),
+        ...            "target_weight": np.ones((4, 17), "float32")}
+        >>> history = distiller.fit(images, targets, epochs=1, batch_size=2, verbose=0)
+        >>> sorted(k for k in history.history if k.endswith("_loss"))
+        ['feat_loss', 'gt_loss', 'kd_loss']
+        >>> tuple(fd.adapter.kernel.shape)
+        (1, 1, 8, 32)
     """
 
     def __init__(self, teacher_layer, student_layer, weight=1.0, align="conv1x1", resize="bilinear", name=None, **kwargs):

@@ -17,7 +17,9 @@ step, so `step` may be a scalar tensor; they use `keras.ops` only.
 
 Example:
     >>> sched = LSHMLinearSchedule(total_steps=1000)
-    >>> kd, gt = sched(500)     # (0.5, 0.5)
+    >>> kd, gt = sched(500)     # scalar float32 tensors
+    >>> round(float(kd), 4), round(float(gt), 4)
+    (0.5, 0.5)
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ class ConstantWeight(WeightSchedule):
             KD-only training (`ConstantWeight(1.0, gt_weight=0.0)`) or other sums.
 
     Example:
-        >>> ConstantWeight(0.5)(0)   # (0.5, 0.5)
+        >>> [float(w) for w in ConstantWeight(0.5)(0)]
+        [0.5, 0.5]
+        >>> [float(w) for w in ConstantWeight(1.0, gt_weight=0.0)(0)]   # KD only
+        [1.0, 0.0]
     """
 
     def __init__(self, alpha=0.5, gt_weight=None):
@@ -90,7 +95,10 @@ class LSHMLinearSchedule(WeightSchedule):
         gt_start: GT weight at step 0. Defaults to 0.4.
 
     Example:
-        >>> LSHMLinearSchedule(100)(25)   # (0.55, 0.45)
+        >>> [round(float(w), 4) for w in LSHMLinearSchedule(100)(25)]   # 0.6 - 0.1*2*25/100
+        [0.55, 0.45]
+        >>> [round(float(w), 4) for w in LSHMLinearSchedule(100)(500)]  # clipped at step 100
+        [0.4, 0.6]
     """
 
     def __init__(self, total_steps, sigma=0.1, kd_start=0.6, gt_start=0.4):
@@ -129,7 +137,11 @@ class DWPoseDecay(WeightSchedule):
         gt_weight: weight of the GT term. Defaults to 1.0.
 
     Example:
-        >>> DWPoseDecay(10, 100, kd_scale=0.1)(250)   # epoch 3: (0.1·0.8, 1.0)
+        >>> decay = DWPoseDecay(10, 100, kd_scale=0.1)
+        >>> [round(float(w), 4) for w in decay(250)]   # epoch t = 3: r = 1 - 2/10 = 0.8
+        [0.08, 1.0]
+        >>> round(float(decay.feature_scale(250)), 4)
+        0.8
     """
 
     def __init__(self, max_epochs, steps_per_epoch, kd_scale=1.0, gt_weight=1.0):

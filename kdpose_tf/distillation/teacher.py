@@ -11,10 +11,28 @@ uses cached heatmaps when present and skips the teacher forward pass. Only valid
 images are identical every epoch (no random augmentation): the cached heatmaps belong to
 the exact crops they were computed on.
 
-Example:
-    >>> teacher = load_teacher("runs/teacher.keras")
-    >>> train = cache_teacher_outputs(teacher, crops_ds)   # crops_ds: batched, no augmentation
-    >>> Distiller(teacher, student).fit(train.shuffle(8), epochs=20)
+Example (tiny 1x1-conv models on 32x32 crops; the teacher saved to a temporary .keras file):
+    >>> import tempfile
+    >>> from kdpose_tf.distillation.distiller import Distiller
+    >>> def tiny(name):
+    ...     x = keras.Input((32, 32, 3))
+    ...     return keras.Model(x, keras.layers.Conv2D(17, 1, strides=4, name=f"{name}_head")(x), name=name)
+    >>> path = Path(tempfile.mkdtemp()) / "teacher.keras"
+    >>> tiny("teacher").save(path)
+    >>> teacher = load_teacher(path)
+    >>> teacher.name, teacher.trainable
+    ('teacher', False)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    >>> targets = {"heatmaps": np.zeros((6, 8, 8, 17), "float32"), "target_weight": np.ones((6, 17), "float32")}
+    >>> crops_ds = tf.data.Dataset.from_tensor_slices((images, targets)).batch(4)   # no augmentation
+    >>> train = cache_teacher_outputs(teacher, crops_ds)
+    >>> sorted(train.element_spec[1]), [int(x.shape[0]) for x, _ in train]   # same batches
+    (['heatmaps', 'target_weight', 'teacher_heatmaps'], [4, 2])
+    >>> distiller = Distiller(teacher, tiny("student"))
+    >>> distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> history = distiller.fit(train.shuffle(8), epochs=1, shuffle=False, verbose=0)   # no teacher forward pass
+    >>> sorted(k for k in history.history if k.endswith("_loss"))
+    ['gt_loss', 'kd_loss']
 """
 
 from __future__ import annotations

@@ -5,9 +5,21 @@
 the same layers and weights. Layer-by-layer rewriters (quantization-aware training, Edge TPU
 rewrites) need that flat view.
 
-Example:
->>> flat = flatten_functional(pose_estimator.inference_model())
->>> {l.name for l in flat.layers} >= {"normalize"}
+Example (a one-stack, 16-channel hourglass at 64x64):
+>>> from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+>>> from kdpose_tf.models.pose_estimator import PoseEstimator
+>>> model = PoseEstimator(HourglassBackbone(num_stacks=1, filters=16, num_keypoints=16,
+...                                         input_shape=(64, 64, 3)), keypoint_set="mpii16")
+>>> nested = model.inference_model()
+>>> [layer.name for layer in nested.layers]
+['images', 'hourglass_backbone', 'heatmap_head']
+>>> flat = flatten_functional(nested)
+>>> [layer.name for layer in flat.layers][:4]
+['images', 'normalize', 'stem_conv', 'stem_bn']
+>>> any(isinstance(layer, keras.Model) for layer in flat.layers)
+False
+>>> images = keras.random.uniform((1, 64, 64, 3), 0, 255, seed=0)
+>>> bool(keras.ops.all(flat(images) == nested(images)))   # same layers, same weights
 True
 """
 

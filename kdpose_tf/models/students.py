@@ -64,9 +64,20 @@ def build_proposal_student(
     Returns:
         `PoseEstimator`.
 
-    Example:
-        >>> student = build_proposal_student(input_shape=(256, 192, 3))
-        >>> student.outputs[-1].shape   # (None, 64, 48, 17)
+    Example (a tiny variant at 64x64; heatmaps at 1/4 of the input):
+        >>> from kdpose_tf.models.summary import count_params
+        >>> student = build_proposal_student(input_shape=(64, 64, 3), widths=(16, 32, 64, 128),
+        ...                                  stage_modules=(1, 1, 1), blocks_per_module=1)
+        >>> tuple(student.outputs[-1].shape)
+        (None, 16, 16, 17)
+        >>> count_params(student)
+        136177
+
+        The default student (Dite-HRNet-18-sized; parameters do not depend on the input size,
+        building it takes ~25 s):
+
+        >>> count_params(build_proposal_student(input_shape=(64, 64, 3)))  # doctest: +SKIP
+        1160853
     """
     from kdpose_tf.models.heads.heatmap_head import HeatmapHead
     from kdpose_tf.models.pose_estimator import PoseEstimator
@@ -137,8 +148,18 @@ def build_proposal_teacher(
     Returns:
         `PoseEstimator` with heatmaps (H/4, W/4, K).
 
-    Example:
-        >>> teacher = build_proposal_teacher()          # HRNet-W48, ~63.6 M parameters
+    Example (a tiny width-8 HRNet, one block per module, at 64x64):
+        >>> from kdpose_tf.models.summary import count_params
+        >>> teacher = build_proposal_teacher(input_shape=(64, 64, 3), width=8,
+        ...                                  stage_modules=(1, 1, 1, 1), stage_blocks=(1, 1, 1, 1))
+        >>> tuple(teacher.outputs[-1].shape), count_params(teacher)
+        ((None, 16, 16, 17), 333305)
+
+        The default HRNet-W48 (the paper's 63.6 M parameters; building it takes ~10 s):
+
+        >>> teacher = build_proposal_teacher()  # doctest: +SKIP
+        >>> tuple(teacher.outputs[-1].shape), count_params(teacher)  # doctest: +SKIP
+        ((None, 64, 48, 17), 63595745)
     """
     from kdpose_tf.models.heads.heatmap_head import HeatmapHead
     from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone

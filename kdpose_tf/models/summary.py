@@ -15,10 +15,21 @@ Conventions (the ones the pose papers use, e.g. HRNet's and Lite-HRNet's model s
 the Conv2D / DepthwiseConv2dNative / Conv2DBackpropInput / MatMul / BatchMatMul ops, so it sees every
 layer, however deeply nested (custom layers with sub-layers, sub-models), exactly as executed.
 
-Example:
+Example (a one-stack, 16-channel hourglass at 64x64):
+    >>> from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
+    >>> from kdpose_tf.models.pose_estimator import PoseEstimator
     >>> from kdpose_tf.models.summary import count_params, count_flops, summary_table
-    >>> count_params(model), count_flops(model)            # ints
-    >>> print(summary_table({"hrnet_w32": model}, (256, 192, 3)))
+    >>> model = PoseEstimator(HourglassBackbone(num_stacks=1, filters=16, num_keypoints=16,
+    ...                                         input_shape=(64, 64, 3)), keypoint_set="mpii16")
+    >>> count_params(model), model.count_params()   # Keras also counts the BN moving statistics
+    (138384, 140816)
+    >>> count_flops(model)
+    83721408
+    >>> print(summary_table({"hourglass_1x16": model}))
+    | model | input | params (M) | GFLOPs (GMACs) | published params (M) | published GFLOPs | params ratio | FLOPs ratio |
+    |---|---|---:|---:|---:|---:|---:|---:|
+    | hourglass_1x16 | 64x64 | 0.14 | 0.084 | - | - | - | - |
+    <BLANKLINE>
 """
 
 from __future__ import annotations
@@ -47,7 +58,10 @@ def count_params(model) -> int:
         int.
 
     Example:
-        >>> count_params(keras.layers.Dense(3))  # after build on 4 features: 4*3 + 3 = 15
+        >>> dense = keras.layers.Dense(3)
+        >>> dense.build((None, 4))
+        >>> count_params(dense)  # 4*3 kernel + 3 bias
+        15
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"count_params expects a keras Model or Layer, received {type(model).__name__}")
@@ -171,8 +185,12 @@ def count_flops(model, input_shape=None) -> int:
     Returns:
         int, MACs.
 
-    Example:
-        >>> count_flops(hrnet_w32_with_head) / 1e9   # about 7.1 (HRNet paper: "7.1 GFLOPs")
+    Example (3x3 convolution, 3 -> 4 channels, on 8x8: 8*8*4 outputs x 3*3*3 MACs each):
+        >>> conv = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same")])
+        >>> count_flops(conv)
+        6912
+        >>> count_flops(conv, input_shape=(16, 16, 3))   # 4x the pixels, 4x the MACs
+        27648
     """
     return int(sum(flops_breakdown(model, input_shape).values()))
 
@@ -190,8 +208,15 @@ def summary_table(models, input_shape=None, published=None) -> str:
     Returns:
         str, a Markdown table (header and one row per model).
 
-    Example:
-        >>> print(summary_table({"w32": m32, "w48": m48}, (256, 192, 3)))
+    Example (Lite-HRNet-18 against its paper's 1.1 M params / 0.205 GFLOPs; builds at 256x192, ~10 s):
+        >>> from kdpose_tf.models.pose_estimator import PoseEstimator
+        >>> model = PoseEstimator.from_preset("lite_hrnet_18_coco_256x192", load_weights=False)  # doctest: +SKIP
+        >>> print(summary_table({"lite_hrnet_18": model},
+        ...                     published={"lite_hrnet_18": {"params_m": 1.1, "gflops": 0.205}}))  # doctest: +SKIP
+        | model | input | params (M) | GFLOPs (GMACs) | published params (M) | published GFLOPs | params ratio | FLOPs ratio |
+        |---|---|---:|---:|---:|---:|---:|---:|
+        | lite_hrnet_18 | 256x192 | 1.13 | 0.200 | 1.1 | 0.205 | 1.028 | 0.976 |
+        <BLANKLINE>
     """
     if not isinstance(models, dict) or not models:
         raise ValueError(f"summary_table expects a non-empty dict name -> model, received {type(models).__name__}")

@@ -44,7 +44,7 @@ class HeatmapHead(keras.layers.Layer):
 
     Example:
     >>> head = HeatmapHead(17, num_deconv_layers=1, deconv_filters=32)
-    >>> head(keras.ops.zeros((2, 8, 6, 16))).shape
+    >>> tuple(head(keras.ops.zeros((2, 8, 6, 16))).shape)
     (2, 16, 12, 17)
     """
 

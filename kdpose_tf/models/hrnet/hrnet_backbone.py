@@ -73,10 +73,12 @@ class HRNetBackbone(Backbone):
         input_shape: (height, width, 3); height and width divisible by 32 (default (256, 192, 3)).
         **kwargs: `name`, `dtype`, `trainable` of the keras.Model.
 
-    Example:
-        >>> backbone = HRNetBackbone(width=32, input_shape=(256, 192, 3))
-        >>> features = backbone(images)          # dict
-        >>> features["P2"].shape                 # (B, 64, 48, 32)
+    Example (a tiny width-8 HRNet with one block per module; branch widths C, 2C, 4C, 8C):
+        >>> backbone = HRNetBackbone(width=8, stage_blocks=(1, 1, 1, 1), stage_modules=(1, 1, 1, 1),
+        ...                          input_shape=(64, 64, 3))
+        >>> features = backbone(keras.ops.zeros((2, 64, 64, 3)))   # float32 RGB in [0, 255]
+        >>> {level: tuple(f.shape) for level, f in features.items()}
+        {'P2': (2, 16, 16, 8), 'P3': (2, 8, 8, 16), 'P4': (2, 4, 4, 32), 'P5': (2, 2, 2, 64)}
     """
 
     def __init__(

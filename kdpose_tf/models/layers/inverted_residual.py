@@ -46,7 +46,7 @@ class InvertedResidual(keras.layers.Layer):
 
     Example:
     >>> block = InvertedResidual(32, expansion=2, name="block")
-    >>> block(keras.ops.zeros((1, 16, 16, 16))).shape
+    >>> tuple(block(keras.ops.zeros((1, 16, 16, 16))).shape)
     (1, 16, 16, 32)
     """
 

@@ -35,7 +35,7 @@ class BottleneckResidual(keras.layers.Layer):
 
     Example:
     >>> block = BottleneckResidual(32, name="res")
-    >>> block(keras.ops.zeros((1, 16, 16, 16))).shape
+    >>> tuple(block(keras.ops.zeros((1, 16, 16, 16))).shape)
     (1, 16, 16, 32)
     """
 

@@ -41,7 +41,9 @@ class LiteHRNetBackbone(Backbone):
     Example:
         >>> bb = LiteHRNetBackbone(variant="dite", stage_modules=(1, 1, 1), widths=(16, 32, 64, 128),
         ...                        input_shape=(64, 64, 3))
-        >>> feats = bb(np.zeros((1, 64, 64, 3), "float32"))   # feats["P2"].shape == (1, 16, 16, 16)
+        >>> feats = bb(keras.ops.zeros((1, 64, 64, 3)))
+        >>> {level: tuple(f.shape) for level, f in feats.items()}   # iterative head: widths (w0, w0, w1, w2)
+        {'P2': (1, 16, 16, 16), 'P3': (1, 8, 8, 16), 'P4': (1, 4, 4, 32), 'P5': (1, 2, 2, 64)}
     """
 
     def __init__(
