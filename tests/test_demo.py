@@ -6,7 +6,7 @@ suite passed; this test fails when any stage's training loss does not fall or it
 
 import json
 
-from kdpose_tf.cli.demo import STAGES
+from kdpose_tf.cli.demo import NOISE_PCK, STAGES
 from kdpose_tf.cli.main import main
 
 
@@ -24,7 +24,8 @@ def test_quick_demo_every_stage_learns_and_the_report_reads(tmp_path, capsys):
     assert all(0.0 <= r["pck"] <= 1.0 for r in report["rows"])
     text = (out / "report.md").read_text()
     assert report["reading"] in text
-    assert ("Distillation paid off" in report["reading"]) == (
-        report["rows"][0]["pck"] > report["rows"][1]["pck"] >= report["rows"][2]["pck"])
+    t, d, sc = (100 * report["rows"][i]["pck"] for i in range(3))
+    assert ("Distillation paid off" in report["reading"]) == (t > d >= sc + NOISE_PCK)
+    assert ("does NOT show" in report["reading"]) == (not t > d >= sc)
     for image in ("loss_curves.png", "prediction_int8.png", "ground_truth.png", "student_int8.tflite"):
         assert (out / image).stat().st_size > 0

@@ -26,7 +26,8 @@ from kdpose_tf.cli.common import CLIError, load_data
 
 # fraction of the training people whose joints are labelled (the teacher sees the rest too)
 LABEL_FRACTION = 0.05
-FULL = dict(teacher_epochs=16, student_epochs=8, train_images=640, val_images=96, batch_size=32, size=64,
+NOISE_PCK = 2.0  # PCK points: below this the distilled-vs-scratch gap of one demo run is not called a gain
+FULL = dict(teacher_epochs=16, student_epochs=12, train_images=640, val_images=96, batch_size=32, size=64,
             teacher_filters=64, student_filters=16, lr=2e-3)
 QUICK = dict(teacher_epochs=5, student_epochs=5, train_images=64, val_images=8, batch_size=8, size=64,
              teacher_filters=16, student_filters=8, lr=5e-3)
@@ -165,9 +166,13 @@ def reading(rows) -> str:
     """The table in one sentence: whether teacher > distilled student >= scratch student held (PCK@0.2)."""
     t, d, s = (100 * rows[i]["pck"] for i in range(3))
     numbers = f"teacher {t:.1f} %, distilled student {d:.1f} %, scratch student {s:.1f} % PCK@0.2"
-    if t > d >= s:
+    if t > d >= s + NOISE_PCK:
         return (f"Distillation paid off: taught by the teacher on the unlabelled people, the student gains "
                 f"{d - s:.1f} PCK points over the same student trained on the labels alone ({numbers}).")
+    if t > d >= s:
+        return (f"The order holds, but narrowly: the distilled student is {d - s:.1f} PCK points above the scratch "
+                f"student, within the few points one run of this size varies by, so this run does not show a "
+                f"clear gain from distillation ({numbers}).")
     broken = []
     if not t > d:
         broken.append("the teacher is not better than the distilled student")
