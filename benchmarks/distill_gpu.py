@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -107,23 +108,39 @@ def markdown(results):
               "| joint | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
     for j, name in enumerate(LSP14.names):
         lines.append(f"| {name} | " + " | ".join(f"{row['per_joint'][j]:.1f}" for row in rows.values()) + " |")
-    base = rows.get("scratch")
-    if base:
-        lines += ["", "## Against scratch (body-12 / all-14, points; spread = the larger of the two rows' spreads)", ""]
+    if "scratch" in rows:
+        lines += ["", "## Against scratch at the same budget (body-12 / all-14, points; spread = the larger of the "
+                  "two rows' spreads)", ""]
         for key, row in rows.items():
-            if key == "scratch":
+            method = key.split(" (")[0]
+            if method == "scratch":
+                continue
+            base = rows.get("scratch" + key[len(method):])
+            if base is None:
+                lines.append(f"- {row['label']}: no scratch run at this budget")
                 continue
             parts = []
             for metric in ("body12", "all14"):
                 d, spread = row[metric][0] - base[metric][0], max(row[metric][1], base[metric][1])
-                ratio = f"{d / spread:.1f}x spread" if spread > 0 else "spread 0"
+                ratio = f"{d / spread:.1f}x spread" if spread > 0 else "one seed, spread unknown"
                 parts.append(f"{d:+.1f} ({ratio})")
-            lines.append(f"- {row['label']}: {' / '.join(parts)}")
+            lines.append(f"- {row['label']} vs {base['label']}: {' / '.join(parts)}")
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
     best = results["best"]
-    lines += ["", f"Best distilled student (body-12, main table): `{best['run']}`, {best['body12']:.1f} body-12, "
+    lines += ["", f"Best distilled student (body-12): `{best['run']}`, {best['body12']:.1f} body-12, "
               f"weights (not committed) at `{best['weights']}`."]
+    q = results.get("int8")
+    if q:
+        lines += ["", "## The best distilled student as int8 TFLite, against MoveNet Lightning int8", "",
+                  "| model | input | params | GMACs | all-14 | body-12 | int8 ms/crop (XNNPACK, 1 thread) | vs MoveNet |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| `{best['run']}` int8 ({q['size_kb']:.0f} KB) | {q['input']} | {q['params'] / 1e6:.2f} M | "
+                  f"{q['gmacs']:.3f} | {q['all14']:.1f} | {q['body12']:.1f} | {q['ms']:.2f} | {q['ms'] / q['movenet_ms']:.2f}x |",
+                  f"| MoveNet Lightning int8 | 192x192 | - | - | {q['movenet_all14']:.1f} | {q['movenet_body12']:.1f} | "
+                  f"{q['movenet_ms']:.2f} | 1.00x |", "",
+                  f"Same process, models interleaved, min of 5 round medians ({q['machine']}). The int8 student is "
+                  "scored by the same evaluator as every row; MoveNet through its joints rendered on the same codec."]
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +153,8 @@ def main():
     ap.add_argument("--budget-epochs", type=int, default=11, help="runs with more epochs get their own row")
     ap.add_argument("--note", action="append", default=[], help="a reading note for the Markdown (repeatable)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from OUT.json (new notes)")
+    ap.add_argument("--int8", action="store_true",
+                    help="export the best distilled student to int8, score it and time it against MoveNet")
     args = ap.parse_args()
     if args.render_only:
         results = json.loads(Path(f"{args.out}.json").read_text())
@@ -174,8 +193,7 @@ def main():
             "final_loss": [r["epochs"][-1]["loss"] for r in group],
             "per_joint": np.mean([r["per_joint"] for r in group], axis=0).tolist(),
         }
-    distilled = [r for r in records if r["method"] != "scratch" and r["epochs_done"] <= args.budget_epochs]
-    best = max(distilled, key=lambda r: r["body12"])
+    best = max((r for r in records if r["method"] != "scratch"), key=lambda r: r["body12"])
     results = {
         "device": args.device, "eval_machine": f"{platform.machine()}, CPU", "test": f"PARSE 101-305 ({len(test)})",
         "metric": "PCK@0.2 torso, %; body-12 = mean of the 12 body joints' PCK", "rows": rows,
@@ -183,9 +201,42 @@ def main():
         "best": {"run": best["run"], "body12": best["body12"], "all14": best["all14"], "weights": best["weights"]},
         "notes": args.note,
     }
+    if args.int8:
+        results["int8"] = int8_against_movenet(best, test)
     write_json(f"{args.out}.json", results)
     write_text(f"{args.out}.md", markdown(results))
     print(markdown(results))
+
+
+def int8_against_movenet(best, test):
+    """Export `best` to int8 (calibrated on real training crops), score it and MoveNet, time both."""
+    from distill_real import interleaved_ms, scores
+
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.data.datasets import calibration_crops
+    from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, teacher_predict_fn
+    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.export.tflite import export_tflite
+    from kdpose_tf.models.summary import count_flops
+
+    size = tuple(best["input_size"])
+    student = build_student(size)
+    student.load_weights(best["weights"])
+    train, _ = real_benchmark_split(shared_dir())
+    path = Path(best["weights"]).with_suffix("").with_suffix(".int8.tflite")
+    export_tflite(student, path, quantize="int8", representative_data=calibration_crops(train, size, 300),
+                  keypoint_set=LSP14)
+    all14, body12, _ = scores(evaluate(TFLiteRunner(path), test, size, HeatmapCodec(size), LSP14, progress=False))
+    movenet_path = shared_dir() / "models" / "movenet_singlepose_lightning_int8.tflite"
+    codec = HeatmapCodec((192, 192))
+    mv_all14, mv_body12, _ = scores(evaluate(teacher_predict_fn(KeypointTeacher(movenet_path), codec, LSP14), test,
+                                             (192, 192), codec, LSP14, progress=False))
+    ms = interleaved_ms({"student": path, "movenet": movenet_path}, threads=1)
+    return {"input": f"{size[0]}x{size[1]}", "params": student.count_params(),
+            "gmacs": count_flops(student.inference_model()) / 1e9, "all14": all14, "body12": body12,
+            "size_kb": path.stat().st_size / 1024, "ms": ms["student"], "movenet_ms": ms["movenet"],
+            "movenet_all14": mv_all14, "movenet_body12": mv_body12,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, ai_edge_litert"}
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ def fit_resumable(
         validation_data=val_ds,
         callbacks=[checkpoint, *callbacks],
         verbose=verbose,
+        shuffle=False,  # the tf.data pipeline shuffles (seeded per epoch); Keras would only warn
     )
     return checkpoint.history
 

@@ -185,7 +185,9 @@ class FeatureDistillation(keras.layers.Layer):
                 f"'{self.student_layer}' {tuple(student_shape)}) and resize=None; use resize='bilinear'."
             )
 
-    def build(self, teacher_shape, student_shape=None):
+    def build(self, teacher_feature_shape, student_feature_shape=None):
+        # Argument names match `call`'s, so Keras can build the layer on its first call.
+        teacher_shape, student_shape = teacher_feature_shape, student_feature_shape
         if student_shape is None:  # called as build([teacher_shape, student_shape])
             teacher_shape, student_shape = teacher_shape
         self.check_shapes(teacher_shape, student_shape)
@@ -213,7 +215,7 @@ class FeatureDistillation(keras.layers.Layer):
     def build_from_config(self, config):
         pass
 
-    def compute_output_shape(self, teacher_shape, student_shape=None):
+    def compute_output_shape(self, teacher_feature_shape, student_feature_shape=None):
         return ()
 
     def get_config(self):

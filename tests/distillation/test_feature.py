@@ -91,3 +91,14 @@ def test_distiller_feature_term_and_adapter_ownership(data_dir, tmp_path):
     d.student.save(tmp_path / "student.keras")
     reloaded = keras.saving.load_model(tmp_path / "student.keras")
     assert len(reloaded.weights) == len(student.weights)
+
+
+def test_feature_distillation_builds_on_its_first_call():
+    # Keras builds a layer from call()'s argument names: build() must take the same ones.
+    import numpy as np
+
+    from kdpose_tf.distillation.feature import FeatureDistillation as FD
+
+    fd = FD("t", "s")
+    loss = fd(np.full((1, 4, 4, 8), 2.0, "float32"), np.zeros((1, 4, 4, 4), "float32"))
+    assert fd.built and fd.adapter is not None and float(loss) > 0
