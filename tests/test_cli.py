@@ -13,18 +13,22 @@ COMMANDS = ["train", "distill", "evaluate", "export", "predict", "demo", "summar
             "check-xnnpack"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def _save_tiny_model(path, keypoint_set, num_keypoints):
+    """A 1-stack, 8-channel hourglass at 64x64 saved as .keras (untrained: the CLI plumbing is under test)."""
     from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
     from kdpose_tf.models.pose_estimator import PoseEstimator
 
-    path = tmp_path_factory.mktemp("cli") / "tiny.keras"
     PoseEstimator(
-        HourglassBackbone(num_stacks=1, filters=8, order=2, block="inverted_residual", num_keypoints=17,
+        HourglassBackbone(num_stacks=1, filters=8, order=2, block="inverted_residual", num_keypoints=num_keypoints,
                           input_shape=(64, 64, 3)),
-        keypoint_set="coco17",
+        keypoint_set=keypoint_set,
     ).save(str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return _save_tiny_model(tmp_path_factory.mktemp("cli") / "tiny.keras", "coco17", 17)
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +126,7 @@ def test_distill_from_a_tflite_keypoint_teacher(tmp_path, tiny_model, coco_spec,
 
 @pytest.fixture(scope="module")
 def tiny_lsp_model(tmp_path_factory):
-    from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
-    from kdpose_tf.models.pose_estimator import PoseEstimator
-
-    path = tmp_path_factory.mktemp("cli_lsp") / "tiny_lsp.keras"
-    PoseEstimator(
-        HourglassBackbone(num_stacks=1, filters=8, order=2, block="inverted_residual", num_keypoints=14,
-                          input_shape=(64, 64, 3)),
-        keypoint_set="lsp14",
-    ).save(str(path))
-    return path
+    return _save_tiny_model(tmp_path_factory.mktemp("cli_lsp") / "tiny_lsp.keras", "lsp14", 14)
 
 
 def test_evaluate_parse_test_goes_on_past_the_joint_outside_its_image(tmp_path, tiny_lsp_model, data_dir, capsys):

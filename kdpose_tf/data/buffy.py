@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpose_tf.data.images import image_size
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import SampleChecker, SampleList, merge_reports
 from kdpose_tf.errors import DataError
@@ -136,10 +135,8 @@ def read_buffy(root, on_bad_sample="raise"):
                 checker.fail("contains NaN or inf", "sticks", ann_id)
                 continue
             image_path = image_dir / f"{frame:06d}.jpg"
-            try:
-                size = image_size(image_path)
-            except DataError as e:
-                checker.fail(f"image file {image_path}: {e}", "image", ann_id)
+            size = checker.image_size(image_path, ann_id)
+            if size is None:
                 continue
             keypoints, visibility = sticks_to_lsp14(sticks)
             checked = checker.check(ann_id, keypoints, visibility, None, size)

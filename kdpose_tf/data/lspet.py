@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from kdpose_tf.data.images import image_size
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import SampleChecker
 from kdpose_tf.errors import DataError
@@ -79,10 +78,8 @@ def read_lspet(root, on_bad_sample="raise", box_padding=1.0, limit=None):
     samples = []
     for number in range(1, n + 1):
         image_path = root / "images" / f"im{number:05d}.jpg"
-        try:
-            size = image_size(image_path)
-        except DataError as e:
-            checker.fail(f"image file {image_path}: {e}", "image", number)
+        size = checker.image_size(image_path, number)
+        if size is None:
             continue
         flat = joints[:, :, number - 1].reshape(-1)
         parsed = checker.keypoints(number, flat, "joints", stride=3)

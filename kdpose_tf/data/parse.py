@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpose_tf.data.images import image_size
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import SampleChecker
 from kdpose_tf.errors import DataError
@@ -76,10 +75,8 @@ def read_parse(root, split="all", on_bad_sample="raise"):
     samples = []
     for number in numbers:
         image_path = root / f"im{number:04d}.jpg"
-        try:
-            size = image_size(image_path)
-        except DataError as e:
-            checker.fail(f"image file {image_path}: {e}", "image", number)
+        size = checker.image_size(image_path, number)
+        if size is None:
             continue
         flat = pts[:, :, number - 1].reshape(-1)
         parsed = checker.keypoints(number, flat, "ptsAll", stride=2)

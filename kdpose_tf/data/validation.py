@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kdpose_tf.data.images import image_size
 from kdpose_tf.errors import DataError
 
 POLICIES = ("raise", "skip")
@@ -125,6 +126,13 @@ class SampleChecker:
             raise DataError(message, path=self.path, field=field_name, annotation_id=annotation_id)
         self.report.skip(f"{field_name}: {message.split(' (')[0]}", annotation_id)
         return None
+
+    def image_size(self, image_path, annotation_id):
+        """(width, height) of the image file, or None (under "skip") when it is missing or unreadable."""
+        try:
+            return image_size(image_path)
+        except DataError as e:
+            return self.fail(f"image file {image_path}: {e}", "image", annotation_id)
 
     def keypoints(self, annotation_id, raw, field_name="keypoints", stride=3):
         """Parse a flat [x, y, v]*K (stride 3) or [x, y]*K (stride 2) list into (K,2), (K,)."""
