@@ -11,7 +11,9 @@ LSHM-2 / LSHM-4, Lite-HRNet-18/30, Dite-HRNet-18/30, the proposal student), with
   `model.export(dir, format="tf_saved_model")` + `tf.lite.TFLiteConverter.from_saved_model`, calibrated
   on random images in [0, 255]: fine for file size and latency, meaningless for accuracy;
 - latency: median of >= 20 `invoke()` of `ai_edge_litert.interpreter.Interpreter(num_threads=1)` after
-  warm-up, on this machine.
+  warm-up, on this machine (the XNNPACK requantization fix of `export_tflite` applied). The students'
+  latency against MoveNet Lightning, XNNPACK and builtin kernels, 1 and 2 threads, real-crop calibration
+  and per-op profiles, is `benchmarks/latency.py` (results/latency.md).
 
 Writes benchmarks/results/model_zoo.md and model_zoo.json (atomically).
 
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from kdpose_tf.export.xnnpack_compat import fix_requantization_scales  # noqa: E402
 from kdpose_tf.models.summary import count_flops, count_params  # noqa: E402
 from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
 
@@ -148,7 +151,8 @@ def int8_tflite(model, input_shape, num_calibration=8, seed=0) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-        return converter.convert()
+        # the exporter's XNNPACK pass (random calibration collapses ReLU ranges more often than real crops)
+        return fix_requantization_scales(converter.convert())[0]
 
 
 def tflite_latency_ms(data: bytes, runs=20, warmup=3, seed=0):
