@@ -67,7 +67,7 @@ PRESETS = {
     ),
     "lite_hrnet_18_mobile_coco_128x96": _entry(
         "lite_hrnet", "lite_hrnet_18_mobile", "coco17", (128, 96),
-        "Mobile-first student: Lite-HRNet-18 at 128x96 (one XNNPACK graph in int8).", 1.1,
+        "Mobile-first student: Lite-HRNet-18 at 128x96 (int8 almost entirely in XNNPACK).", 1.1,
     ),
     "dite_hrnet_18_coco_256x192": _entry(
         "lite_hrnet", "dite_hrnet_18", "coco17", (256, 192),
