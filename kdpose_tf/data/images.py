@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from pathlib import Path
 
@@ -35,6 +36,24 @@ def _check_complete(data: bytes, path) -> None:
             raise DataError("truncated PNG (no IEND chunk)", path=path, field="image")
 
 
+@contextlib.contextmanager
+def _read_errors(path):
+    """File-system errors while reading `path` as a DataError naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError("image file not found", path=path, field="image") from None
+    except OSError as e:
+        raise DataError(f"cannot read image file ({e.strerror})", path=path, field="image") from None
+
+
+def _check_bytes(data: bytes, size: int, path) -> None:
+    """Empty or truncated file (JPEG/PNG end markers in `data`, the file's first and last bytes)."""
+    if not size:
+        raise DataError("empty image file (0 bytes)", path=path, field="image")
+    _check_complete(data, path)
+
+
 def check_image_file(path) -> None:
     """Raise DataError for a missing, empty or truncated JPEG/PNG file, without decoding it.
 
@@ -42,19 +61,13 @@ def check_image_file(path) -> None:
     checks `read_image` makes on the bytes, minus decoding).
     """
     path = Path(path)
-    try:
+    with _read_errors(path):
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(16)
             f.seek(max(16, size - 1024))
             tail = f.read()
-    except FileNotFoundError:
-        raise DataError("image file not found", path=path, field="image") from None
-    except OSError as e:
-        raise DataError(f"cannot read image file ({e.strerror})", path=path, field="image") from None
-    if not size:
-        raise DataError("empty image file (0 bytes)", path=path, field="image")
-    _check_complete(head + tail, path)
+    _check_bytes(head + tail, size, path)
 
 
 def read_image(path) -> np.ndarray:
@@ -64,15 +77,9 @@ def read_image(path) -> np.ndarray:
         DataError: missing, empty, truncated, undecodable or zero-size image, naming the file.
     """
     path = Path(path)
-    try:
+    with _read_errors(path):
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("image file not found", path=path, field="image") from None
-    except OSError as e:
-        raise DataError(f"cannot read image file ({e.strerror})", path=path, field="image") from None
-    if not data:
-        raise DataError("empty image file (0 bytes)", path=path, field="image")
-    _check_complete(data, path)
+    _check_bytes(data, len(data), path)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DataError("not a decodable image (expected JPEG, PNG, BMP, WebP or TIFF)", path=path, field="image")
