@@ -176,18 +176,19 @@ def _region_matrix(center, scale, input_size, heatmap_size):
     return M / stride[:, None]
 
 
-def _ensemble(teachers, crops_by_teacher, regions, grid, keypoint_set, min_score):
-    """Average of the teachers' heatmaps on the common grid (per joint, over teachers that have it)."""
-    total, count = None, None
-    for t, crops, (center, scale) in zip(teachers, crops_by_teacher, regions):
+def _ensemble(teachers, crops_by_teacher, matrices_by_teacher, grid_matrices, grid_size, keypoint_set, min_score):
+    """Average of the teachers' heatmaps on the common grid (per joint, over teachers that have it).
+
+    `matrices_by_teacher[t]` and `grid_matrices` are (N, 2, 3) affine maps image pixels -> the teacher's
+    heatmap grid and -> the common grid; each teacher's heatmaps are resampled by the map between them.
+    """
+    total = count = None
+    for t, crops, matrices in zip(teachers, crops_by_teacher, matrices_by_teacher):
         hm, weight = _teacher_heatmaps(t, crops, keypoint_set, min_score)
-        t_in, t_hm = _teacher_grid(t)
-        resampled = np.empty((len(crops), *grid["heatmap_size"], keypoint_set.num_keypoints), np.float32)
-        for i in range(len(crops)):
-            src = _region_matrix(center[i], scale[i], t_in, t_hm)
-            dst = _region_matrix(grid["center"][i], grid["scale"][i], grid["input_size"], grid["heatmap_size"])
-            resampled[i] = warp_heatmaps(hm[i], compose_affine(dst, invert_affine(src)), grid["heatmap_size"])
-        total = resampled * weight[:, None, None] if total is None else total + resampled * weight[:, None, None]
+        if hm.shape[1:3] != tuple(grid_size) or not np.allclose(matrices, grid_matrices):
+            hm = np.stack([warp_heatmaps(hm[i], compose_affine(grid_matrices[i], invert_affine(matrices[i])), grid_size)
+                           for i in range(len(crops))]) if len(crops) else hm
+        total = hm * weight[:, None, None] if total is None else total + hm * weight[:, None, None]
         count = weight.copy() if count is None else count + weight
     return total / np.maximum(count, 1.0)[:, None, None], (count > 0).astype(np.float32)
 
@@ -225,23 +226,23 @@ def attach_teacher_heatmaps(samples, teachers, keypoint_set, padding=1.25, min_s
         if s.num_keypoints != keypoint_set.num_keypoints:
             raise ValueError(f"Sample {s.annotation_id} ({s.image_path}) has {s.num_keypoints} joints; "
                              f"keypoint_set {keypoint_set.name} has {keypoint_set.num_keypoints}")
-    grid_in, grid_hm = _teacher_grid(teachers[0])
     out = []
     chunks = range(0, len(samples), batch_size)
     names = "+".join(getattr(t, "name", None) or t.path.stem for t in teachers)
     for start in tqdm(chunks, desc=f"teacher {names}", unit="batch", disable=not progress):
         part = samples[start:start + batch_size]
-        crops, regions = [], []
+        crops, matrices = [], []
         for t in teachers:
-            c, centers, scales = make_inference_inputs(part, _teacher_grid(t)[0], padding)
+            t_in, t_hm = _teacher_grid(t)
+            c, centers, scales = make_inference_inputs(part, t_in, padding)
             crops.append(c)
-            regions.append((centers, scales))
-        grid = {"input_size": grid_in, "heatmap_size": grid_hm, "center": regions[0][0], "scale": regions[0][1]}
-        hm, weight = _ensemble(teachers, crops, regions, grid, keypoint_set, min_score)
+            matrices.append(np.stack([_region_matrix(centers[i], scales[i], t_in, t_hm) for i in range(len(part))]))
+        # the common grid is the first teacher's: its maps are the ones stored with the samples
+        hm, weight = _ensemble(teachers, crops, matrices, matrices[0], _teacher_grid(teachers[0])[1], keypoint_set,
+                               min_score)
         for i, s in enumerate(part):
-            matrix = _region_matrix(regions[0][0][i], regions[0][1][i], grid_in, grid_hm)
             out.append(dataclasses.replace(s, extra={
-                **s.extra, TEACHER_HEATMAPS: hm[i].astype(np.float16), TEACHER_HEATMAP_MATRIX: matrix,
+                **s.extra, TEACHER_HEATMAPS: hm[i].astype(np.float16), TEACHER_HEATMAP_MATRIX: matrices[0][i],
                 TEACHER_HEATMAP_WEIGHT: weight[i]}))
     return out
 
@@ -250,22 +251,23 @@ def _predict_fn(teachers, codec, keypoint_set, min_score=0.3):
     keypoint_set = get_keypoint_set(keypoint_set)
     in_h, in_w = codec.input_size
 
+    # The evaluator's crop is the "image" here: the common grid covers the whole crop, and each teacher
+    # sees the crop widened to its own aspect ratio. These maps are the same for every batch.
+    grid_matrix = _region_matrix((in_w / 2, in_h / 2), (in_w, in_h), codec.input_size, codec.heatmap_size)
+    views = []
+    for t in teachers:
+        t_in, t_hm = _teacher_grid(t)
+        c, s = box_to_center_scale([0, 0, in_w, in_h], t_in[1] / t_in[0], 1.0)
+        views.append((t_in, get_affine_transform(c, s, 0.0, t_in), _region_matrix(c, s, t_in, t_hm)))
+
     def predict_fn(images):
         images = np.asarray(images, np.float32)
         n = len(images)
-        # The evaluator's crop is the "image" here: region = the whole crop (identity map).
-        center = np.tile([in_w / 2, in_h / 2], (n, 1)).astype(np.float64)
-        scale = np.tile([in_w, in_h], (n, 1)).astype(np.float64)
-        crops, regions = [], []
-        for t in teachers:
-            t_in = _teacher_grid(t)[0]
-            c, s = box_to_center_scale([0, 0, in_w, in_h], t_in[1] / t_in[0], 1.0)
-            M = get_affine_transform(c, s, 0.0, t_in)
-            crops.append(np.stack([cv2.warpAffine(im, M, (t_in[1], t_in[0]), flags=cv2.INTER_LINEAR)
-                                   for im in images]) if len(images) else np.zeros((0, *t_in, 3), np.float32))
-            regions.append((np.tile(c, (n, 1)), np.tile(s, (n, 1))))
-        grid = {"input_size": codec.input_size, "heatmap_size": codec.heatmap_size, "center": center, "scale": scale}
-        return _ensemble(teachers, crops, regions, grid, keypoint_set, min_score)[0]
+        crops = [np.stack([cv2.warpAffine(im, M, (t_in[1], t_in[0]), flags=cv2.INTER_LINEAR) for im in images])
+                 if n else np.zeros((0, *t_in, 3), np.float32) for t_in, M, _ in views]
+        matrices = [np.broadcast_to(m, (n, 2, 3)) for _, _, m in views]
+        return _ensemble(teachers, crops, matrices, np.broadcast_to(grid_matrix, (n, 2, 3)), codec.heatmap_size,
+                         keypoint_set, min_score)[0]
 
     return predict_fn
 
