@@ -15,21 +15,23 @@ def load_predictor(spec: str, keypoint_set=None):
     predict_fn maps float32 images (B, H, W, 3) in [0, 255] to final heatmaps (B, h, w, K).
     """
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-    from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
-    from kdpose_tf.distillation.pretrained import pretrained_teachers, teacher_evaluation
+    from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher
+    from kdpose_tf.distillation.pretrained import is_keypoint_model, pretrained_teachers, teacher_evaluation
 
     single_tflite = str(spec).endswith(".tflite") and "," not in str(spec)
-    teachers = pretrained_teachers(spec) if keypoint_set is not None else None
-    if teachers is not None and not (single_tflite and isinstance(teachers[0], HeatmapTeacher)):
-        # a pretrained teacher (preset, .xml/.onnx, a MoveNet-style .tflite, an ensemble): its own input size
-        return (*teacher_evaluation(teachers, keypoint_set), None)
+    if keypoint_set is not None and not single_tflite:
+        teachers = pretrained_teachers(spec)
+        if teachers is not None:  # a teacher preset or folder, .xml/.onnx, an ensemble: its own input size
+            return (*teacher_evaluation(teachers, keypoint_set), None)
 
-    if str(spec).endswith(".tflite"):
+    if single_tflite:
         from kdpose_tf.export.runner import TFLiteRunner
 
         if not Path(spec).exists():
             raise CLIError(f"TFLite model {spec} does not exist")
         runner = TFLiteRunner(spec)
+        if keypoint_set is not None and is_keypoint_model(runner):  # MoveNet-style: joints, not heatmaps
+            return (*teacher_evaluation([KeypointTeacher(spec)], keypoint_set), None)
         shape = runner.input_details["shape"]
         size = (int(shape[1]), int(shape[2]))
         sidecar = Path(spec).with_suffix(".json")

@@ -34,6 +34,12 @@ def _is_pretrained(part):
     return part in TEACHER_PRESETS or p.suffix.lower() in (".xml", ".onnx", ".tflite") or (p / "teacher.json").is_file()
 
 
+def is_keypoint_model(runner):
+    """True for a `TFLiteRunner` whose output is MoveNet's single-pose layout, (1, 1, K, 3) rows of (y, x, score)."""
+    out = tuple(int(d) for d in runner.output_details["shape"])
+    return len(out) == 4 and out[:2] == (1, 1) and out[3] == 3
+
+
 def teacher_from_file(path, num_threads=None):
     """A teacher for one model file: `KeypointTeacher` for a MoveNet-style .tflite, else a `HeatmapTeacher`
     whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite)."""
@@ -42,8 +48,7 @@ def teacher_from_file(path, num_threads=None):
         raise FileNotFoundError(f"teacher model not found: {path}")
     if path.suffix.lower() == ".tflite":
         runner = TFLiteRunner(path, num_threads=num_threads or 1)
-        out = tuple(int(d) for d in runner.output_details["shape"])
-        if len(out) == 4 and out[:2] == (1, 1) and out[3] == 3:
+        if is_keypoint_model(runner):
             return KeypointTeacher(path, num_threads=num_threads or 1)
         # a kdpose_tf export (raw 0-255 pixels in, NHWC heatmaps out); its sidecar names the joints
         sidecar = path.with_suffix(".json")
@@ -89,10 +94,14 @@ def attach_pretrained(samples, teachers, keypoint_set, min_score=0.3):
     return attach_teacher_heatmaps(samples, teachers, keypoint_set, min_score=min_score)
 
 
-def teacher_evaluation(teachers, keypoint_set, min_score=0.0):
-    """(predict_fn, input_size, codec) that score pretrained teachers at the first one's own input size."""
+def teacher_evaluation(teachers, keypoint_set, ensemble_min_score=0.3):
+    """(predict_fn, input_size, codec) that score pretrained teachers at the first one's own input size.
+
+    A single keypoint teacher is scored on all its joints; in an ensemble, a keypoint teacher's joints
+    scored under `ensemble_min_score` are left to the other teachers (as in training).
+    """
     size = teachers[0].input_size
     codec = HeatmapCodec(size)
     if len(teachers) == 1 and isinstance(teachers[0], KeypointTeacher):
-        return teacher_predict_fn(teachers[0], codec, keypoint_set, min_score), size, codec
-    return ensemble_predict_fn(teachers, codec, keypoint_set, min_score=min_score or 0.3), size, codec
+        return teacher_predict_fn(teachers[0], codec, keypoint_set, min_score=0.0), size, codec
+    return ensemble_predict_fn(teachers, codec, keypoint_set, min_score=ensemble_min_score), size, codec
