@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill_real import scores
 from gpu_train import METHODS, build_student
 from kdpose_tf.data.datasets import real_benchmark_split
 from kdpose_tf.evaluation import evaluate, keras_predict_fn
@@ -33,7 +34,6 @@ from kdpose_tf.keypoints import LSP14
 from kdpose_tf.utils.io import write_json, write_text
 from kdpose_tf.utils.shared import shared_dir
 
-BODY12 = LSP14.names[:12]  # LSP-14 without neck and head_top
 LABELS = {
     "scratch": "scratch (labels only)",
     "movenet": "KD from MoveNet Lightning joints",
@@ -168,7 +168,6 @@ def main():
         raise SystemExit(f"no RUN.json + RUN.npz pairs in {args.runs}")
     weights_out = Path(args.weights_out)
     weights_out.mkdir(parents=True, exist_ok=True)
-    body = [LSP14.names.index(n) for n in BODY12]
     for r in records:
         size = tuple(r["input_size"])
         student = student_from_npz(r["weights_npz"], size)
@@ -176,10 +175,9 @@ def main():
         r["weights"] = str(weights_out / f"{r['run']}{suffix}.weights.h5")
         student.save_weights(r["weights"])
         t0 = time.time()
-        report = evaluate(keras_predict_fn(student), test, size, student.codec, LSP14, progress=False)
-        per_joint = [100 * float(report["pck"]["per_joint"][n]) for n in LSP14.names]
-        r.update(all14=100 * report["pck"]["mean"], body12=float(np.mean([per_joint[j] for j in body])),
-                 per_joint=per_joint, eval_seconds=time.time() - t0)
+        all14, body12, per_joint = scores(evaluate(keras_predict_fn(student), test, size, student.codec, LSP14,
+                                                   progress=False))
+        r.update(all14=all14, body12=body12, per_joint=per_joint, eval_seconds=time.time() - t0)
         print(f"{r['run']} ({r['epochs_done']} epochs): all-14 {r['all14']:.1f}, body-12 {r['body12']:.1f}", flush=True)
     rows = {}
     for key in dict.fromkeys(row_key(r, args.budget_epochs) for r in sorted(
@@ -210,7 +208,7 @@ def main():
 
 def int8_against_movenet(best, test):
     """Export `best` to int8 (calibrated on real training crops), score it and MoveNet, time both."""
-    from distill_real import interleaved_ms, scores
+    from distill_real import interleaved_ms
 
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops

@@ -186,18 +186,15 @@ class StepTimer:
 def int8_row(best, train, test, args, results, work, movenet_path):
     """Export the best distilled student to int8, score it, time it against MoveNet (same run)."""
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-    from kdpose_tf.data.pipeline import make_inference_inputs
+    from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.evaluation import evaluate
     from kdpose_tf.export.runner import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
     from kdpose_tf.keypoints import LSP14
 
     student, row = best
-    rng = np.random.default_rng(0)
-    calib = [train[i] for i in rng.choice(len(train), size=min(300, len(train)), replace=False)]
-    crops, _, _ = make_inference_inputs(calib, args.input_size)
-    path = export_tflite(student, work / "best_int8.tflite", quantize="int8", representative_data=crops,
-                         keypoint_set=LSP14)
+    path = export_tflite(student, work / "best_int8.tflite", quantize="int8",
+                         representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
     runner = TFLiteRunner(path, num_threads=1)
     codec = HeatmapCodec(args.input_size)
     all14, body12, per_joint = scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
@@ -210,26 +207,15 @@ def int8_row(best, train, test, args, results, work, movenet_path):
 
 
 def interleaved_ms(paths, threads=1, rounds=5, iters=30):
-    """Per model, min over rounds of the median ms per inference; models interleaved within each round."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Per model, min over rounds of the median ms per inference; models interleaved within each round
+    (default resolver: XNNPACK; interpreters and timing from `tflite_profile`)."""
+    from tflite_profile import make_interpreter, time_invoke
 
-    interps = {}
-    for name, path in paths.items():
-        it = Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        it.invoke()
-        interps[name] = it
+    interps = {name: make_interpreter(path, threads) for name, path in paths.items()}
     best = {name: float("inf") for name in paths}
     for _ in range(rounds):
         for name, it in interps.items():
-            times = []
-            for _ in range(iters):
-                t = time.perf_counter()
-                it.invoke()
-                times.append(time.perf_counter() - t)
-            best[name] = min(best[name], 1e3 * float(np.median(times)))
+            best[name] = min(best[name], 1e3 * time_invoke(it, runs=iters))
     return best
 
 
