@@ -126,8 +126,9 @@ def gmacs(model, input_size):
         return float("nan")
 
 
-def pipeline_rate(samples, codec, batch_size, batches, **kwargs):
-    ds = make_dataset(samples, codec, COCO17, batch_size=batch_size, training=True, repeat=True, seed=0, **kwargs)
+def pipeline_rate(samples, codec, batch_size, batches, keypoint_set=COCO17, **kwargs):
+    ds = make_dataset(samples, codec, keypoint_set, batch_size=batch_size, training=True, repeat=True, seed=0,
+                      **kwargs)
     it = iter(ds)
     for _ in range(2):  # warm-up: graph tracing, thread pools, page cache
         next(it)
@@ -142,7 +143,8 @@ def step_rate(model, batch, steps, step_batch):
     images, targets = batch
     images = images[:step_batch]
     targets = {k: v[:step_batch] for k, v in targets.items()}
-    y = targets if hasattr(model, "backbone") else targets["heatmaps"]  # PoseEstimator takes the dict
+    # PoseEstimator and Distiller take the dict (target weights, teacher targets)
+    y = targets if hasattr(model, "backbone") or hasattr(model, "student") else targets["heatmaps"]
     model.train_on_batch(images, y)  # warm-up: tracing
     t0 = time.perf_counter()
     for _ in range(steps):

@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec  # noqa: E402
 from kdpose_tf.data.lspet import read_lspet  # noqa: E402
@@ -38,6 +37,7 @@ from kdpose_tf.keypoints import LSP14  # noqa: E402
 from kdpose_tf.models.pose_estimator import PoseEstimator  # noqa: E402
 from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
 from kdpose_tf.utils.shared import shared_dir  # noqa: E402
+from pipeline import pipeline_rate, step_rate  # noqa: E402  (benchmarks/pipeline.py)
 
 SIZE = (128, 96)
 
@@ -54,25 +54,11 @@ def ms_per_crop(teacher, samples, repeats=2):
     return 1e3 * best
 
 
-def pipeline_rate(samples, codec, batches):
-    ds = iter(make_dataset(samples, codec, LSP14, batch_size=32, seed=0, repeat=True))
-    next(ds)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(ds)
-    return 32 * batches / (time.perf_counter() - start)
-
-
 def step_time(model, samples, codec, steps):
+    """Seconds per training step on one batch of 32 (`benchmarks/pipeline.step_rate`)."""
     batch = next(iter(make_dataset(samples, codec, LSP14, batch_size=32, seed=0)))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.train_on_batch(*batch)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(*batch)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return 32 / step_rate(model, batch, steps, 32)
 
 
 def student():
@@ -98,8 +84,8 @@ def main(argv=None):
     start = time.perf_counter()
     taught = attach_teacher_heatmaps(samples, pp256, LSP14, progress=False)
     attach_s = time.perf_counter() - start
-    rates = {"labels only": pipeline_rate(samples, codec, args.batches),
-             "+ cached PP-TinyPose heatmaps": pipeline_rate(taught, codec, args.batches)}
+    rates = {"labels only": pipeline_rate(samples, codec, 32, args.batches, keypoint_set=LSP14)[0],
+             "+ cached PP-TinyPose heatmaps": pipeline_rate(taught, codec, 32, args.batches, keypoint_set=LSP14)[0]}
     plain = step_time(student(), samples, codec, args.steps)
     kd = step_time(Distiller(None, student(), alpha=0.5), taught, codec, args.steps)
     online = 32 * crop_ms["PP-TinyPose 256x192"] / 1e3
