@@ -210,18 +210,23 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _teacher_keypoints(samples, k):
-    """(N, K, 2) keypoint-teacher joints when every sample carries them, None when none does."""
-    has = [TEACHER_KEYPOINTS in s.extra for s in samples]
+def _carried_by_all(samples, key, what):
+    """True when every sample's `extra` holds `key`, False when none does; DataError naming the first
+    sample without it when only some do."""
+    has = [key in s.extra for s in samples]
     if not any(has):
-        return None
+        return False
     if not all(has):
         s = samples[has.index(False)]
-        raise DataError(
-            f"{sum(has)} of {len(samples)} samples carry teacher keypoints (extra['teacher_keypoints']) "
-            "but this one does not; attach them to all samples or to none",
-            path=s.image_path, annotation_id=s.annotation_id,
-        )
+        raise DataError(f"{sum(has)} of {len(samples)} samples carry {what} (extra['{key}']) but this one does not; "
+                        "attach them to all samples or to none", path=s.image_path, annotation_id=s.annotation_id)
+    return True
+
+
+def _teacher_keypoints(samples, k):
+    """(N, K, 2) keypoint-teacher joints when every sample carries them, None when none does."""
+    if not _carried_by_all(samples, TEACHER_KEYPOINTS, "teacher keypoints"):
+        return None
     out = np.full((len(samples), k, 2), np.nan)
     for i, s in enumerate(samples):
         t = np.asarray(s.extra[TEACHER_KEYPOINTS], np.float64)
@@ -236,14 +241,8 @@ def _teacher_keypoints(samples, k):
 
 def _teacher_heatmaps(samples, k):
     """((N, h, w, K) float16, (N, 2, 3), (N, K)) heatmap-teacher data when every sample carries it, else None."""
-    has = [TEACHER_HEATMAPS in s.extra for s in samples]
-    if not any(has):
+    if not _carried_by_all(samples, TEACHER_HEATMAPS, "teacher heatmaps"):
         return None
-    if not all(has):
-        s = samples[has.index(False)]
-        raise DataError(
-            f"{sum(has)} of {len(samples)} samples carry teacher heatmaps (extra['teacher_heatmaps']) but this one "
-            "does not; attach them to all samples or to none", path=s.image_path, annotation_id=s.annotation_id)
     shape = np.shape(samples[0].extra[TEACHER_HEATMAPS])
     for s in samples:
         hm = s.extra[TEACHER_HEATMAPS]
