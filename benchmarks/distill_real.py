@@ -48,7 +48,10 @@ BODY12 = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "le
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--student", default="lite_hrnet_18_coco_256x192", help="catalogue preset of the student")
+    p.add_argument("--student", default="lite_hrnet_18_coco_256x192",
+                   help="catalogue preset of the student, or a pretrained heatmap model to start from (a teacher "
+                        "preset such as pp_tinypose_128x96, or .xml/.onnx): imported with its weights, so the "
+                        "'scratch' row is then 'labels only' fine-tuning from those weights")
     p.add_argument("--input", default="128x96", help="student input HxW (default 128x96)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
@@ -134,6 +137,27 @@ def teacher_data(method, train, unlabelled, teachers, results):
     return out
 
 
+def is_imported(args):
+    """Whether --student names a pretrained model from another framework (imported with its weights)."""
+    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+
+    return args.student in TEACHER_PRESETS or args.student.endswith((".xml", ".onnx"))
+
+
+def build_student(args, name=None):
+    """The LSP-14 student: a catalogue preset built untrained, or a pretrained model imported with its weights."""
+    from kdpose_tf.models.imported.openvino_import import import_pose_model
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    if is_imported(args):
+        student = import_pose_model(args.student, keypoint_set="lsp14", name=name)
+        if tuple(student.input_size) != tuple(args.input_size):
+            raise SystemExit(f"--student {args.student} takes {student.input_size}, not --input {args.input}")
+        return student
+    return PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
+                                     input_size=args.input_size, **({"name": name} if name else {}))
+
+
 def train_one(method, samples, args, seed, run_dir):
     import keras
 
@@ -146,8 +170,7 @@ def train_one(method, samples, args, seed, run_dir):
     from kdpose_tf.training import fit_resumable
 
     keras.utils.set_random_seed(seed)
-    student = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
-                                        input_size=args.input_size, name=f"student_{method.replace('-', '_')}")
+    student = build_student(args, name=f"student_{method.replace('-', '_')}")
     codec = HeatmapCodec(args.input_size)
     steps = max(1, len(samples) // args.batch_size)
     model = student if method == "scratch" else Distiller(None, student, alpha=ConstantWeight(args.alpha))
@@ -198,7 +221,17 @@ def int8_row(best, train, test, args, results, work, movenet_path):
     runner = TFLiteRunner(path, num_threads=1)
     codec = HeatmapCodec(args.input_size)
     all14, body12, per_joint = scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
-    timings = interleaved_ms({"student int8": path, "MoveNet Lightning int8": movenet_path}, threads=1)
+    paths = {"student int8": path, "MoveNet Lightning int8": movenet_path}
+    if is_imported(args):  # the pretrained start point as int8 too: what fine-tuning added
+        start = export_tflite(build_student(args), work / "pretrained_int8.tflite", quantize="int8",
+                              representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
+        paths["pretrained int8"] = start
+        s_all14, s_body12, s_per_joint = scores(evaluate(TFLiteRunner(start, num_threads=1), test, args.input_size,
+                                                         codec, LSP14, progress=False))
+    timings = interleaved_ms(paths, threads=1)
+    if is_imported(args):
+        results["int8_pretrained"] = {"all14": s_all14, "body12": s_body12, "per_joint": s_per_joint,
+                                      "ms": timings["pretrained int8"]}
     results["int8"] = {"method": row["method"], "seed": row["seed"], "all14": all14, "body12": body12,
                        "per_joint": per_joint, "size_kb": path.stat().st_size / 1024, "delegate": runner.delegate,
                        "ms": timings["student int8"], "movenet_ms": timings["MoveNet Lightning int8"]}
@@ -220,11 +253,9 @@ def interleaved_ms(paths, threads=1, rounds=5, iters=30):
 
 
 def model_cost(args):
-    from kdpose_tf.models.pose_estimator import PoseEstimator
     from kdpose_tf.models.summary import count_flops
 
-    m = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
-                                  input_size=args.input_size)
+    m = build_student(args)
     return m.count_params(), count_flops(m.inference_model()) / 1e9
 
 
@@ -257,7 +288,8 @@ def main(argv=None):
                 "PP-TinyPose 128x96": HeatmapTeacher.from_preset("pp_tinypose_128x96"),
                 "MoveNet Lightning int8": KeypointTeacher(movenet_path)}
     params, gmacs = model_cost(args)
-    results = {"config": {k: v for k, v in vars(args).items() if k != "input_size"}, "anchors": {}, "runs": [],
+    results = {"config": {**{k: v for k, v in vars(args).items() if k != "input_size"}, "imported": is_imported(args)},
+               "anchors": {}, "runs": [],
                "teacher_pass": {}, "student": {"params": params, "gmacs": gmacs},
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only",
                "data": {"train": len(train), "unlabelled": len(unlabelled), "test": len(test)}}
@@ -292,10 +324,7 @@ def main(argv=None):
 
 
 def rebuild(args, row, work):
-    from kdpose_tf.models.pose_estimator import PoseEstimator
-
-    student = PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
-                                        input_size=args.input_size)
+    student = build_student(args)
     student.load_weights(str(work / f"{row['method']}_s{row['seed']}" / "final.weights.h5"))
     return student
 
@@ -316,7 +345,10 @@ def render(results):
         "# Distillation from pretrained teachers on real photos (PARSE 101-305, PCK@0.2)", "",
         f"Machine: {results['machine']}. Student `{cfg['student']}` at {cfg['input']} "
         f"({st['params'] / 1e6:.2f} M params, {st['gmacs']:.3f} GMACs), {cfg['epochs']} epochs, batch "
-        f"{cfg['batch_size']}, FPD alpha {cfg['alpha']}, seeds {cfg['seeds']}.",
+        f"{cfg['batch_size']}, lr {cfg['lr']}, FPD alpha {cfg['alpha']}, seeds {cfg['seeds']}."
+        + (f" Every student row starts from `{cfg['student']}`'s COCO-pretrained weights (imported, "
+           "`kdpose_tf.models.imported`): 'scratch' is fine-tuning on the labels only, the KD rows add the "
+           "teacher at the same budget." if cfg.get("imported") else ""),
         f"Train: {results['data']['train']} people (LSPET + PARSE 1-100 + BUFFY + coco_mini, LSP-14)"
         + (f" + {results['data']['unlabelled']} unlabelled boxes (KD rows)" if results["data"]["unlabelled"] else "")
         + f"; test: {results['data']['test']} PARSE people. body-12 = the joints every model here has.", "",
@@ -341,6 +373,10 @@ def render(results):
                   f"{q['size_kb']:.0f} KB): all-14 {q['all14']:.1f}, body-12 {q['body12']:.1f}; "
                   f"{q['ms']:.2f} ms per crop vs MoveNet Lightning int8 {q['movenet_ms']:.2f} ms "
                   f"({q['ms'] / q['movenet_ms']:.2f}x; LiteRT, {q['delegate']}, 1 thread, same process, interleaved)."]
+    if results.get("int8_pretrained"):
+        q = results["int8_pretrained"]
+        lines += ["", f"The imported `{cfg['student']}` weights before fine-tuning, int8 the same way: body-12 "
+                  f"{q['body12']:.1f} ({q['ms']:.2f} ms; all-14 {q['all14']:.1f}: neck and head_top untrained)."]
     if results["teacher_pass"]:
         lines += ["", "Teacher cost: one pass over the training people before training, then none per step "
                   "(the pipeline warps the cached heatmaps through each augmentation):", ""]

@@ -9,7 +9,7 @@ import pytest
 
 from kdpose_tf.cli.main import build_parser, main
 
-COMMANDS = ["train", "distill", "evaluate", "export", "predict", "demo", "summary", "presets", "check-edgetpu",
+COMMANDS = ["train", "distill", "evaluate", "export", "import", "predict", "demo", "summary", "presets", "check-edgetpu",
             "check-xnnpack"]
 
 
@@ -186,13 +186,24 @@ def test_check_xnnpack_names_the_refused_ops(shared_dir, capsys):
     assert "XNNPACK OK" in capsys.readouterr().out
 
 
-def test_evaluate_scores_a_pretrained_openvino_teacher(data_dir, capsys):
+def test_evaluate_scores_a_pretrained_openvino_teacher_and_its_keras_import(data_dir, tmp_path, capsys):
     # PP-TinyPose 128x96 (COCO-17, OpenVINO IR) on PARSE's LSP-14 labels: joints mapped by name, its
     # own input size; it scores 61 % PCK@0.2 over all 14 joints (0 on neck / head_top, which it lacks).
-    assert main(["evaluate", "--model", "pp_tinypose_128x96", "--data", f"parse:{data_dir / 'parse'}:test"]) == 0
-    out = capsys.readouterr().out
-    pck = float(re.search(r"PCK@0.2\s+([0-9.]+) %", out).group(1))
+    spec = f"parse:{data_dir / 'parse'}:test"
+    assert main(["evaluate", "--model", "pp_tinypose_128x96", "--data", spec, "--json-out", str(tmp_path / "t.json")]) == 0
+    pck = float(re.search(r"PCK@0.2\s+([0-9.]+) %", capsys.readouterr().out).group(1))
     assert 55.0 < pck < 70.0
+    # The same model imported into Keras as an LSP-14 student scores the same on the 12 joints it has
+    # (neck and head_top start untrained, so all-14 depends on their random start).
+    preset = tmp_path / "pp128_lsp"
+    assert main(["import", "pp_tinypose_128x96", "--keypoint-set", "lsp14", "--preset-dir", str(preset)]) == 0
+    assert "1.30 M params" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(preset), "--data", spec, "--json-out", str(tmp_path / "i.json")]) == 0
+    teacher, imported = (json.loads((tmp_path / f).read_text())["pck"]["per_joint"] for f in ("t.json", "i.json"))
+    body = [n for n in teacher if n not in ("neck", "head_top")]
+    assert len(body) == 12 and max(abs(teacher[n] - imported[n]) for n in body) < 0.011, (teacher, imported)
+    assert main(["import", "pp_tinypose_128x96"]) == 2
+    assert "--output" in capsys.readouterr().err
 
 
 def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, coco_spec, data_dir, capsys):

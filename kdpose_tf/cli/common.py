@@ -66,7 +66,9 @@ def data_summary(samples) -> str:
 
 
 def load_model(spec: str, **overrides):
-    """A model from a `.keras` file, a preset directory or a catalogue preset name.
+    """A model from a `.keras` file, a preset directory, a catalogue preset name, or a pretrained model
+    from another framework (a teacher preset such as pp_tinypose_128x96, or an .xml / .onnx file),
+    imported with its weights (`kdpose_tf.models.imported`).
 
     `overrides` (keypoint_set, num_keypoints, input_size) apply to catalogue names only: a
     `.keras` file or preset directory is a trained model and keeps its own.
@@ -76,6 +78,8 @@ def load_model(spec: str, **overrides):
     from kdpose_tf.models.pose_estimator import PoseEstimator
 
     path = Path(spec)
+    if is_importable(spec):
+        return import_model(spec, **overrides)
     if path.suffix == ".keras":
         if not path.exists():
             raise CLIError(f"model file {path} does not exist")
@@ -85,6 +89,28 @@ def load_model(spec: str, **overrides):
     if spec.endswith(".tflite"):
         raise CLIError(f"{spec}: a TFLite model cannot be trained; give a .keras file, preset directory or preset name")
     return PoseEstimator.from_preset(spec, load_weights=False, **overrides)
+
+
+def is_importable(spec: str) -> bool:
+    """Whether `spec` names a pretrained model from another framework that `import_model` rebuilds in Keras."""
+    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+
+    return str(spec) in TEACHER_PRESETS or str(spec).endswith((".xml", ".onnx")) or (
+        Path(spec).is_dir() and (Path(spec) / "teacher.json").is_file())
+
+
+def import_model(spec: str, keypoint_set=None, input_size=None, **ignored):
+    """`import_pose_model` for the CLI: joints carried over by name to `keypoint_set`; the size is the source's."""
+    from kdpose_tf.models.imported.openvino_import import ImportError_, import_pose_model
+
+    try:
+        model = import_pose_model(spec, keypoint_set=keypoint_set)
+    except ImportError_ as e:
+        raise CLIError(str(e)) from None
+    if input_size is not None and tuple(input_size) != tuple(model.input_size):
+        raise CLIError(f"{spec} is a pretrained model with a fixed input of {model.input_size[0]}x"
+                       f"{model.input_size[1]}; drop --input-size or give {model.input_size[0]}x{model.input_size[1]}")
+    return model
 
 
 def save_model(model, output: str | None = None, preset_dir: str | None = None, metadata: dict | None = None):

@@ -1,10 +1,11 @@
-"""`kdpose export` and `kdpose check-edgetpu`: arguments -> `kdpose_tf.export` (tflite, qat, edgetpu)."""
+"""`kdpose export`, `kdpose import`, `kdpose check-edgetpu` / `check-xnnpack`: arguments -> `kdpose_tf.export`
+(tflite, qat, edgetpu) and `kdpose_tf.models.imported`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size
+from kdpose_tf.cli.common import CLIError, import_model, load_data, load_model, model_input_size, save_model
 
 
 def run_export(args):
@@ -33,6 +34,23 @@ def run_export(args):
     print(f"wrote {Path(path).with_suffix('.json')} (input size, normalisation, keypoint names)")
     if args.target == "edgetpu":
         return _print_edgetpu(path)
+    return 0
+
+
+def run_import(args):
+    """A pretrained model from another framework -> a trainable Keras model (.keras and/or preset folder)."""
+    from kdpose_tf.models.summary import count_flops
+
+    if not args.output and not args.preset_dir:
+        raise CLIError("give --output MODEL.keras and/or --preset-dir DIR")
+    model = import_model(args.model, keypoint_set=args.keypoint_set)
+    h, w = model.input_size
+    print(f"imported {args.model}: {h}x{w} input, {model.keypoint_set.name} ({model.num_keypoints} joints), "
+          f"{model.count_params() / 1e6:.2f} M params, {count_flops(model) / 1e9:.3f} GMACs, "
+          f"{len(model.backbone.nodes)} graph nodes")
+    for path in save_model(model, args.output, args.preset_dir,
+                           metadata={"imported_from": str(args.model), "keypoint_set": model.keypoint_set.name}):
+        print(f"wrote {path}")
     return 0
 
 

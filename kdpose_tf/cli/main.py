@@ -4,6 +4,7 @@
     kdpose distill    distill a student from a teacher (fpd | lshm | dwpose)
     kdpose evaluate   PCK / PCKh / COCO OKS AP of a .keras, preset or .tflite model
     kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
+    kdpose import     a pretrained pose model from OpenVINO / ONNX (e.g. pp_tinypose_128x96) as a trainable Keras model
     kdpose predict    draw predicted keypoints on an image (PNG)
     kdpose demo       the whole workflow on a synthetic (or given) dataset, with a report
     kdpose summary    parameters and FLOPs of a model
@@ -12,7 +13,8 @@
     kdpose check-xnnpack  which quantized ops of a .tflite XNNPACK would refuse (requantization scale >= 256)
 
 Every command has --help. Models are given as a `.keras` file, a preset directory or a
-catalogue preset name; data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
+catalogue preset name (students may also be a pretrained model from another framework, imported
+with its weights: pp_tinypose_128x96, .xml, .onnx); data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
 or `buffy:DIR`.
 """
 
@@ -70,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled", default=None,
                    help="COCO keypoints JSON (coco:JSON[:IMAGES]) whose person boxes without keypoints train on "
                         "the pretrained teacher alone")
-    p.add_argument("--student", required=True, help="student: preset name, preset directory or .keras file")
+    p.add_argument("--student", required=True,
+                   help="student: preset name, preset directory, .keras file, or a pretrained model to start from "
+                        "(pp_tinypose_128x96, .xml/.onnx: imported with its weights, joints mapped by name)")
     p.add_argument("--method", choices=("fpd", "lshm", "dwpose"), default="fpd")
     p.add_argument("--alpha", type=float, default=0.5, help="fpd: KD weight alpha (GT weight 1-alpha)")
     p.add_argument("--lshm-sigma", type=float, default=0.1, help="lshm: sigma of the linear schedule")
@@ -103,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, required=False, name="--calibration-data")
     p.add_argument("--num-calibration", type=int, default=300, help="representative crops for int8")
     p.add_argument("--qat-epochs", type=int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
+
+    p = sub.add_parser("import", help="a pretrained OpenVINO / ONNX pose model as a trainable Keras model")
+    p.add_argument("model", help="pp_tinypose_128x96 | pp_tinypose_256x192 (presets), a folder with teacher.json, "
+                                 "or an .xml / .onnx file")
+    p.add_argument("--keypoint-set", default=None,
+                   help="joints of the result (default: the source's); joints are carried over by name, others "
+                        "start untrained (e.g. lsp14 from COCO-17: neck and head_top)")
+    p.add_argument("--output", default=None, help="a .keras file to write")
+    p.add_argument("--preset-dir", default=None, help="a preset folder to write (config.json + weights)")
 
     p = sub.add_parser("predict", help="draw predicted keypoints on an image")
     p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
@@ -139,6 +152,7 @@ COMMANDS = {
     "evaluate": evaluate.run_evaluate,
     "predict": evaluate.run_predict,
     "export": export.run_export,
+    "import": export.run_import,
     "check-edgetpu": export.run_check_edgetpu,
     "check-xnnpack": export.run_check_xnnpack,
     "demo": demo.run_demo,

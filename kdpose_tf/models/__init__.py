@@ -12,11 +12,12 @@ from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
 from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
 from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.models import presets  # noqa: F401  (registers the catalogue; imports the classes above)
 
 __all__ = [
     "Backbone", "PolarizedSelfAttention", "InvertedResidual", "BottleneckResidual", "HourglassBackbone",
-    "HRNetBackbone", "LiteHRNetBackbone", "DepthwiseCSPPAN", "HeatmapHead", "PoseEstimator",
+    "HRNetBackbone", "LiteHRNetBackbone", "DepthwiseCSPPAN", "GraphBackbone", "HeatmapHead", "PoseEstimator",
 ]

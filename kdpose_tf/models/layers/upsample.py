@@ -72,3 +72,67 @@ class Upsample(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": list(self.size), "interpolation": self.interpolation}
+
+
+def _align_corners_matrix(n_in, n_out):
+    """(n_out, n_in) bilinear weights with align_corners=True: output i samples input i*(n_in-1)/(n_out-1)."""
+    import numpy as np
+
+    m = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        src = 0.0 if n_out == 1 else i * (n_in - 1) / (n_out - 1)
+        lo = min(int(np.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        m[i, lo] += 1.0 - (src - lo)
+        m[i, hi] += src - lo
+    return m
+
+
+@keras.saving.register_keras_serializable(package="kdpose_tf")
+class ResizeBilinear(keras.layers.Layer):
+    """Bilinear resize to a fixed (height, width), with PaddlePaddle/PyTorch's `align_corners` option.
+
+    `keras.ops.image.resize` only has half-pixel centres; models imported from Paddle or PyTorch
+    (e.g. PP-TinyPose's fusion layers) need align_corners=True to give the same numbers. On the
+    TensorFlow backend this is one RESIZE_BILINEAR op (align_corners flag; XNNPACK and the Edge TPU
+    take it); other backends use the same maths as two small constant matrix products.
+
+    Args:
+        size: (height, width) of the output.
+        align_corners: map corner pixels onto corner pixels (default True); False = half-pixel centres.
+
+    Example:
+    >>> import numpy as np
+    >>> y = ResizeBilinear((3, 3))(np.array([[0.0, 2.0], [4.0, 6.0]], "float32").reshape(1, 2, 2, 1))
+    >>> np.asarray(y)[0, :, :, 0].tolist()
+    [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]]
+    """
+
+    def __init__(self, size, align_corners=True, **kwargs):
+        size = tuple(size) if isinstance(size, (list, tuple)) else None
+        if size is None or len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+            raise ValueError(f"ResizeBilinear: size must be (height, width) of positive ints, received {size!r}")
+        if not isinstance(align_corners, bool):
+            raise ValueError(f"ResizeBilinear: align_corners must be a bool, received {align_corners!r}")
+        super().__init__(**kwargs)
+        self.size = size
+        self.align_corners = align_corners
+
+    def call(self, x):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.compat.v1.image.resize_bilinear(
+                x, self.size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
+            )
+        if not self.align_corners:
+            return keras.ops.image.resize(x, self.size, interpolation="bilinear")
+        mh = ops.convert_to_tensor(_align_corners_matrix(x.shape[1], self.size[0]), dtype=x.dtype)
+        mw = ops.convert_to_tensor(_align_corners_matrix(x.shape[2], self.size[1]), dtype=x.dtype)
+        return ops.einsum("ih,bhwc,jw->bijc", mh, x, mw)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "size": list(self.size), "align_corners": self.align_corners}

@@ -1,0 +1,189 @@
+"""Imported pretrained models: `GraphBackbone` and the OpenVINO importer (`kdpose_tf.models.imported`).
+
+The reference for every number is OpenVINO itself running the same file in float32: a hand-built IR
+graph that uses each supported op (BGR input included), and PP-TinyPose 128x96 on real PARSE photos.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from harness import run_model_checks
+from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
+from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.keypoints import COCO17, LSP14
+from kdpose_tf.models.imported.graph_backbone import GraphBackbone
+from kdpose_tf.models.imported.openvino_import import ImportError_, import_pose_model, retarget_keypoints
+from kdpose_tf.models.layers.upsample import ResizeBilinear
+from kdpose_tf.models.pose_estimator import PoseEstimator
+
+ov = pytest.importorskip("openvino")
+ops = pytest.importorskip("openvino.opset13")
+
+
+def _node(name, op, inputs, **fields):
+    return {"name": name, "op": op, "inputs": inputs, **fields}
+
+
+def _conv(name, src, filters, k=3, s=1, pad=(1, 1, 1, 1), groups=1, bias=True):
+    return _node(name, "conv", [src], filters=filters, kernel=[k, k], strides=[s, s],
+                 padding=[[pad[0], pad[1]], [pad[2], pad[3]]], groups=groups, use_bias=bias)
+
+
+SMALL_GRAPH = [
+    _node("norm", "normalize", ["images"], scale=[1 / 58.0, 1 / 57.0, 1 / 57.5], offset=[-2.1, -2.0, -1.8]),
+    _conv("stem", "norm", 8, s=2),                       # explicit pad + stride 2: ZeroPadding2D + valid conv
+    _node("stem_relu", "relu6", ["stem"]),
+    _node("split", "split", ["stem_relu"], sizes=[4, 4]),
+    _conv("dw", "split:1", 4, groups=4),                 # depthwise, "same"
+    _conv("grouped", "dw", 4, k=1, pad=(0, 0, 0, 0), groups=2, bias=False),
+    _node("grouped_relu", "relu", ["grouped"]),
+    _node("cat", "concat", ["split:0", "grouped_relu"]),
+    _node("shuffle", "shuffle", ["cat"], groups=2),
+    _conv("down", "shuffle", 8, s=2),
+    _node("up", "upsample", ["down"], size=[2, 2]),
+    _node("sum", "add", ["shuffle", "up"]),
+    _conv("down2", "sum", 8, k=1, s=2, pad=(0, 0, 0, 0)),
+    _node("resize", "resize", ["down2"], size=[16, 12], align_corners=True),
+    _node("out", "add", ["sum", "resize"]),
+]
+
+
+def test_graph_backbone_passes_the_model_harness(tmp_path):
+    """Every node op in one small graph: config round trip, .keras save/load, mixed precision, TFLite parity."""
+    figures = run_model_checks(GraphBackbone, {"nodes": SMALL_GRAPH, "outputs": {"P1": "out"},
+                                               "input_shape": (32, 24, 3)}, (2, 32, 24, 3), tmp_path=tmp_path)
+    assert tuple(figures["model"].output["P1"].shape) == (None, 16, 12, 8)
+
+
+@pytest.mark.parametrize(
+    "nodes, outputs, message",
+    [
+        ([_node("a", "sigmoid", ["images"])], {"P2": "a"}, "op 'sigmoid'"),
+        ([_node("a", "relu", ["missing"])], {"P2": "a"}, "reads 'missing'"),
+        ([_node("a", "relu", ["images"])], {"P2": "b"}, "names 'b'"),
+        ([_node("a", "relu", ["images"]), _node("a", "relu", ["a"])], {"P2": "a"}, "used twice"),
+    ],
+)
+def test_graph_backbone_rejects_bad_nodes(nodes, outputs, message):
+    with pytest.raises(ValueError, match=message):
+        GraphBackbone(nodes, outputs, (8, 8, 3))
+
+
+def test_resize_bilinear_backends_agree():
+    """The TF op (what exports) and the matrix form (other backends) are the same align_corners maths."""
+    x = np.random.RandomState(0).normal(size=(2, 5, 4, 3)).astype("float32")
+    layer = ResizeBilinear((9, 7), align_corners=True)
+    from kdpose_tf.models.layers.upsample import _align_corners_matrix
+
+    by_matrix = np.einsum("ih,bhwc,jw->bijc", _align_corners_matrix(5, 9), x, _align_corners_matrix(4, 7))
+    np.testing.assert_allclose(np.asarray(layer(x)), by_matrix, atol=1e-5)
+    # corners map onto corners
+    np.testing.assert_allclose(np.asarray(layer(x))[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]], atol=1e-6)
+
+
+def _ov_graph(path, with_sigmoid=False):
+    """A small NCHW IR file using every op the importer reads; returns the file path."""
+    rng = np.random.RandomState(1)
+
+    def const(*shape):
+        return ops.constant(rng.normal(scale=0.3, size=shape).astype(np.float32))
+
+    x = ops.parameter([1, 3, 32, 24], np.float32, name="image")
+    y = ops.convolution(x, const(8, 3, 3, 3), [2, 2], [1, 1], [1, 1], [1, 1])  # stride-2 explicit pad
+    y = ops.relu(ops.add(y, const(1, 8, 1, 1)))                                 # folded BN bias
+    a, b = ops.split(y, ops.constant(np.int64(1)), 2).outputs()
+    b = ops.group_convolution(b, const(4, 1, 1, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])
+    b = ops.clamp(ops.add(b, const(1, 4, 1, 1)), 0.0, 6.0)
+    y = ops.concat([a, b], 1)
+    y = ops.reshape(y, ops.constant(np.array([1, 2, 4, 16, 12], np.int64)), False)   # channel shuffle
+    y = ops.transpose(y, ops.constant(np.array([0, 2, 1, 3, 4], np.int64)))
+    y = ops.reshape(y, ops.constant(np.array([1, 8, 16, 12], np.int64)), False)
+    d = ops.add(ops.convolution(y, const(8, 8, 3, 3), [2, 2], [1, 1], [1, 1], [1, 1]), const(1, 8, 1, 1))
+    if with_sigmoid:
+        d = ops.sigmoid(d)
+    near = ops.interpolate(d, ops.constant(np.array([16, 12], np.int64)), "nearest", "sizes",
+                           axes=ops.constant(np.array([2, 3], np.int64)), coordinate_transformation_mode="asymmetric")
+    lin = ops.interpolate(d, ops.constant(np.array([16, 12], np.int64)), "linear_onnx", "sizes",
+                          axes=ops.constant(np.array([2, 3], np.int64)), coordinate_transformation_mode="align_corners")
+    y = ops.add(ops.add(y, near), lin)
+    heat = ops.add(ops.convolution(y, const(17, 8, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]), const(1, 17, 1, 1))
+    model = ov.Model([ops.result(heat)], [x], "tiny_pose")
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    return str(path)
+
+
+def _ov_reference(path, crops, cfg):
+    x = crops[..., ::-1] if cfg.color == "bgr" else crops
+    x = ((x * cfg.pixel_scale - np.asarray(cfg.mean)) / np.asarray(cfg.std)).transpose(0, 3, 1, 2)
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([compiled(x[i:i + 1].astype(np.float32))[0] for i in range(len(x))]).transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("color", ["rgb", "bgr"])
+def test_import_matches_openvino_on_a_graph_with_every_op(tmp_path, color):
+    path = _ov_graph(tmp_path / "tiny.xml")
+    cfg = TeacherConfig(path=path, input_size=(32, 24), color=color, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    model = import_pose_model(cfg)
+    kinds = {n["op"] for n in model.backbone.nodes}
+    assert kinds == {"normalize", "conv", "relu", "relu6", "split", "concat", "shuffle", "upsample", "resize", "add"}
+    assert all(n["use_bias"] for n in model.backbone.nodes if n["op"] == "conv")  # every BN add folded
+    crops = np.random.RandomState(0).uniform(0, 255, (3, 32, 24, 3)).astype(np.float32)
+    ours = np.asarray(model.predict(crops, verbose=0))
+    np.testing.assert_allclose(ours, _ov_reference(path, crops, cfg), atol=2e-4, rtol=1e-4)
+
+
+def test_unsupported_op_names_the_file_and_the_op(tmp_path):
+    path = _ov_graph(tmp_path / "sig.xml", with_sigmoid=True)
+    with pytest.raises(ImportError_, match=r"sig\.xml: cannot import Sigmoid .*unsupported op type"):
+        import_pose_model(TeacherConfig(path=path, input_size=(32, 24)))
+    with pytest.raises(ImportError_, match="only OpenVINO IR"):
+        import_pose_model(TeacherConfig(path=_touch(tmp_path / "m.tflite"), input_size=(32, 24)))
+
+
+def _touch(path):
+    path.write_bytes(b"")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def pp_tinypose(shared_dir):
+    return import_pose_model("pp_tinypose_128x96")
+
+
+@pytest.fixture(scope="module")
+def parse_crops(shared_dir):
+    from kdpose_tf.data.parse import read_parse
+    from kdpose_tf.data.pipeline import make_inference_inputs
+
+    samples = list(read_parse(shared_dir / "data" / "parse", split="test", on_bad_sample="skip"))[:6]
+    crops, _, _ = make_inference_inputs(samples, (128, 96))
+    return np.asarray(crops, np.float32)
+
+
+def test_pp_tinypose_import_matches_openvino_on_real_photos(pp_tinypose, parse_crops):
+    """PP-TinyPose 128x96 rebuilt in Keras gives OpenVINO's float32 heatmaps on real PARSE crops."""
+    teacher = HeatmapTeacher.from_preset("pp_tinypose_128x96", batch_size=len(parse_crops))
+    ref = teacher.predict_crops(parse_crops)
+    ours = np.asarray(pp_tinypose.predict(parse_crops, verbose=0))
+    assert ours.shape == ref.shape == (len(parse_crops), 32, 24, 17)
+    assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
+    assert ref.max() > 0.5  # real people: real peaks, not a comparison of near-zero maps
+    assert pp_tinypose.count_params() == 1_300_177
+
+
+def test_retarget_keeps_shared_joints_and_serializes(pp_tinypose, parse_crops, tmp_path):
+    lsp = retarget_keypoints(pp_tinypose, "lsp14")
+    assert lsp.keypoint_set.name == "lsp14" and lsp.outputs[-1].shape[-1] == 14
+    coco = np.asarray(pp_tinypose.predict(parse_crops[:2], verbose=0))
+    ours = np.asarray(lsp.predict(parse_crops[:2], verbose=0))
+    for i, name in enumerate(LSP14.names):
+        if name in COCO17.names:
+            np.testing.assert_allclose(ours[..., i], coco[..., COCO17.index(name)], atol=1e-5)
+        else:  # neck, head_top: the head's fresh initialisation, near zero
+            assert np.abs(ours[..., i]).max() < 0.1
+    lsp.save_to_preset(tmp_path / "preset")
+    keras.backend.clear_session()
+    again = PoseEstimator.from_preset(str(tmp_path / "preset"))
+    assert isinstance(again.backbone, GraphBackbone)
+    np.testing.assert_allclose(np.asarray(again.predict(parse_crops[:2], verbose=0)), ours, atol=1e-5)
