@@ -1,7 +1,8 @@
 """CPU latency of the zoo's int8 students next to MoveNet Lightning int8, with per-op profiles.
 
 Models: the students of the preset catalogue (`kdpose_tf.models.presets`), built untrained (latency
-does not depend on the weights) at their input size, with the mobile preset (Lite-HRNet-18 at 128x96; 192x144
+does not depend on the weights) at their input size, PP-TinyPose 128x96 imported with its weights
+(`kdpose_tf.models.imported`, the starting point of the fine-tuned students in distill_finetune.md), with the mobile preset (Lite-HRNet-18 at 128x96; 192x144
 is not possible: 4 branches need H, W divisible by 32); post-training full-int8 (uint8 in / out) through `kdpose_tf.export.tflite.export_tflite`,
 calibrated on real person crops (PARSE 1-100 + BUFFY + coco_mini from the shared data). Reference:
 MoveNet Lightning int8 (`<shared>/models/movenet_singlepose_lightning_int8.tflite`).
@@ -51,6 +52,7 @@ DEFAULT_MODELS = (
     ("lite_hrnet_18_mobile_coco_128x96", None),
     ("dite_hrnet_18_psa_csppan_coco_256x192", None),
     ("dite_hrnet_18_coco_256x192", None),
+    ("pp_tinypose_128x96", None),  # imported from OpenVINO IR (kdpose_tf.models.imported), COCO-pretrained
 )
 
 
@@ -121,12 +123,31 @@ def parse_args(argv=None):
     return args
 
 
+def _is_imported(preset):
+    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+
+    return preset in TEACHER_PRESETS
+
+
 def _spec(entry):
     preset, _, size = entry.partition("@")
+    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
     from kdpose_tf.models import presets
 
+    if _is_imported(preset):  # a pretrained model imported with its weights: its own fixed size
+        own = tuple(TEACHER_PRESETS[preset]["config"]["input_size"])
+        if size and tuple(int(v) for v in size.split("x")) != own:
+            raise SystemExit(f"{preset} is imported at its fixed input size {own}")
+        return preset, own
     hw = tuple(int(v) for v in size.split("x")) if size else tuple(presets.get_entry(preset)["input_size"])
     return preset, hw
+
+
+def _build(preset, hw):
+    from kdpose_tf.models import presets
+    from kdpose_tf.models.imported.openvino_import import import_pose_model
+
+    return import_pose_model(preset) if _is_imported(preset) else presets.build(preset, input_size=hw)
 
 
 def export_students(args, shared):
@@ -136,7 +157,6 @@ def export_students(args, shared):
     from kdpose_tf.data.datasets import real_benchmark_split
     from kdpose_tf.data.pipeline import make_inference_inputs
     from kdpose_tf.export.tflite import export_tflite
-    from kdpose_tf.models import presets
 
     train, _ = real_benchmark_split(shared)
     pick = np.random.default_rng(0).permutation(len(train))[: args.num_calibration]
@@ -146,13 +166,13 @@ def export_students(args, shared):
     out = []
     for entry in args.models:
         preset, hw = _spec(entry)
-        label = f"{preset} @ {hw[0]}x{hw[1]}"
+        label = f"{preset} @ {hw[0]}x{hw[1]}" + (" (imported, pretrained)" if _is_imported(preset) else "")
         path = work / f"{preset}_{hw[0]}x{hw[1]}_int8.tflite"
         if not (args.reuse and path.is_file()):
             keras.utils.set_random_seed(0)
             t = time.time()
             try:
-                model = presets.build(preset, input_size=hw)
+                model = _build(preset, hw)
                 crops = np.asarray(make_inference_inputs(samples, hw)[0], np.float32)
                 export_tflite(model, path, quantize="int8", representative_data=crops, num_calibration=len(crops))
             except Exception as e:  # noqa: BLE001  (one failed export must not stop the benchmark)

@@ -28,6 +28,7 @@ def run_export(args):
                                                    representative)
     path = export_tflite(export_model, args.output, quantize=args.quantize, representative_data=representative,
                          num_calibration=args.num_calibration, io_dtype=args.io_dtype, target=args.target,
+                         equalize={"depthwise": True, "all": "all", "none": False}[args.equalize],
                          keypoint_set=getattr(model, "keypoint_set", None))
     io_dtype = args.io_dtype if args.quantize in ("int8", "int8-qat") else "float32"
     print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB, {args.quantize}, input/output {io_dtype})")

@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=("cpu", "edgetpu"), default="cpu")
     _add_data(p, required=False, name="--calibration-data")
     p.add_argument("--num-calibration", type=int, default=300, help="representative crops for int8")
+    p.add_argument("--equalize", choices=("depthwise", "all", "none"), default="depthwise",
+                   help="int8: per-channel rescaling between convolutions before calibration, exact in float "
+                        "(default depthwise: pairs feeding a depthwise conv; all: every conv pair)")
     p.add_argument("--qat-epochs", type=int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
 
     p = sub.add_parser("import", help="a pretrained OpenVINO / ONNX pose model as a trainable Keras model")

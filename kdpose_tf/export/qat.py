@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation.distiller import Distiller
+from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -231,9 +232,11 @@ _QUANT_CLASSES = {
     keras.layers.Dense: QuantDense,
 }
 _ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU)
-# Layers whose output needs no range of its own (they pass the input's scale through).
+# Layers whose output needs no range of its own (they pass the input's scale through: TFLite's
+# RESHAPE / TRANSPOSE / PAD / SPLIT / STRIDED_SLICE keep the input's quantisation).
 _PASSTHROUGH = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.MaxPooling2D, keras.layers.Dropout,
-                keras.layers.InputLayer, keras.layers.Identity)
+                keras.layers.InputLayer, keras.layers.Identity, keras.layers.ZeroPadding2D, ChannelSplit,
+                ChannelShuffle)
 
 
 def _consumers(model):
@@ -358,7 +361,10 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         else:
             out = layer(*args, **kwargs)
         if original is not None and needs_range(original):
-            out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant")(out)
+            if isinstance(out, (list, tuple)):  # a multi-output layer: one range per output
+                out = [ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant{i}")(o) for i, o in enumerate(out)]
+            else:
+                out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant")(out)
         return out
 
     cloned = keras.models.clone_model(model, clone_function=clone_fn, call_function=call_fn)

@@ -98,7 +98,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         "input": {**_tensor_entry(inp), "height": H, "width": W, "layout": "NHWC", "color": "RGB"},
         "output": _tensor_entry(out),
         "normalization": {
-            "description": "raw 0-255 RGB; normalisation ((x / 127.5) - 1) is inside the model",
+            "description": "raw 0-255 RGB; the normalisation is the model's first layer (kdpose_tf backbones: x / 127.5 - 1; "
+                           "imported models: their own mean / std)",
             "in_graph": True,
             "mean": [0.0, 0.0, 0.0],
             "std": [1.0, 1.0, 1.0],

@@ -161,8 +161,11 @@ def test_sidecar_written_next_to_model(setup):
     side = json.loads(path.with_suffix(".json").read_text())
     # the exporter ran the XNNPACK pass (nothing to fix in this calibrated model) and says so
     assert side["xnnpack_compat"] == {"ok": True, "over_limit": [], "fixes": []}
+    # and activation equalization (kdpose_tf.export.equalization) before calibration
+    assert side["activation_equalization"]["pairs"] >= 1
     assert side == make_sidecar(path, keypoint_set=COCO17, stride=4, quantize="int8", target="cpu",
-                                extra={"model": "tiny"}, xnnpack_fixes=[])
+                                extra={"model": "tiny", "activation_equalization": side["activation_equalization"]},
+                                xnnpack_fixes=[])
     assert side["model"] == "tiny" and side["keypoints"]["names"] == list(COCO17.names)
 
 
