@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default="runs/distill_real")
     p.add_argument("--append", action="store_true", help="keep the runs already in --out's JSON")
     p.add_argument("--rerender", action="store_true", help="only re-write the Markdown from the JSON")
+    p.add_argument("--int8-only", action="store_true",
+                   help="redo only the int8 rows (best KD run, from its saved weights in --work-dir) with the current "
+                        "exporter, keeping the trained runs in --out's JSON")
     args = p.parse_args(argv)
     args.input_size = tuple(int(v) for v in args.input.lower().split("x"))
     return args
@@ -221,6 +224,11 @@ def int8_row(best, train, test, args, results, work, movenet_path):
     runner = TFLiteRunner(path, num_threads=1)
     codec = HeatmapCodec(args.input_size)
     all14, body12, per_joint = scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
+    # the same student without activation equalization (kdpose_tf.export.equalization), for comparison
+    plain = export_tflite(student, work / "best_int8_no_equalization.tflite", quantize="int8", equalize=False,
+                          representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
+    plain_scores = scores(evaluate(TFLiteRunner(plain, num_threads=1), test, args.input_size, codec, LSP14,
+                                   progress=False))
     paths = {"student int8": path, "MoveNet Lightning int8": movenet_path}
     if is_imported(args):  # the pretrained start point as int8 too: what fine-tuning added
         start = export_tflite(build_student(args), work / "pretrained_int8.tflite", quantize="int8",
@@ -234,7 +242,9 @@ def int8_row(best, train, test, args, results, work, movenet_path):
                                       "ms": timings["pretrained int8"]}
     results["int8"] = {"method": row["method"], "seed": row["seed"], "all14": all14, "body12": body12,
                        "per_joint": per_joint, "size_kb": path.stat().st_size / 1024, "delegate": runner.delegate,
-                       "ms": timings["student int8"], "movenet_ms": timings["MoveNet Lightning int8"]}
+                       "ms": timings["student int8"], "movenet_ms": timings["MoveNet Lightning int8"],
+                       "no_equalization": {"all14": plain_scores[0], "body12": plain_scores[1]},
+                       "float": {"all14": row["all14"], "body12": row["body12"]}}
     print(f"int8 {row['method']} seed {row['seed']}: all-14 {all14:.1f}, body-12 {body12:.1f}; "
           f"{timings['student int8']:.2f} ms vs MoveNet {timings['MoveNet Lightning int8']:.2f} ms ({runner.delegate})")
 
@@ -274,6 +284,16 @@ def main(argv=None):
     out_json = Path(args.out).with_suffix(".json")
     if args.rerender:
         results = json.loads(out_json.read_text())
+        io.write_text(out_json.with_suffix(".md"), render(results))
+        print(render(results))
+        return
+    if args.int8_only:
+        results = json.loads(out_json.read_text())
+        train, _, test = load_data(args)
+        work = Path(args.work_dir) / f"{args.student}_{args.input}"
+        row = max((r for r in results["runs"] if r["method"] != "scratch"), key=lambda r: r["body12"])
+        int8_row((rebuild(args, row, work), row), train, test, args, results, work, shared_dir() / "models" / MOVENET)
+        io.write_json(out_json, results)
         io.write_text(out_json.with_suffix(".md"), render(results))
         print(render(results))
         return
@@ -325,7 +345,19 @@ def main(argv=None):
 
 def rebuild(args, row, work):
     student = build_student(args)
-    student.load_weights(str(work / f"{row['method']}_s{row['seed']}" / "final.weights.h5"))
+    path = str(work / f"{row['method']}_s{row['seed']}" / "final.weights.h5")
+    if is_imported(args):  # runs saved before the delegate-friendly ReLUs: load into that graph, copy by name
+        from kdpose_tf.models.imported.openvino_import import copy_weights_by_name, import_pose_model
+
+        try:
+            student.load_weights(path)
+        except ValueError:
+            old = import_pose_model(args.student, keypoint_set="lsp14", delegate_friendly=False)
+            old.load_weights(path)
+            student = build_student(args)  # fresh: the failed load may have written part of it
+            copy_weights_by_name(old, student)
+        return student
+    student.load_weights(path)
     return student
 
 
@@ -373,6 +405,9 @@ def render(results):
                   f"{q['size_kb']:.0f} KB): all-14 {q['all14']:.1f}, body-12 {q['body12']:.1f}; "
                   f"{q['ms']:.2f} ms per crop vs MoveNet Lightning int8 {q['movenet_ms']:.2f} ms "
                   f"({q['ms'] / q['movenet_ms']:.2f}x; LiteRT, {q['delegate']}, 1 thread, same process, interleaved)."]
+        if q.get("no_equalization"):
+            lines[-1] += (f" Float: body-12 {q['float']['body12']:.1f}; int8 without activation equalization: "
+                          f"body-12 {q['no_equalization']['body12']:.1f}, all-14 {q['no_equalization']['all14']:.1f}.")
     if results.get("int8_pretrained"):
         q = results["int8_pretrained"]
         lines += ["", f"The imported `{cfg['student']}` weights before fine-tuning, int8 the same way: body-12 "

@@ -16,7 +16,8 @@ same range. s_i = clip(R / r_i, 1, max_scale), r_i = channel i's largest |activa
 crops and R = the largest r_i. This is the data-driven, activation-side variant of cross-layer
 equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
 Correction", ICCV 2019), which balances weight ranges instead; with TFLite's per-channel weights the
-activations are what per-tensor quantization hurts. A depthwise C takes any s (its channels are
+activations are what per-tensor quantization hurts. On PP-TinyPose the gain is small (heatmap error
+-4 %, see `dense`): most of its int8 error is elsewhere (ADD / CONCATENATION inputs sharing one scale). A depthwise C takes any s (its channels are
 quantized separately); a regular C's weights are quantized per output channel, so shrinking the weights
 of one input channel costs them precision: those pairs are off unless `dense=True` (then capped lower,
 `max_scale_dense`).
@@ -115,9 +116,12 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
         calibration: float32 crops (N, H, W, 3) in [0, 255] (the int8 calibration set).
         dense: also equalize pairs whose consumer is a regular convolution (default False). Its weights
             are quantized per *output* channel, so dividing the weights of one input channel by s_i
-            costs them precision: measured on PARSE (int8 body-12 PCK), depthwise pairs only took
-            PP-TinyPose 128x96 from 68.2 to 69.6 and left our Lite-HRNet-18 student unchanged (49.1);
-            adding the dense pairs gave PP-TinyPose +0.3 more (within noise) and cost Lite-HRNet 1.2.
+            costs them precision. Measured (int8 vs float heatmaps on PARSE 1-100, which neither model
+            trained on): PP-TinyPose 128x96 heatmap RMSE 0.0232 without, 0.0223 depthwise pairs only,
+            0.0226 all pairs (body-12 PCK 70.0 / 69.8 / 70.5: within noise, float 74.1); our
+            Lite-HRNet-18 BatchNorm student: depthwise pairs leave it unchanged (PARSE 101-305 int8
+            body-12 49.1), all pairs cost it 1.2 points. The large gains are on unbalanced layers
+            (tests/export/test_equalization.py: 33x lower error), which trained BatchNorm nets rarely have.
         max_scale: largest s_i when the consumer is depthwise (default 256).
         max_scale_dense: largest s_i when the consumer is a regular convolution (default 32). Uncapped
             scales are harmful: PP-TinyPose's int8 body-12 PCK fell to 56.6.

@@ -46,12 +46,13 @@ SMALL_GRAPH = [
     _conv("down2", "sum", 8, k=1, s=2, pad=(0, 0, 0, 0)),
     _node("resize", "resize", ["down2"], size=[16, 12], align_corners=True),
     _node("out", "add", ["sum", "resize"]),
+    _node("out_relu", "relu_dw", ["out"]),
 ]
 
 
 def test_graph_backbone_passes_the_model_harness(tmp_path):
     """Every node op in one small graph: config round trip, .keras save/load, mixed precision, TFLite parity."""
-    figures = run_model_checks(GraphBackbone, {"nodes": SMALL_GRAPH, "outputs": {"P1": "out"},
+    figures = run_model_checks(GraphBackbone, {"nodes": SMALL_GRAPH, "outputs": {"P1": "out_relu"},
                                                "input_shape": (32, 24, 3)}, (2, 32, 24, 3), tmp_path=tmp_path)
     assert tuple(figures["model"].output["P1"].shape) == (None, 16, 12, 8)
 
@@ -127,6 +128,8 @@ def test_import_matches_openvino_on_a_graph_with_every_op(tmp_path, color):
     model = import_pose_model(cfg)
     kinds = {n["op"] for n in model.backbone.nodes}
     assert kinds == {"normalize", "conv", "relu", "relu6", "split", "concat", "shuffle", "upsample", "resize", "add"}
+    # a ReLU reading an add that something else also reads: the delegate-friendly form
+    assert {"relu", "relu_dw"} <= {n["op"] for n in import_pose_model("pp_tinypose_128x96").backbone.nodes}
     assert all(n["use_bias"] for n in model.backbone.nodes if n["op"] == "conv")  # every BN add folded
     crops = np.random.RandomState(0).uniform(0, 255, (3, 32, 24, 3)).astype(np.float32)
     ours = np.asarray(model.predict(crops, verbose=0))
@@ -169,7 +172,7 @@ def test_pp_tinypose_import_matches_openvino_on_real_photos(pp_tinypose, parse_c
     assert ours.shape == ref.shape == (len(parse_crops), 32, 24, 17)
     assert np.abs(ours - ref).max() < 1e-4, np.abs(ours - ref).max()
     assert ref.max() > 0.5  # real people: real peaks, not a comparison of near-zero maps
-    assert pp_tinypose.count_params() == 1_300_177
+    assert sum(int(np.prod(w.shape)) for w in pp_tinypose.trainable_weights) == 1_300_177  # + 320 fixed relu_dw ones
 
 
 def test_retarget_keeps_shared_joints_and_serializes(pp_tinypose, parse_crops, tmp_path):
@@ -187,3 +190,20 @@ def test_retarget_keeps_shared_joints_and_serializes(pp_tinypose, parse_crops, t
     again = PoseEstimator.from_preset(str(tmp_path / "preset"))
     assert isinstance(again.backbone, GraphBackbone)
     np.testing.assert_allclose(np.asarray(again.predict(parse_crops[:2], verbose=0)), ours, atol=1e-5)
+
+
+def test_delegate_friendly_relus_keep_the_maths(pp_tinypose, parse_crops):
+    """ReLUs the converter cannot fuse become fixed 1x1 depthwise convs (relu_dw); weights saved from the
+    plain graph move over by layer name and give the same heatmaps."""
+    from kdpose_tf.models.imported.openvino_import import copy_weights_by_name
+
+    plain = import_pose_model("pp_tinypose_128x96", delegate_friendly=False)
+    assert "relu_dw" not in {n["op"] for n in plain.backbone.nodes}
+    assert sum(n["op"] == "relu_dw" for n in pp_tinypose.backbone.nodes) == 8
+    rng = np.random.RandomState(0)
+    plain.head.final_conv.set_weights([w + rng.normal(scale=0.01, size=w.shape).astype(np.float32)
+                                       for w in plain.head.final_conv.get_weights()])
+    fresh = import_pose_model("pp_tinypose_128x96")
+    assert copy_weights_by_name(plain, fresh) > 200
+    np.testing.assert_allclose(np.asarray(fresh.predict(parse_crops[:2], verbose=0)),
+                               np.asarray(plain.predict(parse_crops[:2], verbose=0)), atol=1e-5)

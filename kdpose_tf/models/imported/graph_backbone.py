@@ -16,6 +16,8 @@ ops and their fields:
     conv       filters, kernel (kh, kw), strides (sh, sw), padding ((top, bottom), (left, right)),
                groups (1, C for depthwise, or g), use_bias
     relu, relu6
+    relu_dw    ReLU written as a fixed (non-trainable) 1x1 depthwise conv of ones with a fused ReLU: the
+               same maths, but an op XNNPACK takes in int8 where a standalone RELU would not be fused
     add        two inputs
     concat     along channels
     split      sizes (list of channel counts): outputs "name:0", "name:1", ...
@@ -50,7 +52,7 @@ from kdpose_tf.models.backbone import Backbone
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
 
-OPS = ("normalize", "conv", "relu", "relu6", "add", "concat", "split", "shuffle", "upsample", "resize")
+OPS = ("normalize", "conv", "relu", "relu_dw", "relu6", "add", "concat", "split", "shuffle", "upsample", "resize")
 _ARITY = {"add": 2}
 
 
@@ -83,6 +85,9 @@ def _apply(node, inputs):
         return x
     if op == "relu":
         return keras.layers.ReLU(name=name)(x)
+    if op == "relu_dw":
+        return keras.layers.DepthwiseConv2D(1, use_bias=False, activation="relu", depthwise_initializer="ones",
+                                            trainable=False, name=name)(x)
     if op == "relu6":
         return keras.layers.ReLU(6.0, name=name)(x)
     if op == "add":

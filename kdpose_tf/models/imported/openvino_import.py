@@ -189,7 +189,7 @@ class _Converter:
         self.bind(node, self.emit(node, "relu6", [self.ref(node.input(0).get_source_output())]))
 
     # ------------------------------------------------------------------ walk
-    def run(self, heatmap_output, scale, offset, bgr):
+    def run(self, heatmap_output, scale, offset, bgr, delegate_friendly=True):
         head_add = heatmap_output.get_node()
         head_conv = head_add.input(0).get_source_output().get_node() if head_add.get_type_name() == "Add" else head_add
         if head_conv.get_type_name() != "Convolution" or _shape(head_conv.input(1).get_source_output())[2:] != [1, 1]:
@@ -215,6 +215,8 @@ class _Converter:
         if bgr:  # the graph wants BGR: reverse the first conv's input channels instead
             first = next(n for n in self.nodes if n["op"] == "conv")
             self.weights[first["name"]][0] = self.weights[first["name"]][0][:, :, ::-1, :].copy()
+        if delegate_friendly:
+            self.nodes = fusable_relus(self.nodes)
         feature = self.ref(head_conv.input(0).get_source_output())
         w = _const(head_conv.input(1).get_source_output())
         b = _const(head_add.input(1).get_source_output()) if head_add is not head_conv else None
@@ -253,7 +255,27 @@ class _Converter:
         return names
 
 
-def import_pose_model(preset, keypoint_set=None, name=None):
+def fusable_relus(nodes):
+    """Turn each ReLU that reads a shared "add" into a "relu_dw" node (a fixed 1x1 depthwise conv of ones
+    with a fused ReLU: the same maths).
+
+    The converter fuses ADD + RELU only when the ReLU is the add's sole reader. PP-TinyPose's fusion
+    layers read the sum twice (a ReLU and a conv), which left 8 standalone int8 RELU ops at 32x24x40
+    that LiteRT 2.3's XNNPACK does not take: 28 % of the summed op time and 9 XNNPACK partitions
+    (benchmarks/results/latency.md). Duplicating the add does not help (the converter moves the add
+    before the upsampling's RESHAPE, so the ReLU still reads a RESHAPE); a 1x1 depthwise conv with a
+    fused ReLU is delegated and costs ~0.02 ms there.
+    """
+    readers = {}
+    for n in nodes:
+        for ref in n["inputs"]:
+            readers[ref] = readers.get(ref, 0) + 1
+    ops = {n["name"]: n["op"] for n in nodes}
+    return [{**n, "op": "relu_dw"} if n["op"] == "relu" and ops.get(n["inputs"][0]) == "add"
+            and readers[n["inputs"][0]] > 1 else n for n in nodes]
+
+
+def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=True):
     """Build a trainable `PoseEstimator` from a pretrained heatmap model (see the module docstring).
 
     Args:
@@ -262,6 +284,9 @@ def import_pose_model(preset, keypoint_set=None, name=None):
         keypoint_set: joints of the returned model (default None = the source model's). Channels are
             carried over by joint name (`retarget_keypoints`); joints the source lacks start untrained.
         name: the model's name (default "imported_<preset name>").
+        delegate_friendly: write ReLUs that the TFLite converter cannot fuse as "relu_dw" nodes (default
+            True; see `fusable_relus`). False gives the graph of kdpose_tf before that change, e.g. to
+            read weights saved from it (`copy_weights_by_name` then moves them over).
 
     Returns:
         A `PoseEstimator` with a `GraphBackbone` and a 1x1 `HeatmapHead`, weights loaded; it takes float
@@ -292,7 +317,8 @@ def import_pose_model(preset, keypoint_set=None, name=None):
     if cfg.color == "bgr":  # the first conv is flipped, so the normalisation runs in RGB order
         scale, offset = scale[::-1], offset[::-1]
     conv = _Converter(model, cfg.path)
-    feature, head_weights = conv.run(result, [float(v) for v in scale], [float(v) for v in offset], cfg.color == "bgr")
+    feature, head_weights = conv.run(result, [float(v) for v in scale], [float(v) for v in offset], cfg.color == "bgr",
+                                     delegate_friendly)
     stride = h // _shape(result)[2]
     level = {1: "P0", 2: "P1", 4: "P2", 8: "P3"}.get(stride, f"stride{stride}")
     label = cfg.name or _clean(cfg.path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
@@ -306,6 +332,19 @@ def import_pose_model(preset, keypoint_set=None, name=None):
     if keypoint_set is not None and get_keypoint_set(keypoint_set).name != source_set.name:
         return retarget_keypoints(estimator, keypoint_set)
     return estimator
+
+
+def copy_weights_by_name(source, target):
+    """Copy every weighted layer of `source` into the layer of `target` with the same name (backbone and
+    head); returns the number of layers copied. Layers only `target` has (relu_dw) keep theirs."""
+    copied = 0
+    for src_model, dst_model in ((source.backbone, target.backbone), (source, target)):
+        names = {layer.name for layer in dst_model.layers}
+        for layer in src_model.layers:
+            if layer.weights and layer.name in names and not isinstance(layer, type(source.backbone)):
+                dst_model.get_layer(layer.name).set_weights(layer.get_weights())
+                copied += 1
+    return copied
 
 
 def retarget_keypoints(model, keypoint_set, name=None):
