@@ -207,3 +207,13 @@ def test_delegate_friendly_relus_keep_the_maths(pp_tinypose, parse_crops):
     assert copy_weights_by_name(plain, fresh) > 200
     np.testing.assert_allclose(np.asarray(fresh.predict(parse_crops[:2], verbose=0)),
                                np.asarray(plain.predict(parse_crops[:2], verbose=0)), atol=1e-5)
+
+
+def test_from_preset_imports_pretrained_models(shared_dir):
+    model = PoseEstimator.from_preset("pp_tinypose_128x96", keypoint_set="lsp14")
+    assert isinstance(model.backbone, GraphBackbone) and model.keypoint_set.name == "lsp14"
+    assert model.input_size == (128, 96)
+    from kdpose_tf.errors import PresetError
+
+    with pytest.raises(PresetError, match="input_size"):
+        PoseEstimator.from_preset("pp_tinypose_128x96", input_size=(256, 192))
