@@ -101,11 +101,11 @@ def is_importable(spec: str) -> bool:
 
 def import_model(spec: str, keypoint_set=None, input_size=None, **ignored):
     """`import_pose_model` for the CLI: joints carried over by name to `keypoint_set`; the size is the source's."""
-    from kdpose_tf.models.imported.openvino_import import ImportError_, import_pose_model
+    from kdpose_tf.models.imported.openvino_import import GraphImportError, import_pose_model
 
     try:
         model = import_pose_model(spec, keypoint_set=keypoint_set)
-    except ImportError_ as e:
+    except GraphImportError as e:
         raise CLIError(str(e)) from None
     if input_size is not None and tuple(input_size) != tuple(model.input_size):
         raise CLIError(f"{spec} is a pretrained model with a fixed input of {model.input_size[0]}x"

@@ -13,7 +13,7 @@ from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
 from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
 from kdpose_tf.keypoints import COCO17, LSP14
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
-from kdpose_tf.models.imported.openvino_import import ImportError_, import_pose_model, retarget_keypoints
+from kdpose_tf.models.imported.openvino_import import GraphImportError, import_pose_model, retarget_keypoints
 from kdpose_tf.models.layers.upsample import ResizeBilinear
 from kdpose_tf.models.pose_estimator import PoseEstimator
 
@@ -138,9 +138,9 @@ def test_import_matches_openvino_on_a_graph_with_every_op(tmp_path, color):
 
 def test_unsupported_op_names_the_file_and_the_op(tmp_path):
     path = _ov_graph(tmp_path / "sig.xml", with_sigmoid=True)
-    with pytest.raises(ImportError_, match=r"sig\.xml: cannot import Sigmoid .*unsupported op type"):
+    with pytest.raises(GraphImportError, match=r"sig\.xml: cannot import Sigmoid .*unsupported op type"):
         import_pose_model(TeacherConfig(path=path, input_size=(32, 24)))
-    with pytest.raises(ImportError_, match="only OpenVINO IR"):
+    with pytest.raises(GraphImportError, match="only OpenVINO IR"):
         import_pose_model(TeacherConfig(path=_touch(tmp_path / "m.tflite"), input_size=(32, 24)))
 
 

@@ -37,7 +37,7 @@ from kdpose_tf.models.pose_estimator import PoseEstimator
 _SKIP = {"Constant", "Convert", "ShapeOf", "Result", "Parameter"}
 
 
-class ImportError_(ValueError):
+class GraphImportError(ValueError):
     """An op or pattern of the source graph that the importer does not translate."""
 
 
@@ -67,7 +67,7 @@ class _Converter:
         self.nodes, self.weights, self.refs, self.used = [], {}, {}, set()
 
     def fail(self, node, why):
-        raise ImportError_(f"{self.path}: cannot import {node.get_type_name()} {node.get_friendly_name()!r}: {why}")
+        raise GraphImportError(f"{self.path}: cannot import {node.get_type_name()} {node.get_friendly_name()!r}: {why}")
 
     def ref(self, output):
         key = (output.get_node().get_name(), output.get_index())
@@ -297,10 +297,10 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
 
     cfg = preset.check_files() if isinstance(preset, TeacherConfig) else resolve_teacher_config(preset)
     if not cfg.path.endswith((".xml", ".onnx")):
-        raise ImportError_(f"{cfg.path}: only OpenVINO IR (.xml) and ONNX models can be imported, not "
+        raise GraphImportError(f"{cfg.path}: only OpenVINO IR (.xml) and ONNX models can be imported, not "
                            f"{cfg.path.rsplit('.', 1)[-1]!r}")
     if cfg.input_layout != "nchw" or cfg.output_layout != "nchw":
-        raise ImportError_(f"{cfg.path}: the importer reads NCHW graphs; the config says input_layout="
+        raise GraphImportError(f"{cfg.path}: the importer reads NCHW graphs; the config says input_layout="
                            f"{cfg.input_layout!r}, output_layout={cfg.output_layout!r}")
     import openvino as ov
 
@@ -309,7 +309,7 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     index = cfg.output if isinstance(cfg.output, int) else next(
         (i for i, o in enumerate(outputs) if cfg.output in o.get_names()), None)
     if index is None or not 0 <= index < len(outputs):
-        raise ImportError_(f"{cfg.path}: output {cfg.output!r} not found; outputs: {[o.get_any_name() for o in outputs]}")
+        raise GraphImportError(f"{cfg.path}: output {cfg.output!r} not found; outputs: {[o.get_any_name() for o in outputs]}")
     result = outputs[index].get_node().input(0).get_source_output()
     h, w = cfg.input_size
     std, mean = np.asarray(cfg.std, np.float64), np.asarray(cfg.mean, np.float64)
