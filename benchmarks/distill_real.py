@@ -142,9 +142,9 @@ def teacher_data(method, train, unlabelled, teachers, results):
 
 def is_imported(args):
     """Whether --student names a pretrained model from another framework (imported with its weights)."""
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+    from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
 
-    return args.student in TEACHER_PRESETS or args.student.endswith((".xml", ".onnx"))
+    return is_pretrained_source(args.student)
 
 
 def build_student(args, name=None):
@@ -219,23 +219,22 @@ def int8_row(best, train, test, args, results, work, movenet_path):
     from kdpose_tf.keypoints import LSP14
 
     student, row = best
-    path = export_tflite(student, work / "best_int8.tflite", quantize="int8",
-                         representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
-    runner = TFLiteRunner(path, num_threads=1)
+    crops = calibration_crops(train, args.input_size, 300)  # one calibration set for every export below
     codec = HeatmapCodec(args.input_size)
-    all14, body12, per_joint = scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
+
+    def export_and_score(model, name, **kwargs):
+        path = export_tflite(model, work / name, quantize="int8", representative_data=crops, keypoint_set=LSP14,
+                             **kwargs)
+        runner = TFLiteRunner(path, num_threads=1)
+        return path, runner, scores(evaluate(runner, test, args.input_size, codec, LSP14, progress=False))
+
+    path, runner, (all14, body12, per_joint) = export_and_score(student, "best_int8.tflite")
     # the same student without activation equalization (kdpose_tf.export.equalization), for comparison
-    plain = export_tflite(student, work / "best_int8_no_equalization.tflite", quantize="int8", equalize=False,
-                          representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
-    plain_scores = scores(evaluate(TFLiteRunner(plain, num_threads=1), test, args.input_size, codec, LSP14,
-                                   progress=False))
+    _, _, plain_scores = export_and_score(student, "best_int8_no_equalization.tflite", equalize=False)
     paths = {"student int8": path, "MoveNet Lightning int8": movenet_path}
     if is_imported(args):  # the pretrained start point as int8 too: what fine-tuning added
-        start = export_tflite(build_student(args), work / "pretrained_int8.tflite", quantize="int8",
-                              representative_data=calibration_crops(train, args.input_size, 300), keypoint_set=LSP14)
-        paths["pretrained int8"] = start
-        s_all14, s_body12, s_per_joint = scores(evaluate(TFLiteRunner(start, num_threads=1), test, args.input_size,
-                                                         codec, LSP14, progress=False))
+        paths["pretrained int8"], _, (s_all14, s_body12, s_per_joint) = export_and_score(
+            build_student(args), "pretrained_int8.tflite")
     timings = interleaved_ms(paths, threads=1)
     if is_imported(args):
         results["int8_pretrained"] = {"all14": s_all14, "body12": s_body12, "per_joint": s_per_joint,

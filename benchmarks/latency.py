@@ -43,6 +43,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
+from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 MOVENET = "movenet_singlepose_lightning_int8.tflite"
 KERNELS = ("xnnpack", "builtin")
@@ -123,19 +125,13 @@ def parse_args(argv=None):
     return args
 
 
-def _is_imported(preset):
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
-
-    return preset in TEACHER_PRESETS
-
-
 def _spec(entry):
     preset, _, size = entry.partition("@")
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+    from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
     from kdpose_tf.models import presets
 
-    if _is_imported(preset):  # a pretrained model imported with its weights: its own fixed size
-        own = tuple(TEACHER_PRESETS[preset]["config"]["input_size"])
+    if is_pretrained_source(preset):  # a pretrained model imported with its weights: its own fixed size
+        own = tuple(resolve_teacher_config(preset).input_size)
         if size and tuple(int(v) for v in size.split("x")) != own:
             raise SystemExit(f"{preset} is imported at its fixed input size {own}")
         return preset, own
@@ -147,7 +143,7 @@ def _build(preset, hw):
     from kdpose_tf.models import presets
     from kdpose_tf.models.imported.openvino_import import import_pose_model
 
-    return import_pose_model(preset) if _is_imported(preset) else presets.build(preset, input_size=hw)
+    return import_pose_model(preset) if is_pretrained_source(preset) else presets.build(preset, input_size=hw)
 
 
 def export_students(args, shared):
@@ -166,7 +162,7 @@ def export_students(args, shared):
     out = []
     for entry in args.models:
         preset, hw = _spec(entry)
-        label = f"{preset} @ {hw[0]}x{hw[1]}" + (" (imported, pretrained)" if _is_imported(preset) else "")
+        label = f"{preset} @ {hw[0]}x{hw[1]}" + (" (imported, pretrained)" if is_pretrained_source(preset) else "")
         path = work / f"{preset}_{hw[0]}x{hw[1]}_int8.tflite"
         if not (args.reuse and path.is_file()):
             keras.utils.set_random_seed(0)

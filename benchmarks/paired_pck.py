@@ -51,21 +51,19 @@ def predictor(spec):
 
 
 def hits(spec, test):
-    """(N, 14) bool hits and (N, 14) bool counted of a model on `test` (LSP-14, PCK@0.2, torso)."""
+    """(N, 14) bool hits and (N, 14) bool counted of a model on `test` (LSP-14, PCK@0.2, torso rule),
+    from `kdpose_tf.metrics.pck.pck`, the benchmarks' own metric."""
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.evaluation import predict_samples
     from kdpose_tf.keypoints import LSP14
-    from kdpose_tf.metrics.pck import torso_normalizer
+    from kdpose_tf.metrics.pck import pck, torso_normalizer
 
     fn, size = predictor(spec)
     pred, _ = predict_samples(fn, test, size, HeatmapCodec(size), LSP14, progress=False)
     gt = np.stack([s.keypoints for s in test]).astype(np.float64)
     vis = np.stack([s.visibility for s in test]) > 0
-    norm = torso_normalizer(gt, LSP14, vis)
-    ok = np.isfinite(norm) & (norm > 0)
-    dist = np.linalg.norm(np.asarray(pred, np.float64)[..., :2] - gt, axis=-1)
-    counted = vis & ok[:, None] & np.isfinite(gt).all(-1)
-    return (dist <= 0.2 * norm[:, None]) & counted, counted
+    r = pck(pred, gt, vis, torso_normalizer(gt, LSP14, vis), 0.2)
+    return r["correct"], r["counted"]
 
 
 def _mean_of_joints(hit, counted):

@@ -75,10 +75,11 @@ def load_model(spec: str, **overrides):
     """
     import keras
 
+    from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
     from kdpose_tf.models.pose_estimator import PoseEstimator
 
     path = Path(spec)
-    if is_importable(spec):
+    if is_pretrained_source(spec):
         return import_model(spec, **overrides)
     if path.suffix == ".keras":
         if not path.exists():
@@ -89,14 +90,6 @@ def load_model(spec: str, **overrides):
     if spec.endswith(".tflite"):
         raise CLIError(f"{spec}: a TFLite model cannot be trained; give a .keras file, preset directory or preset name")
     return PoseEstimator.from_preset(spec, load_weights=False, **overrides)
-
-
-def is_importable(spec: str) -> bool:
-    """Whether `spec` names a pretrained model from another framework that `import_model` rebuilds in Keras."""
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
-
-    return str(spec) in TEACHER_PRESETS or str(spec).endswith((".xml", ".onnx")) or (
-        Path(spec).is_dir() and (Path(spec) / "teacher.json").is_file())
 
 
 def import_model(spec: str, keypoint_set=None, input_size=None, **ignored):

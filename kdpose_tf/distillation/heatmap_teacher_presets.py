@@ -35,6 +35,14 @@ TEACHER_PRESETS = {
 }
 
 
+def is_pretrained_source(spec) -> bool:
+    """Whether `spec` names a pretrained model from another framework that `resolve_teacher_config` reads
+    and `kdpose_tf.models.imported` can rebuild: a preset name, an ``.xml`` / ``.onnx`` file, or a
+    folder holding ``teacher.json``."""
+    spec = str(spec)
+    return spec in TEACHER_PRESETS or spec.endswith((".xml", ".onnx")) or (Path(spec) / "teacher.json").is_file()
+
+
 def resolve_teacher_config(preset):
     """A checked `TeacherConfig` from a preset name, a folder with ``teacher.json``, or a config."""
     if isinstance(preset, TeacherConfig):

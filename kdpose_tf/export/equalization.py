@@ -42,6 +42,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kdpose_tf.models.graph import layer_consumers
+
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
@@ -55,7 +57,7 @@ def _plain_relu(layer):
 
 
 def _is_conv(layer):
-    if type(layer) not in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D) or not _linear(layer):
+    if type(layer) not in _CONVS or not _linear(layer):
         return False
     return isinstance(layer, keras.layers.DepthwiseConv2D) or layer.groups == 1
 
@@ -65,15 +67,6 @@ def _is_producer(layer):
     if type(layer) is keras.layers.BatchNormalization:
         return layer.scale and layer.center and layer.axis in (-1, [-1], 3, [3])
     return _is_conv(layer)
-
-
-def _consumers(model):
-    out = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for t in node.input_tensors:
-                out.setdefault(id(t._keras_history.operation), []).append(layer)
-    return out
 
 
 def _graphs(model):
@@ -92,7 +85,7 @@ def find_pairs(model):
     equalized (see the module docstring); `graph` is the functional model holding them."""
     pairs = []
     for graph in _graphs(model):
-        users = _consumers(graph)
+        users = layer_consumers(graph)
         for p in graph.layers:
             if not _is_producer(p) or len(p._inbound_nodes) != 1 or len(users.get(id(p), [])) != 1:
                 continue

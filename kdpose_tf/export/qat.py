@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation.distiller import Distiller
+from kdpose_tf.models.graph import layer_consumers
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 
@@ -239,17 +240,6 @@ _PASSTHROUGH = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.MaxPool
                 ChannelShuffle)
 
 
-def _consumers(model):
-    """id(layer) -> list of layers that consume its output(s)."""
-    out = {}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for t in node.input_tensors:
-                prod = t._keras_history.operation
-                out.setdefault(id(prod), []).append(layer)
-    return out
-
-
 def _quant_class(layer):
     for base, quant in _QUANT_CLASSES.items():
         if type(layer) is base:
@@ -302,7 +292,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         from kdpose_tf.models.graph import flatten_functional
 
         model = flatten_functional(model)
-    consumers = _consumers(model)
+    consumers = layer_consumers(model)
     folded = {}  # id(conv) -> bn ; id(bn) -> conv
     if fold_batchnorm:
         for layer in model.layers:

@@ -53,7 +53,8 @@ def pck(pred, gt, visible, normalizer, threshold=0.2, joints=None) -> dict:
         dict with `per_joint` (K,) float array (NaN where a joint was never counted), `mean`
         (correct / counted over the selected joints, NaN when nothing was counted), `count`
         (number of counted joints), `per_joint_count` (K,), `excluded` (number of samples left
-        out for lack of a normalizer) and `threshold`.
+        out for lack of a normalizer), `threshold`, and the (N, K) bool matrices `correct` and
+        `counted` behind them (for paired comparisons of two models on the same samples).
     """
     gt = _as_points("gt", gt)
     n, k = gt.shape[:2]
@@ -90,6 +91,8 @@ def pck(pred, gt, visible, normalizer, threshold=0.2, joints=None) -> dict:
         "per_joint_count": per_joint_count.astype(np.int64),
         "excluded": int((~valid_sample).sum()),
         "threshold": float(threshold),
+        "correct": correct,
+        "counted": counted,
     }
 
 

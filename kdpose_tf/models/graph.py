@@ -43,6 +43,17 @@ def _replay(model, inputs):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
+def layer_consumers(model):
+    """id(layer) -> the layers of `model` that read its output(s), from each layer's inbound nodes
+    (the QAT rewriter and activation equalization walk the graph with it)."""
+    out = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                out.setdefault(id(t._keras_history.operation), []).append(layer)
+    return out
+
+
 def flatten_functional(model, name=None):
     """A flat functional model with `model`'s layers (shared, not copied) and outputs.
 

@@ -53,7 +53,6 @@ from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, Channe
 from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
 
 OPS = ("normalize", "conv", "relu", "relu_dw", "relu6", "add", "concat", "split", "shuffle", "upsample", "resize")
-_ARITY = {"add": 2}
 
 
 def _conv_layers(node, in_channels):

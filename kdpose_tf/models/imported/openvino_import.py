@@ -106,9 +106,9 @@ class _Converter:
             if ig == 1 and og == 1:  # depthwise: Keras (kh, kw, C, 1)
                 kernel = w.reshape(g, kh, kw).transpose(1, 2, 0)[..., None]
         else:
-            g, (o, ig, kh, kw) = 1, w.shape
+            g, (og, ig, kh, kw) = 1, w.shape
             kernel = w.transpose(2, 3, 1, 0)
-        filters = kernel.shape[2] if grouped and kernel.shape[-1] == 1 and g > 1 else kernel.shape[-1]
+        filters = g * og
         # Folded BatchNorm / bias: the conv's only consumer adds a (1, C, 1, 1) constant.
         out, bias = node, None
         nxt = self.consumers(node)
@@ -337,14 +337,12 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
 def copy_weights_by_name(source, target):
     """Copy every weighted layer of `source` into the layer of `target` with the same name (backbone and
     head); returns the number of layers copied. Layers only `target` has (relu_dw) keep theirs."""
-    copied = 0
-    for src_model, dst_model in ((source.backbone, target.backbone), (source, target)):
-        names = {layer.name for layer in dst_model.layers}
-        for layer in src_model.layers:
-            if layer.weights and layer.name in names and not isinstance(layer, type(source.backbone)):
-                dst_model.get_layer(layer.name).set_weights(layer.get_weights())
-                copied += 1
-    return copied
+    names = {layer.name for layer in target.backbone.layers}
+    pairs = [(layer, target.backbone.get_layer(layer.name)) for layer in source.backbone.layers
+             if layer.weights and layer.name in names] + [(source.head, target.head)]
+    for src, dst in pairs:
+        dst.set_weights(src.get_weights())
+    return len(pairs)
 
 
 def retarget_keypoints(model, keypoint_set, name=None):
