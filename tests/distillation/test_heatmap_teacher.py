@@ -175,6 +175,9 @@ def test_unlabelled_people_train_on_the_teacher_alone(tinypose, data_dir):
 
 def test_distiller_learns_from_teacher_heatmaps(tinypose, parse_train):
     # KD-only (alpha=1) on the teacher's heatmaps: the KD loss must fall within a few steps.
+    # Seeded: with an unseeded start the first epoch's loss was sometimes already near the plateau
+    # (fresh-clone CI: 0.0041 -> 0.0026, ratio 0.63); seeds 0-5 give ratios 0.10-0.32.
+    keras.utils.set_random_seed(0)
     samples = attach_teacher_heatmaps(parse_train[:8], tinypose, LSP14, progress=False)
     codec = HeatmapCodec((64, 48))
     inputs = keras.Input((64, 48, 3))
