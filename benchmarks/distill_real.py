@@ -153,10 +153,7 @@ def build_student(args, name=None):
     from kdpose_tf.models.pose_estimator import PoseEstimator
 
     if is_imported(args):
-        student = import_pose_model(args.student, keypoint_set="lsp14", name=name)
-        if tuple(student.input_size) != tuple(args.input_size):
-            raise SystemExit(f"--student {args.student} takes {student.input_size}, not --input {args.input}")
-        return student
+        return import_pose_model(args.student, keypoint_set="lsp14", name=name, input_size=args.input_size)
     return PoseEstimator.from_preset(args.student, load_weights=False, keypoint_set="lsp14", num_keypoints=14,
                                      input_size=args.input_size, **({"name": name} if name else {}))
 

@@ -204,6 +204,11 @@ def test_evaluate_scores_a_pretrained_openvino_teacher_and_its_keras_import(data
     assert len(body) == 12 and max(abs(teacher[n] - imported[n]) for n in body) < 0.011, (teacher, imported)
     assert main(["import", "pp_tinypose_128x96"]) == 2
     assert "--output" in capsys.readouterr().err
+    # another input size: built there with the same weights; a size off the 32-pixel grid is refused
+    assert main(["import", "pp_tinypose_128x96", "--input-size", "160x128", "--output", str(tmp_path / "b.keras")]) == 0
+    assert "160x128 input" in capsys.readouterr().out
+    assert main(["import", "pp_tinypose_128x96", "--input-size", "144x96", "--output", str(tmp_path / "c.keras")]) == 2
+    assert "must be a multiple of 32" in capsys.readouterr().err
 
 
 def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, coco_spec, data_dir, capsys):

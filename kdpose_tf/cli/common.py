@@ -93,17 +93,14 @@ def load_model(spec: str, **overrides):
 
 
 def import_model(spec: str, keypoint_set=None, input_size=None, **ignored):
-    """`import_pose_model` for the CLI: joints carried over by name to `keypoint_set`; the size is the source's."""
+    """`import_pose_model` for the CLI: joints carried over by name to `keypoint_set`; `input_size`
+    (default: the source's) must be a multiple of the graph's coarsest stride."""
     from kdpose_tf.models.imported.openvino_import import GraphImportError, import_pose_model
 
     try:
-        model = import_pose_model(spec, keypoint_set=keypoint_set)
+        return import_pose_model(spec, keypoint_set=keypoint_set, input_size=input_size)
     except GraphImportError as e:
         raise CLIError(str(e)) from None
-    if input_size is not None and tuple(input_size) != tuple(model.input_size):
-        raise CLIError(f"{spec} is a pretrained model with a fixed input of {model.input_size[0]}x"
-                       f"{model.input_size[1]}; drop --input-size or give {model.input_size[0]}x{model.input_size[1]}")
-    return model
 
 
 def save_model(model, output: str | None = None, preset_dir: str | None = None, metadata: dict | None = None):

@@ -44,7 +44,7 @@ def run_import(args):
 
     if not args.output and not args.preset_dir:
         raise CLIError("give --output MODEL.keras and/or --preset-dir DIR")
-    model = import_model(args.model, keypoint_set=args.keypoint_set)
+    model = import_model(args.model, keypoint_set=args.keypoint_set, input_size=args.input_size)
     h, w = model.input_size
     print(f"imported {args.model}: {h}x{w} input, {model.keypoint_set.name} ({model.num_keypoints} joints), "
           f"{model.count_params() / 1e6:.2f} M params, {count_flops(model) / 1e9:.3f} GMACs, "

@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoint-set", default=None,
                    help="joints of the result (default: the source's); joints are carried over by name, others "
                         "start untrained (e.g. lsp14 from COCO-17: neck and head_top)")
+    p.add_argument("--input-size", type=parse_size, default=None,
+                   help="HxW to build it at (default: the source's); a multiple of the graph's coarsest stride "
+                        "(32 for PP-TinyPose, e.g. 160x128); fine-tune it there")
     p.add_argument("--output", default=None, help="a .keras file to write")
     p.add_argument("--preset-dir", default=None, help="a preset folder to write (config.json + weights)")
 

@@ -7,20 +7,22 @@ into a depthwise conv gives |w| up to ~10 in PP-TinyPose), the rounding error is
 quantization debugger on the imported PP-TinyPose 128x96 put its largest per-layer errors (10 output
 steps RMS) on exactly those depthwise convs.
 
-What: for a convolution P (or a BatchNormalization, whose gamma and beta scale its output) whose
-output reaches exactly one convolution C, directly or through a
-ReLU (positively homogeneous: relu(s*x) = s*relu(x) for s > 0), channel i of P's output (kernel and
-bias) is multiplied by s_i and C's weights reading channel i are divided by s_i. The float model is
-unchanged (up to rounding); the int8 model now sees every channel of that tensor over (nearly) the
-same range. s_i = clip(R / r_i, 1, max_scale), r_i = channel i's largest |activation| on calibration
-crops and R = the largest r_i. This is the data-driven, activation-side variant of cross-layer
-equalization (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
-Correction", ICCV 2019), which balances weight ranges instead; with TFLite's per-channel weights the
-activations are what per-tensor quantization hurts. On PP-TinyPose the gain is small (heatmap error
--4 %, see `dense`): most of its int8 error is elsewhere (ADD / CONCATENATION inputs sharing one scale). A depthwise C takes any s (its channels are
-quantized separately); a regular C's weights are quantized per output channel, so shrinking the weights
-of one input channel costs them precision: those pairs are off unless `dense=True` (then capped lower,
-`max_scale_dense`).
+What: for a convolution P (or a BatchNormalization, whose gamma and beta scale its output per channel),
+channel i of P's output (kernel and bias) is multiplied by s_i and every convolution reading that channel
+has its weights for it divided by s_i. Channels are followed from P through the ops that commute with a
+positive per-channel scale: ReLU (relu(s*x) = s*relu(x)), zero padding, nearest / bilinear upsampling,
+pooling, and the channel routing of ShuffleNet-style blocks (`ChannelSplit`, `ChannelShuffle`,
+`Concatenate`: the channel's new index is followed), until each copy of the channel reaches a
+convolution. A channel that reaches anything else (an Add, a model output) keeps s_i = 1. The float
+model is unchanged (up to rounding); the int8 model now sees the channels of those tensors over
+(nearly) the same range. s_i = clip(R / r_i, 1, max_scale), r_i = channel i's largest |activation| at
+P's output (after its ReLU) on calibration crops and R = the largest r_i. This is the data-driven,
+activation-side variant of cross-layer equalization (Nagel et al., "Data-Free Quantization Through
+Weight Equalization and Bias Correction", ICCV 2019), which balances weight ranges instead; with
+TFLite's per-channel weights the activations are what per-tensor quantization hurts. A depthwise
+consumer takes any s (its channels are quantized separately); a regular convolution's weights are
+quantized per output channel, so shrinking the weights of one input channel costs them precision:
+channels read by one are left alone unless `dense=True` (then capped lower, `max_scale_dense`).
 
 Example:
 >>> import numpy as np, keras
@@ -31,8 +33,8 @@ Example:
 >>> crops = np.random.RandomState(0).uniform(0, 255, (4, 8, 8, 3)).astype("float32")
 >>> before = model.predict(crops, verbose=0)
 >>> pairs = equalize_activations(model, crops)   # depthwise consumers (dense=True: all convolutions)
->>> [(p["producer"], p["consumer"]) for p in pairs]
-[('a', 'b')]
+>>> [(p["producer"], p["consumers"]) for p in pairs]
+[('a', ['b'])]
 >>> bool(np.allclose(before, model.predict(crops, verbose=0), rtol=1e-4, atol=1e-3))
 True
 """
@@ -43,8 +45,14 @@ import keras
 import numpy as np
 
 from kdpose_tf.models.graph import layer_consumers
+from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
+from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+# ops that act on each channel alone and commute with a positive scale of it
+_PER_CHANNEL = (keras.layers.ZeroPadding2D, Upsample, ResizeBilinear, keras.layers.UpSampling2D,
+                keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
+_ROUTING = (ChannelSplit, ChannelShuffle, keras.layers.Concatenate)  # move channels, keep their values
 
 
 def _linear(layer):
@@ -56,8 +64,11 @@ def _plain_relu(layer):
             and not layer.threshold)
 
 
-def _is_conv(layer):
-    if type(layer) not in _CONVS or not _linear(layer):
+def _is_conv(layer, consumer=False):
+    """A depthwise or ungrouped convolution; as a producer its activation must be linear or ReLU."""
+    if type(layer) not in _CONVS:
+        return False
+    if not consumer and not (_linear(layer) or getattr(layer, "activation", None) is keras.activations.relu):
         return False
     return isinstance(layer, keras.layers.DepthwiseConv2D) or layer.groups == 1
 
@@ -80,24 +91,86 @@ def _graphs(model):
             yield layer
 
 
+def _readers(graph):
+    """{(id(layer), output index): [consumer layers]} and the set of such keys that are graph outputs."""
+    readers = {}
+    for layer in graph.layers:
+        for node in layer._inbound_nodes:
+            for t in node.input_tensors:
+                h = t._keras_history
+                readers.setdefault((id(h.operation), h.tensor_index), []).append(layer)
+    outputs = {(id(t._keras_history.operation), t._keras_history.tensor_index) for t in graph.outputs}
+    return readers, outputs
+
+
+def _channel_routes(layer, position, channels):
+    """[(output index, source channel per output channel, -1 = another input's)] of a routing layer."""
+    if isinstance(layer, ChannelSplit):
+        starts = np.cumsum([0] + list(layer.sizes))
+        return [(k, channels[starts[k]:starts[k + 1]]) for k in range(len(layer.sizes))]
+    if isinstance(layer, ChannelShuffle):
+        ids = np.arange(len(channels), dtype=np.float32).reshape(1, 1, 1, -1)
+        perm = keras.ops.convert_to_numpy(layer(ids)).reshape(-1).astype(int)  # output j = input perm[j]
+        return [(0, channels[perm])]
+    sizes = [int(t.shape[-1]) for t in layer._inbound_nodes[0].input_tensors]  # Concatenate (channels last)
+    out = np.full(sum(sizes), -1)
+    out[sum(sizes[:position]):sum(sizes[:position + 1])] = channels
+    return [(0, out)]
+
+
+def _trace(producer, readers, outputs):
+    """Follow each output channel of `producer` to the convolutions reading it.
+
+    Returns ([(consumer, source channel per consumer input channel, -1 = none)], blocked mask): a
+    channel is blocked when a copy of it reaches an op that does not commute with its scale."""
+    n = int(producer.output.shape[-1])
+    consumers, blocked = [], np.zeros(n, bool)
+    stack = [((id(producer), 0), np.arange(n))]
+    while stack:
+        key, channels = stack.pop()
+        mine = channels[channels >= 0]
+        if key in outputs:
+            blocked[mine] = True
+        for layer in readers.get(key, []):
+            if len(layer._inbound_nodes) != 1:
+                blocked[mine] = True
+            elif _plain_relu(layer) or isinstance(layer, _PER_CHANNEL):
+                stack.append(((id(layer), 0), channels))
+            elif isinstance(layer, _ROUTING) and (not isinstance(layer, keras.layers.Concatenate) or
+                                                 layer.axis in (-1, 3)):
+                ids = [id(t._keras_history.operation) == key[0] and t._keras_history.tensor_index == key[1]
+                       for t in layer._inbound_nodes[0].input_tensors]
+                for position in (i for i, hit in enumerate(ids) if hit):
+                    stack += [((id(layer), k), c) for k, c in _channel_routes(layer, position, channels)]
+            elif _is_conv(layer, consumer=True):
+                consumers.append((layer, channels))
+            else:
+                blocked[mine] = True
+    return consumers, blocked
+
+
 def find_pairs(model):
-    """[(graph, producer, [ReLU / ZeroPadding2D layers between], consumer)] of convolutions that can be
-    equalized (see the module docstring); `graph` is the functional model holding them."""
-    pairs = []
+    """[(graph, producer, [(consumer, source channel per consumer input channel)], blocked mask)]: the
+    producers whose channels reach convolutions (see the module docstring); `graph` is the functional
+    model holding them."""
+    found = []
     for graph in _graphs(model):
-        users = layer_consumers(graph)
+        readers, outputs = _readers(graph)
         for p in graph.layers:
-            if not _is_producer(p) or len(p._inbound_nodes) != 1 or len(users.get(id(p), [])) != 1:
+            if not _is_producer(p) or len(p._inbound_nodes) != 1:
                 continue
-            path, c = [], users[id(p)][0]
-            # ReLU (positively homogeneous) and zero padding commute with a positive per-channel scale
-            while (_plain_relu(c) or type(c) is keras.layers.ZeroPadding2D) and len(c._inbound_nodes) == 1 \
-                    and len(users.get(id(c), [])) == 1:
-                path.append(c)
-                c = users[id(c)][0]
-            if _is_conv(c) and len(c._inbound_nodes) == 1:
-                pairs.append((graph, p, path, c))
-    return pairs
+            consumers, blocked = _trace(p, readers, outputs)
+            if consumers and not blocked.all():
+                found.append((graph, p, consumers, blocked))
+    return found
+
+
+def _measured_tensor(graph, producer):
+    """The tensor int8 quantizes after `producer`: its ReLU's output when a single ReLU reads it."""
+    users = layer_consumers(graph).get(id(producer), [])
+    if len(users) == 1 and _plain_relu(users[0]) and len(users[0]._inbound_nodes) == 1:
+        return users[0].output
+    return producer.output
 
 
 def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_scale_dense=32.0, batch_size=16):
@@ -107,51 +180,53 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
         model: a functional Keras model (nested functional models, e.g. a `PoseEstimator`'s backbone,
             are looked into); its weights are changed, its float outputs are not.
         calibration: float32 crops (N, H, W, 3) in [0, 255] (the int8 calibration set).
-        dense: also equalize pairs whose consumer is a regular convolution (default False). Its weights
+        dense: also rescale channels that a regular convolution reads (default False). Its weights
             are quantized per *output* channel, so dividing the weights of one input channel by s_i
-            costs them precision. Measured (int8 vs float heatmaps on PARSE 1-100, which neither model
-            trained on): PP-TinyPose 128x96 heatmap RMSE 0.0232 without, 0.0223 depthwise pairs only,
-            0.0226 all pairs (body-12 PCK 70.0 / 69.8 / 70.5: within noise, float 74.1); our
-            Lite-HRNet-18 BatchNorm student: depthwise pairs leave it unchanged (PARSE 101-305 int8
-            body-12 49.1), all pairs cost it 1.2 points. The large gains are on unbalanced layers
-            (tests/export/test_equalization.py: 33x lower error), which trained BatchNorm nets rarely have.
-        max_scale: largest s_i when the consumer is depthwise (default 256).
-        max_scale_dense: largest s_i when the consumer is a regular convolution (default 32). Uncapped
+            costs them precision. Measured with direct pairs only (producer -> [ReLU] -> conv), int8 vs
+            float heatmaps on PARSE 1-100: PP-TinyPose 128x96 heatmap RMSE 0.0232 without, 0.0223
+            depthwise pairs only, 0.0226 all pairs; our Lite-HRNet-18 BatchNorm student: depthwise pairs
+            leave it unchanged, all pairs cost it 1.2 PCK points. The large gains are on unbalanced
+            layers (tests/export/test_equalization.py: 33x lower error).
+        max_scale: largest s_i of a channel read only by depthwise convolutions (default 256).
+        max_scale_dense: largest s_i of a channel a regular convolution reads (default 32). Uncapped
             scales are harmful: PP-TinyPose's int8 body-12 PCK fell to 56.6.
         batch_size: crops per forward pass when measuring ranges (default 16).
 
     Returns:
-        one dict per equalized pair: producer, consumer, channels, largest and median scale.
+        one dict per rescaled producer: producer, consumers, channels rescaled, largest and median scale.
     """
     if not (max_scale >= 1 and max_scale_dense >= 1):
         raise ValueError(f"max_scale and max_scale_dense must be >= 1, got {max_scale}, {max_scale_dense}")
-    pairs = find_pairs(model)
+    found = find_pairs(model)
     calibration = np.asarray(calibration, np.float32)
     ranges = []
-    for graph in dict.fromkeys(g for g, *_ in pairs):  # one probe per graph, in order
-        probe = keras.Model(graph.inputs, [c.input for g, _, _, c in pairs if g is graph])
-        found = None
+    for graph in dict.fromkeys(g for g, *_ in found):  # one probe per graph, in order
+        probe = keras.Model(graph.inputs, [_measured_tensor(g, p) for g, p, _, _ in found if g is graph])
+        top = None
         for i in range(0, len(calibration), batch_size):
             outs = probe(calibration[i:i + batch_size], training=False)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]
             batch = [np.max(np.abs(keras.ops.convert_to_numpy(o)), axis=(0, 1, 2)) for o in outs]
-            found = batch if found is None else [np.maximum(a, b) for a, b in zip(found, batch)]
-        ranges += found
+            top = batch if top is None else [np.maximum(a, b) for a, b in zip(top, batch)]
+        ranges += top
     report = []
-    for (_, p, _, c), r in zip(pairs, ranges):
-        top = float(r.max())
-        if top <= 0:
-            continue
-        if not dense and not isinstance(c, keras.layers.DepthwiseConv2D):
-            continue
-        cap = max_scale if isinstance(c, keras.layers.DepthwiseConv2D) else max_scale_dense
-        s = np.where(r > 0, np.clip(top / np.maximum(r, 1e-12), 1.0, cap), 1.0).astype(np.float32)
-        if np.all(s == 1.0):
+    for (_, p, consumers, blocked), r in zip(found, ranges):
+        n, peak = len(r), float(r.max())
+        cap = np.full(n, float(max_scale))
+        for c, channels in consumers:
+            if not isinstance(c, keras.layers.DepthwiseConv2D):
+                cap[channels[channels >= 0]] = max_scale_dense if dense else 1.0
+        s = np.where((r > 0) & ~blocked, np.clip(peak / np.maximum(r, 1e-12), 1.0, cap), 1.0).astype(np.float32)
+        if peak <= 0 or np.all(s == 1.0):
             continue
         _scale_outputs(p, s)
-        _scale_inputs(c, 1.0 / s)
-        report.append({"producer": p.name, "consumer": c.name, "channels": int(s.size),
-                       "max_scale": float(s.max()), "median_scale": float(np.median(s))})
+        for c, channels in consumers:
+            inv = np.ones(int(c.input.shape[-1]), np.float32)
+            inv[channels >= 0] = 1.0 / s[channels[channels >= 0]]
+            _scale_inputs(c, inv)
+        report.append({"producer": p.name, "consumers": sorted({c.name for c, _ in consumers}),
+                       "channels": int(np.sum(s != 1.0)), "max_scale": float(s.max()),
+                       "median_scale": float(np.median(s))})
     return report
 
 

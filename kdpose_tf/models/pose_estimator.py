@@ -181,7 +181,8 @@ class PoseEstimator(keras.Model):
     def from_preset(cls, preset, load_weights=True, **overrides):
         """Build from a catalogue name, a preset directory, a hf:// / kaggle:// handle, or the name of a
         pretrained model from another framework (`pp_tinypose_128x96`, `pp_tinypose_256x192`: imported
-        with its COCO weights through `kdpose_tf.models.imported`, keypoint_set override mapped by name).
+        with its COCO weights through `kdpose_tf.models.imported`; keypoint_set mapped by name, input_size
+        a multiple of the graph's coarsest stride).
 
         See `kdpose_tf.models.preset_utils`; `PresetError` when the preset does not hold a `cls`.
         Catalogue entries take PoseEstimator overrides (num_keypoints, keypoint_set, input_size, ...)
@@ -196,10 +197,10 @@ class PoseEstimator(keras.Model):
             # A pretrained model from another framework (pp_tinypose_128x96, ...): imported with its weights.
             from kdpose_tf.models.imported.openvino_import import import_pose_model
 
-            unknown = sorted(set(overrides) - {"keypoint_set", "num_keypoints", "name"})
+            unknown = sorted(set(overrides) - {"keypoint_set", "num_keypoints", "name", "input_size"})
             if unknown:
-                raise PresetError(f"{preset!r} is imported at its own input size and layout; overrides {unknown} "
-                                  "cannot apply (keypoint_set / name can)")
+                raise PresetError(f"{preset!r} is imported with its own layout; overrides {unknown} cannot apply "
+                                  "(keypoint_set / input_size / name can)")
             overrides.pop("num_keypoints", None)
             return import_pose_model(preset, **overrides)
         source = preset_utils.locate_preset(preset, load_weights)

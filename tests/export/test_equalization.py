@@ -6,6 +6,7 @@ import numpy as np
 from kdpose_tf.export.equalization import equalize_activations, find_pairs
 from kdpose_tf.export.runner import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
+from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 
 def _unbalanced_model():
@@ -34,8 +35,45 @@ def _unbalanced_model():
 
 
 def test_pairs_found_through_relu_padding_and_batchnorm():
-    pairs = [(p.name, [m.name for m in path], c.name) for _, p, path, c in find_pairs(_unbalanced_model())]
-    assert pairs == [("a", ["relu", "pad"], "b"), ("bn", ["relu2"], "c")]
+    pairs = [(p.name, [(c.name, list(ch)) for c, ch in consumers], list(blocked))
+             for _, p, consumers, blocked in find_pairs(_unbalanced_model())]
+    assert pairs == [("a", [("b", [0, 1])], [False, False]), ("bn", [("c", [0, 1])], [False, False])]
+
+
+def _shuffle_block_model():
+    """ShuffleNet-style routing: a (4 channels, 2 of them ~100x the others) -> ReLU -> concat with b ->
+    shuffle -> split; half 0 -> depthwise d, half 1 -> 1x1 conv e and an Add with a 4-channel input."""
+    x = keras.Input((8, 8, 3), name="images")
+    y = keras.layers.Rescaling(1 / 255.0)(x)
+    a = keras.layers.Conv2D(4, 1, name="a")(y)
+    b = keras.layers.Conv2D(4, 1, name="b")(y)
+    cat = keras.layers.Concatenate(name="cat")([keras.layers.ReLU(name="relu")(a), b])
+    h0, h1 = ChannelSplit([4, 4], name="split")(ChannelShuffle(2, name="shuffle")(cat))
+    d = keras.layers.DepthwiseConv2D(3, padding="same", name="d")(h0)
+    e = keras.layers.Conv2D(4, 1, name="e")(h1)
+    f = keras.layers.Add(name="add")([h1, keras.layers.Conv2D(4, 1, name="g")(y)])
+    model = keras.Model(x, keras.layers.Concatenate(name="out")([d, e, f]))
+    ka = np.random.RandomState(0).normal(size=(1, 1, 3, 4)).astype(np.float32)
+    ka[..., :2] *= 100.0
+    model.get_layer("a").set_weights([ka, np.zeros(4, np.float32)])
+    return model
+
+
+def test_channels_followed_through_concat_shuffle_and_split():
+    """shuffle(2) of [relu(a) 0..3, b 0..3] = [a0, b0, a1, b1 | a2, b2, a3, b3]: a0, a1 reach the
+    depthwise d (free); a2, a3 reach conv e and the Add (blocked), so only a0, a1 may be rescaled."""
+    model = _shuffle_block_model()
+    found = {p.name: (consumers, blocked) for _, p, consumers, blocked in find_pairs(model)}
+    consumers, blocked = found["a"]
+    assert {c.name: list(ch) for c, ch in consumers} == {"d": [0, -1, 1, -1], "e": [2, -1, 3, -1]}
+    assert list(blocked) == [False, False, True, True]
+    assert "g" not in found  # it only reaches the Add
+
+    crops = np.random.RandomState(2).uniform(0, 255, (32, 8, 8, 3)).astype(np.float32)
+    ref = model.predict(crops, verbose=0)
+    report = {r["producer"]: r for r in equalize_activations(model, crops)}
+    assert report["a"]["consumers"] == ["d", "e"] and report["a"]["channels"] >= 1  # the small one of a0, a1
+    np.testing.assert_allclose(model.predict(crops, verbose=0), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
 def test_float_outputs_unchanged_and_int8_error_smaller(tmp_path):

@@ -83,29 +83,31 @@ def test_resize_bilinear_backends_agree():
     np.testing.assert_allclose(np.asarray(layer(x))[:, [0, -1]][:, :, [0, -1]], x[:, [0, -1]][:, :, [0, -1]], atol=1e-6)
 
 
-def _ov_graph(path, with_sigmoid=False):
-    """A small NCHW IR file using every op the importer reads; returns the file path."""
+def _ov_graph(path, with_sigmoid=False, size=(32, 24)):
+    """A small NCHW IR file using every op the importer reads, built for input `size` (same weights at
+    every size); returns the file path."""
     rng = np.random.RandomState(1)
+    h, w = size
 
     def const(*shape):
         return ops.constant(rng.normal(scale=0.3, size=shape).astype(np.float32))
 
-    x = ops.parameter([1, 3, 32, 24], np.float32, name="image")
+    x = ops.parameter([1, 3, h, w], np.float32, name="image")
     y = ops.convolution(x, const(8, 3, 3, 3), [2, 2], [1, 1], [1, 1], [1, 1])  # stride-2 explicit pad
     y = ops.relu(ops.add(y, const(1, 8, 1, 1)))                                 # folded BN bias
     a, b = ops.split(y, ops.constant(np.int64(1)), 2).outputs()
     b = ops.group_convolution(b, const(4, 1, 1, 3, 3), [1, 1], [1, 1], [1, 1], [1, 1])
     b = ops.clamp(ops.add(b, const(1, 4, 1, 1)), 0.0, 6.0)
     y = ops.concat([a, b], 1)
-    y = ops.reshape(y, ops.constant(np.array([1, 2, 4, 16, 12], np.int64)), False)   # channel shuffle
+    y = ops.reshape(y, ops.constant(np.array([1, 2, 4, h // 2, w // 2], np.int64)), False)   # channel shuffle
     y = ops.transpose(y, ops.constant(np.array([0, 2, 1, 3, 4], np.int64)))
-    y = ops.reshape(y, ops.constant(np.array([1, 8, 16, 12], np.int64)), False)
+    y = ops.reshape(y, ops.constant(np.array([1, 8, h // 2, w // 2], np.int64)), False)
     d = ops.add(ops.convolution(y, const(8, 8, 3, 3), [2, 2], [1, 1], [1, 1], [1, 1]), const(1, 8, 1, 1))
     if with_sigmoid:
         d = ops.sigmoid(d)
-    near = ops.interpolate(d, ops.constant(np.array([16, 12], np.int64)), "nearest", "sizes",
+    near = ops.interpolate(d, ops.constant(np.array([h // 2, w // 2], np.int64)), "nearest", "sizes",
                            axes=ops.constant(np.array([2, 3], np.int64)), coordinate_transformation_mode="asymmetric")
-    lin = ops.interpolate(d, ops.constant(np.array([16, 12], np.int64)), "linear_onnx", "sizes",
+    lin = ops.interpolate(d, ops.constant(np.array([h // 2, w // 2], np.int64)), "linear_onnx", "sizes",
                           axes=ops.constant(np.array([2, 3], np.int64)), coordinate_transformation_mode="align_corners")
     y = ops.add(ops.add(y, near), lin)
     heat = ops.add(ops.convolution(y, const(17, 8, 1, 1), [1, 1], [0, 0], [0, 0], [1, 1]), const(1, 17, 1, 1))
@@ -215,5 +217,31 @@ def test_from_preset_imports_pretrained_models(shared_dir):
     assert model.input_size == (128, 96)
     from kdpose_tf.errors import PresetError
 
-    with pytest.raises(PresetError, match="input_size"):
-        PoseEstimator.from_preset("pp_tinypose_128x96", input_size=(256, 192))
+    with pytest.raises(PresetError, match="num_stages"):
+        PoseEstimator.from_preset("pp_tinypose_128x96", num_stages=2)
+
+
+def test_import_at_another_input_size_matches_the_graph_built_there(tmp_path):
+    """Weights imported from the 32x24 graph, built at 64x48, give what OpenVINO computes with the same
+    weights in a graph made at 64x48 (the bilinear resize's fixed size is scaled with the input)."""
+    small = _ov_graph(tmp_path / "small.xml")
+    big = _ov_graph(tmp_path / "big.xml", size=(64, 48))
+    cfg = TeacherConfig(path=small, input_size=(32, 24))
+    model = import_pose_model(cfg, input_size=(64, 48))
+    assert model.input_size == (64, 48) and model.outputs[-1].shape[1:] == (32, 24, 17)
+    assert [n["size"] for n in model.backbone.nodes if n["op"] == "resize"] == [[32, 24]]
+    crops = np.random.RandomState(0).uniform(0, 255, (2, 64, 48, 3)).astype(np.float32)
+    ref = _ov_reference(big, crops, TeacherConfig(path=big, input_size=(64, 48)))
+    np.testing.assert_allclose(np.asarray(model.predict(crops, verbose=0)), ref, atol=2e-4, rtol=1e-4)
+    with pytest.raises(GraphImportError, match=r"small\.xml: input_size 30x24 must be a multiple of 4"):
+        import_pose_model(cfg, input_size=(30, 24))
+    with pytest.raises(ValueError, match="positive ints"):
+        import_pose_model(cfg, input_size=(64,))
+
+
+def test_pp_tinypose_at_160x128(shared_dir):
+    model = PoseEstimator.from_preset("pp_tinypose_128x96", input_size=(160, 128))
+    assert model.input_size == (160, 128) and model.outputs[-1].shape[1:] == (40, 32, 17)
+    assert sorted(tuple(n["size"]) for n in model.backbone.nodes if n["op"] == "resize") == [(10, 8), (20, 16), (40, 32)]
+    with pytest.raises(GraphImportError, match=r"input_size 150x100 must be a multiple of 32"):
+        import_pose_model("pp_tinypose_128x96", input_size=(150, 100))

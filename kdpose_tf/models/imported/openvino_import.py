@@ -275,7 +275,7 @@ def fusable_relus(nodes):
             and readers[n["inputs"][0]] > 1 else n for n in nodes]
 
 
-def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=True):
+def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=True, input_size=None):
     """Build a trainable `PoseEstimator` from a pretrained heatmap model (see the module docstring).
 
     Args:
@@ -287,10 +287,14 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
         delegate_friendly: write ReLUs that the TFLite converter cannot fuse as "relu_dw" nodes (default
             True; see `fusable_relus`). False gives the graph of kdpose_tf before that change, e.g. to
             read weights saved from it (`copy_weights_by_name` then moves them over).
+        input_size: (H, W) to build the network at (default None = the source model's). The weights do
+            not depend on it (convolutions); fixed-size bilinear resizes are scaled with it, so each side
+            must be a multiple of the source's coarsest stride (e.g. 32 for PP-TinyPose: 160x128 from
+            128x96). A model run at another size than it was trained at needs fine-tuning there.
 
     Returns:
         A `PoseEstimator` with a `GraphBackbone` and a 1x1 `HeatmapHead`, weights loaded; it takes float
-        RGB pixels in [0, 255] at the source model's input size.
+        RGB pixels in [0, 255] at `input_size`.
     """
     from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
     from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
@@ -322,7 +326,10 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     stride = h // _shape(result)[2]
     level = {1: "P0", 2: "P1", 4: "P2", 8: "P3"}.get(stride, f"stride{stride}")
     label = cfg.name or _clean(cfg.path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
-    backbone = GraphBackbone(conv.nodes, {level: feature}, (h, w, 3), name=f"{_clean(label)}_backbone")
+    nodes = conv.nodes
+    if input_size is not None:
+        nodes, (h, w) = _resized_nodes(model, cfg.path, nodes, (h, w), input_size)
+    backbone = GraphBackbone(nodes, {level: feature}, (h, w, 3), name=f"{_clean(label)}_backbone")
     for layer_name, values in conv.weights.items():
         backbone.get_layer(layer_name).set_weights(values)
     source_set = get_keypoint_set(cfg.keypoint_set)
@@ -332,6 +339,29 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     if keypoint_set is not None and get_keypoint_set(keypoint_set).name != source_set.name:
         return retarget_keypoints(estimator, keypoint_set)
     return estimator
+
+
+def _resized_nodes(model, path, nodes, source_size, input_size):
+    """The nodes for another input size: bilinear resize targets scaled by it (checked to be whole)."""
+    size = tuple(input_size) if isinstance(input_size, (list, tuple)) else ()
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
+        raise ValueError(f"import_pose_model: input_size must be (H, W) of positive ints, received {input_size!r}")
+    heights = [_shape(op.output(0))[2] for op in model.get_ordered_ops()
+               if op.get_type_name() in ("Convolution", "GroupConvolution", "Relu")]
+    coarsest = max(source_size[0] // v for v in heights)  # e.g. 32: the deepest branch
+    if any(v % coarsest for v in size):
+        raise GraphImportError(f"{path}: input_size {size[0]}x{size[1]} must be a multiple of {coarsest} on each side "
+                               f"(the coarsest stride of the graph; trained at {source_size[0]}x{source_size[1]})")
+    out = []
+    for node in nodes:
+        if node["op"] == "resize":
+            scaled = [v * new / old for v, new, old in zip(node["size"], size, source_size)]
+            if any(v != int(v) for v in scaled):
+                raise GraphImportError(f"{path}: resize {node['name']!r} to {node['size']} does not scale to input "
+                                       f"{size[0]}x{size[1]} (from {source_size[0]}x{source_size[1]})")
+            node = {**node, "size": [int(v) for v in scaled]}
+        out.append(node)
+    return out, (int(size[0]), int(size[1]))
 
 
 def copy_weights_by_name(source, target):
