@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size, save_model
+from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
 
 
 def _strategy(name):
@@ -124,8 +125,8 @@ def run_distill(args):
     with strategy.scope():
         teacher = None if pretrained is not None else load_teacher(args.teacher)
         overrides = _model_overrides(args, keypoint_set)
-        if teacher is not None:
-            overrides.setdefault("input_size", model_input_size(teacher))
+        if teacher is not None and not is_pretrained_source(args.student):  # an imported student keeps its size
+            overrides.setdefault("input_size", model_input_size(teacher))   # unless --input-size says otherwise
         student = load_model(args.student, **overrides)
     codec = _codec_for(student, model_input_size(student))
     common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed)

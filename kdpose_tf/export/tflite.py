@@ -227,7 +227,18 @@ def _convert_concrete(model, signature, opts):
     # the converter cannot turn them into int8 scales.
     frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    return _configure(converter, opts).convert()
+    try:
+        return _configure(converter, opts).convert()
+    except Exception as e:  # ConverterError: the MLIR message is long; say what it means first
+        if "same scale constraint" not in str(e):
+            raise
+        raise ValueError(
+            f"int8-qat export of {model.name!r}: the converter needs one int8 scale on both sides of a "
+            "reshape / split / concatenation, and the QAT model's FakeQuant ranges differ there (channel "
+            "split -> shuffle -> concat chains, as in imported ShuffleNet-style graphs such as PP-TinyPose, do "
+            "this). Export this model with quantize='int8' (post-training, calibrated) instead. Converter: "
+            + str(e).strip().splitlines()[0][:400]
+        ) from e
 
 
 def export_tflite(model, path, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",

@@ -245,3 +245,14 @@ def test_pp_tinypose_at_160x128(shared_dir):
     assert sorted(tuple(n["size"]) for n in model.backbone.nodes if n["op"] == "resize") == [(10, 8), (20, 16), (40, 32)]
     with pytest.raises(GraphImportError, match=r"input_size 150x100 must be a multiple of 32"):
         import_pose_model("pp_tinypose_128x96", input_size=(150, 100))
+
+
+def test_int8_qat_of_a_shuffle_graph_is_refused_with_a_clear_message(pp_tinypose, parse_crops, tmp_path):
+    """QAT's FakeQuant ranges differ across PP-TinyPose's split -> shuffle -> concat chains, where the
+    converter needs one scale: the export says so and points to post-training int8."""
+    from kdpose_tf.export.qat import quantize_model
+    from kdpose_tf.export.tflite import export_tflite
+
+    qat = quantize_model(pp_tinypose, calibration_data=parse_crops)
+    with pytest.raises(ValueError, match=r"int8-qat export of .*one int8 scale.*quantize='int8'"):
+        export_tflite(qat, tmp_path / "qat.tflite", quantize="int8-qat")
