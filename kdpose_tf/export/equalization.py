@@ -44,7 +44,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kdpose_tf.models.graph import layer_consumers
+from kdpose_tf.models.graph import graph_nodes, layer_consumers
 from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
@@ -91,11 +91,11 @@ def _graphs(model):
             yield layer
 
 
-def _readers(graph):
+def _readers(graph, nodes):
     """{(id(layer), output index): [consumer layers]} and the set of such keys that are graph outputs."""
     readers = {}
     for layer in graph.layers:
-        for node in layer._inbound_nodes:
+        for node in nodes.get(id(layer), []):
             for t in node.input_tensors:
                 h = t._keras_history
                 readers.setdefault((id(h.operation), h.tensor_index), []).append(layer)
@@ -103,7 +103,7 @@ def _readers(graph):
     return readers, outputs
 
 
-def _channel_routes(layer, position, channels):
+def _channel_routes(layer, inputs, position, channels):
     """[(output index, source channel per output channel, -1 = another input's)] of a routing layer."""
     if isinstance(layer, ChannelSplit):
         starts = np.cumsum([0] + list(layer.sizes))
@@ -112,18 +112,18 @@ def _channel_routes(layer, position, channels):
         ids = np.arange(len(channels), dtype=np.float32).reshape(1, 1, 1, -1)
         perm = keras.ops.convert_to_numpy(layer(ids)).reshape(-1).astype(int)  # output j = input perm[j]
         return [(0, channels[perm])]
-    sizes = [int(t.shape[-1]) for t in layer._inbound_nodes[0].input_tensors]  # Concatenate (channels last)
+    sizes = [int(t.shape[-1]) for t in inputs]  # Concatenate (channels last)
     out = np.full(sum(sizes), -1)
     out[sum(sizes[:position]):sum(sizes[:position + 1])] = channels
     return [(0, out)]
 
 
-def _trace(producer, readers, outputs):
+def _trace(producer, readers, outputs, nodes):
     """Follow each output channel of `producer` to the convolutions reading it.
 
     Returns ([(consumer, source channel per consumer input channel, -1 = none)], blocked mask): a
     channel is blocked when a copy of it reaches an op that does not commute with its scale."""
-    n = int(producer.output.shape[-1])
+    n = int(nodes[id(producer)][0].outputs[0].shape[-1])
     consumers, blocked = [], np.zeros(n, bool)
     stack = [((id(producer), 0), np.arange(n))]
     while stack:
@@ -132,16 +132,17 @@ def _trace(producer, readers, outputs):
         if key in outputs:
             blocked[mine] = True
         for layer in readers.get(key, []):
-            if len(layer._inbound_nodes) != 1:
+            if len(nodes.get(id(layer), [])) != 1:
                 blocked[mine] = True
             elif _plain_relu(layer) or isinstance(layer, _PER_CHANNEL):
                 stack.append(((id(layer), 0), channels))
             elif isinstance(layer, _ROUTING) and (not isinstance(layer, keras.layers.Concatenate) or
                                                  layer.axis in (-1, 3)):
+                inputs = nodes[id(layer)][0].input_tensors
                 ids = [id(t._keras_history.operation) == key[0] and t._keras_history.tensor_index == key[1]
-                       for t in layer._inbound_nodes[0].input_tensors]
+                       for t in inputs]
                 for position in (i for i, hit in enumerate(ids) if hit):
-                    stack += [((id(layer), k), c) for k, c in _channel_routes(layer, position, channels)]
+                    stack += [((id(layer), k), c) for k, c in _channel_routes(layer, inputs, position, channels)]
             elif _is_conv(layer, consumer=True):
                 consumers.append((layer, channels))
             else:
@@ -155,22 +156,23 @@ def find_pairs(model):
     model holding them."""
     found = []
     for graph in _graphs(model):
-        readers, outputs = _readers(graph)
+        nodes = graph_nodes(graph)  # this graph's calls only (a layer may also be called in another)
+        readers, outputs = _readers(graph, nodes)
         for p in graph.layers:
-            if not _is_producer(p) or len(p._inbound_nodes) != 1:
+            if not _is_producer(p) or len(nodes.get(id(p), [])) != 1:
                 continue
-            consumers, blocked = _trace(p, readers, outputs)
+            consumers, blocked = _trace(p, readers, outputs, nodes)
             if consumers and not blocked.all():
                 found.append((graph, p, consumers, blocked))
     return found
 
 
-def _measured_tensor(graph, producer):
+def _measured_tensor(graph, producer, nodes):
     """The tensor int8 quantizes after `producer`: its ReLU's output when a single ReLU reads it."""
     users = layer_consumers(graph).get(id(producer), [])
-    if len(users) == 1 and _plain_relu(users[0]) and len(users[0]._inbound_nodes) == 1:
-        return users[0].output
-    return producer.output
+    if len(users) == 1 and _plain_relu(users[0]) and len(nodes.get(id(users[0]), [])) == 1:
+        return nodes[id(users[0])][0].outputs[0]
+    return nodes[id(producer)][0].outputs[0]
 
 
 def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_scale_dense=32.0, batch_size=16):
@@ -201,7 +203,8 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
     calibration = np.asarray(calibration, np.float32)
     ranges = []
     for graph in dict.fromkeys(g for g, *_ in found):  # one probe per graph, in order
-        probe = keras.Model(graph.inputs, [_measured_tensor(g, p) for g, p, _, _ in found if g is graph])
+        nodes = graph_nodes(graph)
+        probe = keras.Model(graph.inputs, [_measured_tensor(g, p, nodes) for g, p, _, _ in found if g is graph])
         top = None
         for i in range(0, len(calibration), batch_size):
             outs = probe(calibration[i:i + batch_size], training=False)
@@ -221,7 +224,7 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
             continue
         _scale_outputs(p, s)
         for c, channels in consumers:
-            inv = np.ones(int(c.input.shape[-1]), np.float32)
+            inv = np.ones(int(c.kernel.shape[2]), np.float32)  # (kh, kw, C_in, ...) for both kinds
             inv[channels >= 0] = 1.0 / s[channels[channels >= 0]]
             _scale_inputs(c, inv)
         report.append({"producer": p.name, "consumers": sorted({c.name for c, _ in consumers}),

@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation.distiller import Distiller
-from kdpose_tf.models.graph import layer_consumers
+from kdpose_tf.models.graph import graph_nodes, layer_consumers, node_inputs
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 
@@ -50,11 +50,13 @@ class ActivationFakeQuant(keras.layers.Layer):
     Args:
         ema_decay: moving-average decay of the range (default 0.999, as TFMOT).
         num_bits: 8 (default).
+        shared: one instance quantizes several tensors that int8 gives one scale (default False);
+            its range is the union set by `calibrate` and stays fixed in training.
 
     Ranges start empty (min = max = 0): the first training batch (or `calibrate`) sets them.
     """
 
-    def __init__(self, ema_decay=0.999, num_bits=8, **kwargs):
+    def __init__(self, ema_decay=0.999, num_bits=8, shared=False, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
@@ -62,6 +64,7 @@ class ActivationFakeQuant(keras.layers.Layer):
             raise ValueError(f"num_bits must be 8 (int8 export), got {num_bits!r}")
         self.ema_decay = float(ema_decay)
         self.num_bits = int(num_bits)
+        self.shared = bool(shared)
         self.calibrating = False
 
     def build(self, input_shape):
@@ -75,7 +78,7 @@ class ActivationFakeQuant(keras.layers.Layer):
             # Eager pass over calibration data: running min / max (ranges always include 0).
             self.min_var.assign(tf.minimum(self.min_var, tf.reduce_min(x)))
             self.max_var.assign(tf.maximum(self.max_var, tf.reduce_max(x)))
-        elif training:
+        elif training and not self.shared:  # a shared range (several tensors) keeps its calibrated union
             bmin = tf.minimum(tf.reduce_min(x), 0.0)
             bmax = tf.maximum(tf.reduce_max(x), 0.0)
             empty = tf.equal(self.min_var, self.max_var)
@@ -92,7 +95,8 @@ class ActivationFakeQuant(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "ema_decay": self.ema_decay, "num_bits": self.num_bits}
+        return {**super().get_config(), "ema_decay": self.ema_decay, "num_bits": self.num_bits,
+                "shared": self.shared}
 
 
 def _per_channel_abs_max(kernel2d):
@@ -208,7 +212,7 @@ class QuantRescaling(keras.layers.Rescaling):
 
     def call(self, inputs, training=None):
         x = tf.cast(inputs, self.compute_dtype) * tf.cast(self.scale, self.compute_dtype)
-        if self.offset != 0:
+        if np.any(np.asarray(self.offset) != 0):
             x = self.mid_quant(x, training=training)
             x = x + tf.cast(self.offset, self.compute_dtype)
         return x
@@ -293,13 +297,14 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
 
         model = flatten_functional(model)
     consumers = layer_consumers(model)
+    nodes = graph_nodes(model)  # calls in this graph only (flattening adds a second call to each layer)
     folded = {}  # id(conv) -> bn ; id(bn) -> conv
     if fold_batchnorm:
         for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
-                prod = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+            if isinstance(layer, keras.layers.BatchNormalization) and len(nodes.get(id(layer), [])) == 1:
+                prod = node_inputs(model, layer, nodes)[0]._keras_history.operation
                 if _quant_class(prod) in (QuantConv2D, QuantDepthwiseConv2D) and len(consumers.get(id(prod), [])) == 1 \
-                        and len(prod._inbound_nodes) == 1 and prod.activation in (None, keras.activations.linear):
+                        and len(nodes.get(id(prod), [])) == 1 and prod.activation in (None, keras.activations.linear):
                     folded[id(prod)] = layer
                     folded[id(layer)] = prod
 
@@ -308,7 +313,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     def clone_fn(layer):
         qc = _quant_class(layer)
         config = layer.get_config()
-        if type(layer) is keras.layers.Rescaling and np.ndim(layer.scale) == 0 and np.ndim(layer.offset) == 0:
+        if type(layer) is keras.layers.Rescaling:  # scalar or per-channel scale / offset
             new = QuantRescaling.from_config({**config, "ema_decay": ema_decay})
         elif qc is not None:
             if id(layer) in folded:
@@ -330,6 +335,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         return True
 
     names = {layer.name: layer for layer in model.layers}
+    shared = _same_scale_groups(model, needs_range, ema_decay)
 
     input_quant = {}
 
@@ -350,7 +356,9 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
             out = args[0]
         else:
             out = layer(*args, **kwargs)
-        if original is not None and needs_range(original):
+        if original is not None and id(original) in shared:
+            out = shared[id(original)](out)
+        elif original is not None and needs_range(original):
             if isinstance(out, (list, tuple)):  # a multi-output layer: one range per output
                 out = [ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant{i}")(o) for i, o in enumerate(out)]
             else:
@@ -374,6 +382,62 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     if calibration_data is not None:
         calibrate(qat, calibration_data)
     return qat
+
+
+def _same_scale_groups(model, needs_range, ema_decay):
+    """id(layer) -> a shared `ActivationFakeQuant` for the layers whose outputs int8 must give one scale.
+
+    TFLite's CONCATENATION takes its inputs at its output's scale, and RESHAPE / TRANSPOSE / SPLIT /
+    PAD keep theirs, so in ShuffleNet-style blocks (concat -> shuffle -> split -> next concat) every
+    tensor of a chain shares one scale. Separate FakeQuant ranges along such a chain make the
+    converter fail ("violate the same scale constraint"); one range per chain is what int8 runs.
+    A group: a Concatenate with the layers whose ranges reach its inputs through pass-through layers.
+    """
+    nodes, consumers = graph_nodes(model), layer_consumers(model)
+
+    def owner(tensor):
+        layer = tensor._keras_history.operation
+        while isinstance(layer, _PASSTHROUGH) and not isinstance(layer, keras.layers.InputLayer) \
+                and len(nodes.get(id(layer), [])) == 1:
+            layer = node_inputs(model, layer, nodes)[0]._keras_history.operation
+        if isinstance(layer, keras.layers.InputLayer):
+            return None
+        users = consumers.get(id(layer), []) if not needs_range(layer) else []
+        if len(users) == 1 and isinstance(users[0], _ACTIVATION_LAYERS):  # conv -> ReLU: the ReLU's range
+            return users[0]
+        return layer
+
+    parent = {}
+
+    def find(i):
+        while parent.setdefault(i, i) != i:
+            i = parent[i]
+        return i
+
+    members = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Concatenate) and len(nodes.get(id(layer), [])) == 1:
+            members[id(layer)] = layer
+            for t in node_inputs(model, layer, nodes):
+                src = owner(t)
+                if src is not None and not isinstance(src.output, (list, tuple)):
+                    members[id(src)] = src
+                    parent[find(id(src))] = find(id(layer))
+        elif isinstance(layer, keras.layers.Add) and len(nodes.get(id(layer), [])) == 1:
+            inputs = node_inputs(model, layer, nodes)  # x + x: the converter folds it into x's chain
+            src = owner(inputs[0])
+            if src is not None and all(t is inputs[0] for t in inputs) and not isinstance(src.output, (list, tuple)):
+                members[id(layer)], members[id(src)] = layer, src
+                parent[find(id(layer))] = find(id(src))
+    groups = {}
+    for key in members:
+        groups.setdefault(find(key), []).append(key)
+    shared = {}
+    for root, keys in groups.items():
+        if len(keys) > 1:
+            quant = ActivationFakeQuant(ema_decay, shared=True, name=f"{members[root].name}_shared_act_quant")
+            shared.update({k: quant for k in keys})
+    return shared
 
 
 def refresh_weight_ranges(qat_model):

@@ -43,12 +43,33 @@ def _replay(model, inputs):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
+def graph_nodes(model):
+    """id(layer) -> the nodes (calls) of that layer that belong to `model`'s graph.
+
+    A layer called in two graphs (e.g. a backbone's layers after `flatten_functional` replayed them)
+    has an inbound node for each; only those of `model` describe `model`'s connections."""
+    out = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            out.setdefault(id(node.operation), []).append(node)
+    return out
+
+
+def node_inputs(model, layer, nodes=None):
+    """The input tensors of `layer`'s single call in `model` (ValueError if it is called more than once)."""
+    calls = (nodes if nodes is not None else graph_nodes(model)).get(id(layer), [])
+    if len(calls) != 1:
+        raise ValueError(f"{layer.name} is called {len(calls)} times in {model.name}")
+    return calls[0].input_tensors
+
+
 def layer_consumers(model):
-    """id(layer) -> the layers of `model` that read its output(s), from each layer's inbound nodes
+    """id(layer) -> the layers of `model` that read its output(s), from the calls in `model`'s graph
     (the QAT rewriter and activation equalization walk the graph with it)."""
     out = {}
+    nodes = graph_nodes(model)
     for layer in model.layers:
-        for node in layer._inbound_nodes:
+        for node in nodes.get(id(layer), []):
             for t in node.input_tensors:
                 out.setdefault(id(t._keras_history.operation), []).append(layer)
     return out

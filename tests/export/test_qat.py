@@ -95,3 +95,45 @@ def test_quantization_aware_distillation_and_int8_export(float_model_and_crops, 
     # quant by up to 1 step per op), so allow 4 output steps max and 0.5 step on average.
     assert np.abs(got - ref).max() <= 4 * step + 1e-6
     assert np.abs(got - ref).mean() <= 0.5 * step
+
+
+def test_qat_of_a_nested_shuffle_student_matches_its_int8_export(data_dir, tmp_path):
+    """A real student (Lite-HRNet-18 mobile: BatchNorm, channel split / shuffle / concat, backbone nested
+    in a PoseEstimator). Its layers are called in two graphs once flattened, which once hid every
+    BatchNorm from folding and doubled each consumer list (the int8-qat file then missed the float
+    model by 97 % RMS); concat chains must share one range or the converter refuses them."""
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    keras.utils.set_random_seed(0)
+    model = PoseEstimator.from_preset("lite_hrnet_18_mobile_coco_128x96", load_weights=False)
+    from kdpose_tf.data.parse import read_parse
+    from kdpose_tf.data.pipeline import make_inference_inputs
+
+    samples = list(read_parse(data_dir / "parse", split="train", on_bad_sample="skip"))[:24]
+    crops = np.asarray(make_inference_inputs(samples, (128, 96))[0], np.float32)
+    qat = quantize_model(model, calibration_data=crops[:16])
+    assert not any(isinstance(l, keras.layers.BatchNormalization) for l in qat.layers)  # all folded
+    shared = {id(l) for l in qat.layers if isinstance(l, ActivationFakeQuant) and l.shared}
+    assert shared  # one range per concat chain
+    path = export_tflite(qat, tmp_path / "lite_qat.tflite", quantize="int8-qat", representative_data=crops[:16])
+    ref = np.asarray(model.inference_model()(crops[16:]))
+    sim = np.asarray(qat(crops[16:], training=False))
+    got = TFLiteRunner(path)(crops[16:])
+
+    def rel(a, b):
+        return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(a ** 2)))
+
+    assert rel(ref, sim) < 0.25 and rel(ref, got) < 0.25 and rel(sim, got) < 0.25, (rel(ref, sim), rel(ref, got))
+
+
+def test_int8_qat_converter_refusal_is_explained(monkeypatch, float_model_and_crops, tmp_path):
+    import kdpose_tf.export.tflite as tflite_mod
+
+    class Refusing:
+        def convert(self):
+            raise RuntimeError("error: 'tfl.reshape' op quantization parameters violate the same scale constraint")
+
+    monkeypatch.setattr(tflite_mod, "_configure", lambda converter, opts: Refusing())
+    model, crops = float_model_and_crops
+    with pytest.raises(ValueError, match=r"one int8 scale.*quantize='int8'.*same scale constraint"):
+        export_tflite(quantize_model(model, calibration_data=crops[:8]), tmp_path / "x.tflite", quantize="int8-qat")

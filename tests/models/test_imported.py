@@ -247,12 +247,14 @@ def test_pp_tinypose_at_160x128(shared_dir):
         import_pose_model("pp_tinypose_128x96", input_size=(150, 100))
 
 
-def test_int8_qat_of_a_shuffle_graph_is_refused_with_a_clear_message(pp_tinypose, parse_crops, tmp_path):
-    """QAT's FakeQuant ranges differ across PP-TinyPose's split -> shuffle -> concat chains, where the
-    converter needs one scale: the export says so and points to post-training int8."""
-    from kdpose_tf.export.qat import quantize_model
+def test_int8_qat_of_the_imported_graph_converts(pp_tinypose, parse_crops, tmp_path):
+    """PP-TinyPose's split -> shuffle -> concat chains and its `x + x` adds get one FakeQuant range per
+    same-scale chain, so the converter takes the QAT model (it refused it with per-tensor ranges)."""
+    from kdpose_tf.export.qat import ActivationFakeQuant, quantize_model
+    from kdpose_tf.export.runner import model_tensors
     from kdpose_tf.export.tflite import export_tflite
 
     qat = quantize_model(pp_tinypose, calibration_data=parse_crops)
-    with pytest.raises(ValueError, match=r"int8-qat export of .*one int8 scale.*quantize='int8'"):
-        export_tflite(qat, tmp_path / "qat.tflite", quantize="int8-qat")
+    assert sum(isinstance(l, ActivationFakeQuant) and l.shared for l in qat.layers) >= 20
+    path = export_tflite(qat, tmp_path / "qat.tflite", quantize="int8-qat", representative_data=parse_crops)
+    assert {t["dtype"] for t in model_tensors(path)} <= {"INT8", "UINT8", "INT32"}
