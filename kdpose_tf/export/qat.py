@@ -420,13 +420,13 @@ def _same_scale_groups(model, needs_range, ema_decay):
             members[id(layer)] = layer
             for t in node_inputs(model, layer, nodes):
                 src = owner(t)
-                if src is not None and not isinstance(src.output, (list, tuple)):
+                if src is not None and len(nodes[id(src)][0].outputs) == 1:
                     members[id(src)] = src
                     parent[find(id(src))] = find(id(layer))
         elif isinstance(layer, keras.layers.Add) and len(nodes.get(id(layer), [])) == 1:
             inputs = node_inputs(model, layer, nodes)  # x + x: the converter folds it into x's chain
             src = owner(inputs[0])
-            if src is not None and all(t is inputs[0] for t in inputs) and not isinstance(src.output, (list, tuple)):
+            if src is not None and all(t is inputs[0] for t in inputs) and len(nodes[id(src)][0].outputs) == 1:
                 members[id(layer)], members[id(src)] = layer, src
                 parent[find(id(layer))] = find(id(src))
     groups = {}
