@@ -166,7 +166,6 @@ def train_one(method, samples, args, seed, run_dir):
     from kdpose_tf.distillation.distiller import Distiller
     from kdpose_tf.distillation.schedules import ConstantWeight
     from kdpose_tf.keypoints import LSP14
-    from kdpose_tf.models.pose_estimator import PoseEstimator
     from kdpose_tf.training import fit_resumable
 
     keras.utils.set_random_seed(seed)
@@ -232,6 +231,8 @@ def int8_row(best, train, test, args, results, work, movenet_path):
     if is_imported(args):  # the pretrained start point as int8 too: what fine-tuning added
         paths["pretrained int8"], _, (s_all14, s_body12, s_per_joint) = export_and_score(
             build_student(args), "pretrained_int8.tflite")
+    from tflite_profile import interleaved_ms
+
     timings = interleaved_ms(paths, threads=1)
     if is_imported(args):
         results["int8_pretrained"] = {"all14": s_all14, "body12": s_body12, "per_joint": s_per_joint,
@@ -243,19 +244,6 @@ def int8_row(best, train, test, args, results, work, movenet_path):
                        "float": {"all14": row["all14"], "body12": row["body12"]}}
     print(f"int8 {row['method']} seed {row['seed']}: all-14 {all14:.1f}, body-12 {body12:.1f}; "
           f"{timings['student int8']:.2f} ms vs MoveNet {timings['MoveNet Lightning int8']:.2f} ms ({runner.delegate})")
-
-
-def interleaved_ms(paths, threads=1, rounds=5, iters=30):
-    """Per model, min over rounds of the median ms per inference; models interleaved within each round
-    (default resolver: XNNPACK; interpreters and timing from `tflite_profile`)."""
-    from tflite_profile import make_interpreter, time_invoke
-
-    interps = {name: make_interpreter(path, threads) for name, path in paths.items()}
-    best = {name: float("inf") for name in paths}
-    for _ in range(rounds):
-        for name, it in interps.items():
-            best[name] = min(best[name], 1e3 * time_invoke(it, runs=iters))
-    return best
 
 
 def model_cost(args):

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -159,37 +158,21 @@ def int8_tflite(model, input_shape, num_calibration=8, seed=0) -> bytes:
         return fix_requantization_scales(converter.convert())[0]
 
 
-def interleaved_latency_ms(models: dict, runs=20, rounds=3, warmup=3, seed=0):
-    """{name: (median, min) ms} of invoke() with one thread (XNNPACK unless it refuses the model):
-    the models take turns within each round and each keeps its lowest round median, so load drift
-    on a shared machine hits every row alike. `models`: {name: flatbuffer bytes or path}."""
+def zoo_latency_ms(models: dict, runs=20, rounds=3):
+    """{name: ms} per invoke(), one thread, XNNPACK unless it refuses the model (`delegates.make_interpreter`),
+    the models interleaved (`tflite_profile.interleaved_ms`). `models`: {name: flatbuffer bytes or path}."""
+    from tflite_profile import interleaved_ms
+
     from kdpose_tf.export.delegates import make_interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
-        interpreters = {}
+        paths = {}
         for i, (name, data) in enumerate(models.items()):
-            path = Path(data) if isinstance(data, (str, Path)) else Path(tmp) / f"m{i}.tflite"
+            paths[name] = Path(data) if isinstance(data, (str, Path)) else Path(tmp) / f"m{i}.tflite"
             if not isinstance(data, (str, Path)):
-                path.write_bytes(data)
-            interpreter, _ = make_interpreter(path, num_threads=1)
-            detail = interpreter.get_input_details()[0]
-            x = np.random.default_rng(seed).integers(0, 256, detail["shape"]).astype(detail["dtype"])
-            interpreter.set_tensor(detail["index"], x)
-            for _ in range(warmup):
-                interpreter.invoke()
-            interpreters[name] = interpreter
-        best = {name: (float("inf"), float("inf")) for name in models}
-        for _ in range(rounds):
-            for name, interpreter in interpreters.items():
-                times = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    interpreter.invoke()
-                    times.append((time.perf_counter() - start) * 1e3)
-                median = statistics.median(times)
-                if median < best[name][0]:
-                    best[name] = (median, min(times))
-    return best
+                paths[name].write_bytes(data)
+        return interleaved_ms(paths, threads=1, rounds=rounds, runs=runs,
+                              make=lambda path, threads: make_interpreter(path, num_threads=threads)[0])
 
 
 # --------------------------------------------------------------------------- run
@@ -302,18 +285,18 @@ def main(argv=None):
         timed["movenet"] = movenet
     if timed:
         print(f"[model_zoo] timing {len(timed)} int8 models, interleaved ...", flush=True)
-        latency = interleaved_latency_ms(timed, args.runs, args.rounds)
-        reference = latency.get("movenet", (None,))[0]
+        latency = zoo_latency_ms(timed, args.runs, args.rounds)
+        reference = latency.get("movenet")
         for row in rows:
             if row["key"] in latency:
-                row["latency_ms_median"], row["latency_ms_min"] = latency[row["key"]]
+                row["latency_ms_median"] = latency[row["key"]]
                 row["latency_runs"], row["latency_rounds"] = args.runs, args.rounds
                 if reference:
                     row["x_movenet"] = row["latency_ms_median"] / reference
         if reference:
             rows.append({"key": "movenet", "model": "MoveNet Lightning int8 (reference)", "input": "192x192",
                          "int8_tflite_mb": movenet.stat().st_size / 2**20, "latency_ms_median": reference,
-                         "latency_ms_min": latency["movenet"][1], "x_movenet": 1.0})
+                         "x_movenet": 1.0})
     out = Path(args.out)
     write_json(out / "model_zoo.json", {"settings": vars(args), "notes": NOTES, "rows": rows})
     write_text(out / "model_zoo.md", markdown(rows, args))

@@ -129,6 +129,24 @@ def time_invoke(it, runs=30, warmup=3):
     return float(np.median(times))
 
 
+def interleaved_ms(models, threads=1, rounds=5, runs=30, make=None):
+    """{name: ms per invoke()}: the models take turns within each round and each keeps its lowest round
+    median, so load drift on a shared machine hits every model alike.
+
+    Args:
+        models: {name: .tflite path or flatbuffer bytes}.
+        threads: interpreter threads (default 1). rounds: default 5. runs: timed invokes per round (30).
+        make: (model, threads) -> allocated interpreter (default `make_interpreter`, XNNPACK resolver).
+    """
+    make = make or make_interpreter
+    interpreters = {name: make(model, threads) for name, model in models.items()}
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name, it in interpreters.items():
+            best[name] = min(best[name], 1e3 * time_invoke(it, runs=runs))
+    return best
+
+
 def _overhead(threads, kernels, runs):
     """Median invoke() time of a 1-element int8 ADD model: the Python + interpreter fixed cost."""
     add = schema.OperatorCodeT()

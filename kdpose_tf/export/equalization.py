@@ -44,7 +44,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kdpose_tf.models.graph import graph_nodes, layer_consumers
+from kdpose_tf.models.graph import graph_nodes, tensor_readers
 from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
@@ -89,18 +89,6 @@ def _graphs(model):
         if _is_functional(layer) and len(layer.inputs) == 1 and tuple(layer.inputs[0].shape) == tuple(
                 model.inputs[0].shape):
             yield layer
-
-
-def _readers(graph, nodes):
-    """{(id(layer), output index): [consumer layers]} and the set of such keys that are graph outputs."""
-    readers = {}
-    for layer in graph.layers:
-        for node in nodes.get(id(layer), []):
-            for t in node.input_tensors:
-                h = t._keras_history
-                readers.setdefault((id(h.operation), h.tensor_index), []).append(layer)
-    outputs = {(id(t._keras_history.operation), t._keras_history.tensor_index) for t in graph.outputs}
-    return readers, outputs
 
 
 def _channel_routes(layer, inputs, position, channels):
@@ -157,7 +145,8 @@ def find_pairs(model):
     found = []
     for graph in _graphs(model):
         nodes = graph_nodes(graph)  # this graph's calls only (a layer may also be called in another)
-        readers, outputs = _readers(graph, nodes)
+        readers = tensor_readers(graph, nodes)
+        outputs = {(id(t._keras_history.operation), t._keras_history.tensor_index) for t in graph.outputs}
         for p in graph.layers:
             if not _is_producer(p) or len(nodes.get(id(p), [])) != 1:
                 continue
@@ -167,9 +156,9 @@ def find_pairs(model):
     return found
 
 
-def _measured_tensor(graph, producer, nodes):
+def _measured_tensor(producer, nodes, readers):
     """The tensor int8 quantizes after `producer`: its ReLU's output when a single ReLU reads it."""
-    users = layer_consumers(graph).get(id(producer), [])
+    users = readers.get((id(producer), 0), [])
     if len(users) == 1 and _plain_relu(users[0]) and len(nodes.get(id(users[0]), [])) == 1:
         return nodes[id(users[0])][0].outputs[0]
     return nodes[id(producer)][0].outputs[0]
@@ -204,7 +193,8 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
     ranges = []
     for graph in dict.fromkeys(g for g, *_ in found):  # one probe per graph, in order
         nodes = graph_nodes(graph)
-        probe = keras.Model(graph.inputs, [_measured_tensor(g, p, nodes) for g, p, _, _ in found if g is graph])
+        readers = tensor_readers(graph, nodes)
+        probe = keras.Model(graph.inputs, [_measured_tensor(p, nodes, readers) for g, p, _, _ in found if g is graph])
         top = None
         for i in range(0, len(calibration), batch_size):
             outs = probe(calibration[i:i + batch_size], training=False)

@@ -296,8 +296,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         from kdpose_tf.models.graph import flatten_functional
 
         model = flatten_functional(model)
-    consumers = layer_consumers(model)
     nodes = graph_nodes(model)  # calls in this graph only (flattening adds a second call to each layer)
+    consumers = layer_consumers(model, nodes)
     folded = {}  # id(conv) -> bn ; id(bn) -> conv
     if fold_batchnorm:
         for layer in model.layers:
@@ -335,7 +335,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         return True
 
     names = {layer.name: layer for layer in model.layers}
-    shared = _same_scale_groups(model, needs_range, ema_decay)
+    shared = _same_scale_groups(model, nodes, consumers, needs_range, ema_decay)
 
     input_quant = {}
 
@@ -384,7 +384,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     return qat
 
 
-def _same_scale_groups(model, needs_range, ema_decay):
+def _same_scale_groups(model, nodes, consumers, needs_range, ema_decay):
     """id(layer) -> a shared `ActivationFakeQuant` for the layers whose outputs int8 must give one scale.
 
     TFLite's CONCATENATION takes its inputs at its output's scale, and RESHAPE / TRANSPOSE / SPLIT /
@@ -392,8 +392,8 @@ def _same_scale_groups(model, needs_range, ema_decay):
     tensor of a chain shares one scale. Separate FakeQuant ranges along such a chain make the
     converter fail ("violate the same scale constraint"); one range per chain is what int8 runs.
     A group: a Concatenate with the layers whose ranges reach its inputs through pass-through layers.
+    `nodes` / `consumers`: the model's `graph_nodes` / `layer_consumers`.
     """
-    nodes, consumers = graph_nodes(model), layer_consumers(model)
 
     def owner(tensor):
         layer = tensor._keras_history.operation

@@ -63,15 +63,25 @@ def node_inputs(model, layer, nodes=None):
     return calls[0].input_tensors
 
 
-def layer_consumers(model):
-    """id(layer) -> the layers of `model` that read its output(s), from the calls in `model`'s graph
-    (the QAT rewriter and activation equalization walk the graph with it)."""
+def tensor_readers(model, nodes=None):
+    """(id(layer), output index) -> the layers of `model` that read that output, from the calls in
+    `model`'s graph (`nodes`: its `graph_nodes`, computed when not given)."""
+    nodes = graph_nodes(model) if nodes is None else nodes
     out = {}
-    nodes = graph_nodes(model)
     for layer in model.layers:
         for node in nodes.get(id(layer), []):
             for t in node.input_tensors:
-                out.setdefault(id(t._keras_history.operation), []).append(layer)
+                h = t._keras_history
+                out.setdefault((id(h.operation), h.tensor_index), []).append(layer)
+    return out
+
+
+def layer_consumers(model, nodes=None):
+    """id(layer) -> the layers of `model` that read its output(s) (any output index; see
+    `tensor_readers`). The QAT rewriter and activation equalization walk the graph with it."""
+    out = {}
+    for (key, _), readers in tensor_readers(model, nodes).items():
+        out.setdefault(key, []).extend(readers)
     return out
 
 

@@ -167,7 +167,7 @@ class _Converter:
 
     def interpolate(self, node):
         x = node.input(0).get_source_output()
-        (n, c, h, w), (_, c2, oh, ow) = _shape(x), _shape(node.output(0))
+        (_, _, h, w), (_, _, oh, ow) = _shape(x), _shape(node.output(0))
         a = node.get_attributes()
         mode = a.get("mode")
         if mode == "nearest":
@@ -299,6 +299,7 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
     from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
 
+    size = None if input_size is None else _check_size(input_size)  # before the (slow) conversion
     cfg = preset.check_files() if isinstance(preset, TeacherConfig) else resolve_teacher_config(preset)
     if not cfg.path.endswith((".xml", ".onnx")):
         raise GraphImportError(f"{cfg.path}: only OpenVINO IR (.xml) and ONNX models can be imported, not "
@@ -327,8 +328,8 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     level = {1: "P0", 2: "P1", 4: "P2", 8: "P3"}.get(stride, f"stride{stride}")
     label = cfg.name or _clean(cfg.path.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     nodes = conv.nodes
-    if input_size is not None:
-        nodes, (h, w) = _resized_nodes(model, cfg.path, nodes, (h, w), input_size)
+    if size is not None:
+        nodes, (h, w) = _resized_nodes(model, cfg.path, nodes, (h, w), size)
     backbone = GraphBackbone(nodes, {level: feature}, (h, w, 3), name=f"{_clean(label)}_backbone")
     for layer_name, values in conv.weights.items():
         backbone.get_layer(layer_name).set_weights(values)
@@ -341,11 +342,16 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     return estimator
 
 
-def _resized_nodes(model, path, nodes, source_size, input_size):
-    """The nodes for another input size: bilinear resize targets scaled by it (checked to be whole)."""
+def _check_size(input_size):
     size = tuple(input_size) if isinstance(input_size, (list, tuple)) else ()
     if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
         raise ValueError(f"import_pose_model: input_size must be (H, W) of positive ints, received {input_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _resized_nodes(model, path, nodes, source_size, size):
+    """The nodes for input `size` (checked by `_check_size`): bilinear resize targets scaled by it (checked
+    to be whole)."""
     heights = [_shape(op.output(0))[2] for op in model.get_ordered_ops()
                if op.get_type_name() in ("Convolution", "GroupConvolution", "Relu")]
     coarsest = max(source_size[0] // v for v in heights)  # e.g. 32: the deepest branch
@@ -361,7 +367,7 @@ def _resized_nodes(model, path, nodes, source_size, input_size):
                                        f"{size[0]}x{size[1]} (from {source_size[0]}x{source_size[1]})")
             node = {**node, "size": [int(v) for v in scaled]}
         out.append(node)
-    return out, (int(size[0]), int(size[1]))
+    return out, size
 
 
 def copy_weights_by_name(source, target):
