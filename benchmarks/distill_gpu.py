@@ -12,7 +12,8 @@ Usage:
     KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/distill_gpu.py \\
         --runs /tmp/gpu_runs/main /tmp/gpu_runs/rerun --weights-out /work/main/.gpu/weights \\
         --device "one NVIDIA H100 80GB HBM3 (nvidia-h100-x1)"
-Later folders override earlier ones for runs of the same name and epoch count.
+Later folders override earlier ones for runs of the same name and planned epochs. Runs that started
+from a `.keras` file (`gpu_train.py --init`) are rebuilt from it (`--init-dir`, default `.gpu/`).
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ def load_runs(folders):
             if "run" not in record or not weights.is_file():
                 continue
             record["weights_npz"] = str(weights)
-            runs[(record["run"], record["epochs_done"])] = record
+            runs[(record["run"], record["epochs_planned"])] = record
     return list(runs.values())
 
 
-def student_from_npz(path, input_size):
-    student = build_student(input_size)
+def student_from_npz(path, input_size, init=None):
+    student = build_student(input_size, init)
     saved = np.load(path)
     missing = [v.path for v in student.weights if v.path not in saved.files]
     extra = sorted(set(saved.files) - {v.path for v in student.weights})
@@ -75,9 +76,21 @@ def mean_spread(values):
     return float(v.mean()), float((v.max() - v.min()) / 2)
 
 
-def row_key(record, budget_epochs):
+def row_key(record, budgets):
+    """Rows = method x planned budget (the cosine's length); one budget: the method alone."""
     m = record["method"]
-    return m if record["epochs_done"] <= budget_epochs else f"{m} ({record['epochs_done']} epochs)"
+    return m if len(budgets) == 1 else f"{m} ({record['epochs_planned']} epochs)"
+
+
+def init_path(record, init_dir):
+    """The .keras file a fine-tuned run started from (gpu_train.py --init), or None (random init)."""
+    if not record.get("init"):
+        return None
+    path = Path(init_dir) / record["init"]
+    if not path.is_file():
+        raise SystemExit(f"{record['run']} started from {record['init']}: not found in --init-dir {init_dir} "
+                         "(write it with gpu_pack.py --student-init)")
+    return path
 
 
 def markdown(results):
@@ -89,10 +102,13 @@ def markdown(results):
         f"({results['eval_machine']}, TensorFlow) with "
         "`kdpose_tf.evaluation.evaluate` (torso PCK@0.2, un-augmented crops, no flip test).",
         f"Student: {r0['student']} with an LSP-14 head at {r0['input_size'][0]}x{r0['input_size'][1]} "
-        f"({r0['params'] / 1e6:.2f} M params); {r0['num_people']} training people (LSPET 8000 + PARSE 1-100 + "
+        + (f"started from its COCO-pretrained weights (imported; `gpu_train.py --init {r0['init']}`) " if r0.get("init")
+           else "from random initialization ")
+        + f"({r0['params'] / 1e6:.2f} M params); {r0['num_people']} training people (LSPET 8000 + PARSE 1-100 + "
         f"BUFFY + coco_mini), batch {r0['batch']}, Adam {r0['lr']:g} with {r0['warmup']} warm-up steps and a "
-        f"cosine planned over {r0['epochs_planned']} epochs, stopped by the call's time limit after the epochs shown "
-        "(see the notes). Augmentation: scale 0.75-1.25, rotation +-30 deg "
+        f"cosine planned over {' or '.join(str(e) for e in sorted({r['epochs_planned'] for r in runs}))} epochs (the row's), "
+        "the epochs done per seed shown (a call's time limit can stop a run at the end of an epoch; see the notes). "
+        "Augmentation: scale 0.75-1.25, rotation +-30 deg "
         "(p 0.6), flip; teacher heatmaps warped with the crop. FPD alpha 0.5.", "",
         "| row | all-14 mean ± spread | body-12 mean ± spread | body-12 per seed | epochs | final loss |",
         "|---|---|---|---|---|---|",
@@ -128,11 +144,19 @@ def markdown(results):
     if results.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results["notes"]]
     best = results["best"]
-    lines += ["", f"Best distilled student (body-12): `{best['run']}`, {best['body12']:.1f} body-12, "
+    lines += ["", f"Best distilled seed (body-12): `{best['run']}`, {best['body12']:.1f} body-12, "
               f"weights (not committed) at `{best['weights']}`."]
+    soup = results.get("soup")
+    if soup:
+        lines += ["", f"**Weight soup** (`kdpose soup`, `kdpose_tf.training.average_weights`) of the "
+                  f"{LABELS[soup['method']]} seeds {soup['seeds']} at {soup['epochs_planned']} epochs: all-14 "
+                  f"{soup['all14']:.1f}, body-12 {soup['body12']:.1f} (the seeds: "
+                  f"{', '.join(f'{v:.1f}' for v in soup['seeds_body12'])}); one model, the seeds' size and speed, "
+                  f"no seed picked on the test set. Weights (not committed) at `{soup['weights']}`."]
+        best = soup
     q = results.get("int8")
     if q:
-        lines += ["", "## The best distilled student as int8 TFLite, against MoveNet Lightning int8", "",
+        lines += ["", "## The shipped distilled student as int8 TFLite, against MoveNet Lightning int8", "",
                   "| model | input | params | GMACs | all-14 | body-12 | int8 ms/crop (XNNPACK, 1 thread) | vs MoveNet |",
                   "|---|---|---|---|---|---|---|---|",
                   f"| `{best['run']}` int8 ({q['size_kb']:.0f} KB) | {q['input']} | {q['params'] / 1e6:.2f} M | "
@@ -141,6 +165,18 @@ def markdown(results):
                   f"{q['movenet_ms']:.2f} | 1.00x |", "",
                   f"Same process, models interleaved, min of 5 round medians ({q['machine']}). The int8 student is "
                   "scored by the same evaluator as every row; MoveNet through its joints rendered on the same codec."]
+        if q.get("ulp_copies"):
+            b = [c[1] for c in q["ulp_copies"]]
+            lines += ["", f"The int8 figure's own noise: {len(b)} more exports of the same float model with every "
+                      "weight moved by at most one float32 ulp (`ulp_perturbed_int8`) score body-12 "
+                      f"{', '.join(f'{v:.1f}' for v in b)} (mean {np.mean(b):.1f}, range {min(b):.1f}-{max(b):.1f}; "
+                      f"all-14 mean {np.mean([c[0] for c in q['ulp_copies']]):.1f}): int8 differences of this "
+                      "size between models are not differences between models."]
+        if q.get("paired"):
+            lines += ["", "Paired bootstrap over the test people (`benchmarks/paired_pck.py`, 5000 resamples), int8 "
+                      "student minus MoveNet: " + "; ".join(
+                          f"{k} {v['diff']:+.1f} points, 95 % interval [{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}]"
+                          for k, v in q["paired"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -150,11 +186,18 @@ def main():
     ap.add_argument("--weights-out", required=True, help="where RUN.weights.h5 go (an ignored folder)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distill_gpu"))
     ap.add_argument("--device", required=True, help="the GPU the runs were trained on, in words")
-    ap.add_argument("--budget-epochs", type=int, default=11, help="runs with more epochs get their own row")
+    ap.add_argument("--init-dir", default=str(Path(__file__).resolve().parents[1] / ".gpu"),
+                    help="where the .keras files of fine-tuned runs' starting points are (gpu_pack.py --student-init)")
     ap.add_argument("--note", action="append", default=[], help="a reading note for the Markdown (repeatable)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from OUT.json (new notes)")
     ap.add_argument("--int8", action="store_true",
                     help="export the best distilled student to int8, score it and time it against MoveNet")
+    ap.add_argument("--int8-perturbations", type=int, default=0, metavar="N",
+                    help="also export N copies of the int8 student with every float weight moved by <= 1 ulp: "
+                         "the spread of their PCK is the int8 figure's own noise")
+    ap.add_argument("--soup", default=None, metavar="METHOD",
+                    help="also score the uniform weight soup of METHOD's seeds at the longest budget "
+                         "(`kdpose_tf.training.average_weights`); --int8 then exports the soup")
     args = ap.parse_args()
     if args.render_only:
         results = json.loads(Path(f"{args.out}.json").read_text())
@@ -170,20 +213,21 @@ def main():
     weights_out.mkdir(parents=True, exist_ok=True)
     for r in records:
         size = tuple(r["input_size"])
-        student = student_from_npz(r["weights_npz"], size)
-        suffix = "" if r["epochs_done"] <= args.budget_epochs else f"_{r['epochs_done']}ep"
-        r["weights"] = str(weights_out / f"{r['run']}{suffix}.weights.h5")
+        student = student_from_npz(r["weights_npz"], size, init_path(r, args.init_dir))
+        r["weights"] = str(weights_out / f"{r['run']}_{r['epochs_planned']}ep.weights.h5")
         student.save_weights(r["weights"])
         t0 = time.time()
         all14, body12, per_joint = scores(evaluate(keras_predict_fn(student), test, size, student.codec, LSP14,
                                                    progress=False))
         r.update(all14=all14, body12=body12, per_joint=per_joint, eval_seconds=time.time() - t0)
         print(f"{r['run']} ({r['epochs_done']} epochs): all-14 {r['all14']:.1f}, body-12 {r['body12']:.1f}", flush=True)
-    rows = {}
-    for key in dict.fromkeys(row_key(r, args.budget_epochs) for r in sorted(
-            records, key=lambda r: (list(METHODS).index(r["method"]), r["epochs_done"] > args.budget_epochs))):
-        group = sorted((r for r in records if row_key(r, args.budget_epochs) == key), key=lambda r: r["seed"])
-        label = LABELS[group[0]["method"]] + ("" if key == group[0]["method"] else f", {group[0]['epochs_done']} epochs")
+    rows, budgets = {}, {r["epochs_planned"] for r in records}
+    for key in dict.fromkeys(row_key(r, budgets) for r in sorted(
+            records, key=lambda r: (list(METHODS).index(r["method"]), r["epochs_planned"]))):
+        group = sorted((r for r in records if row_key(r, budgets) == key), key=lambda r: r["seed"])
+        label = LABELS[group[0]["method"]] + ("" if key == group[0]["method"] else f", {group[0]['epochs_planned']} epochs")
+        if group[0].get("init"):
+            label = label.replace("scratch (labels only)", "labels only (fine-tuned)")
         rows[key] = {
             "label": label, "seeds": [r["seed"] for r in group], "all14": mean_spread([r["all14"] for r in group]),
             "body12": mean_spread([r["body12"] for r in group]), "body12_per_seed": [r["body12"] for r in group],
@@ -196,19 +240,93 @@ def main():
         "device": args.device, "eval_machine": f"{platform.machine()}, CPU", "test": f"PARSE 101-305 ({len(test)})",
         "metric": "PCK@0.2 torso, %; body-12 = mean of the 12 body joints' PCK", "rows": rows,
         "runs": [{k: v for k, v in r.items() if k != "weights_npz"} for r in records],
-        "best": {"run": best["run"], "body12": best["body12"], "all14": best["all14"], "weights": best["weights"]},
+        "best": {"run": best["run"], "body12": best["body12"], "all14": best["all14"], "weights": best["weights"],
+                 "input_size": best["input_size"], "init": best.get("init")},
         "notes": args.note,
     }
+    if args.soup:
+        results["soup"] = soup_row(records, args.soup, weights_out, test, args.init_dir)
     if args.int8:
-        results["int8"] = int8_against_movenet(best, test)
+        shipped = results.get("soup") or best
+        results["int8"] = int8_against_movenet(shipped, test, init_path(shipped, args.init_dir), args.int8_perturbations)
     write_json(f"{args.out}.json", results)
     write_text(f"{args.out}.md", markdown(results))
     print(markdown(results))
 
 
-def int8_against_movenet(best, test):
+def soup_row(records, method, weights_out, test, init_dir):
+    """The uniform soup of `method`'s seeds at the longest planned budget, scored like every run."""
+    from kdpose_tf.training import average_weights
+
+    budget = max(r["epochs_planned"] for r in records if r["method"] == method)
+    group = sorted((r for r in records if r["method"] == method and r["epochs_planned"] == budget),
+                   key=lambda r: r["seed"])
+    if len(group) < 2:
+        raise SystemExit(f"--soup {method}: needs two or more seeds at {budget} epochs, found {len(group)}")
+    size = tuple(group[0]["input_size"])
+    soup = average_weights([student_from_npz(r["weights_npz"], size, init_path(r, init_dir)) for r in group])
+    path = Path(weights_out) / f"{method}_soup_{budget}ep.weights.h5"
+    soup.save_weights(str(path))
+    all14, body12, per_joint = scores(evaluate(keras_predict_fn(soup), test, size, soup.codec, LSP14, progress=False))
+    print(f"soup of {method} x{len(group)} ({budget} epochs): all-14 {all14:.1f}, body-12 {body12:.1f}", flush=True)
+    return {"run": f"{method}_soup_{budget}ep", "method": method, "seeds": [r["seed"] for r in group],
+            "epochs_planned": budget, "all14": all14, "body12": body12, "per_joint": per_joint,
+            "weights": str(path), "input_size": group[0]["input_size"], "init": group[0].get("init"),
+            "seeds_body12": [r["body12"] for r in group]}
+
+
+def paired_against_movenet(path, test):
+    """Paired bootstrap (benchmarks/paired_pck.py) of the int8 student vs MoveNet on the same test people."""
+    from distill_real import BODY12
+    from paired_pck import hits, paired_bootstrap
+
+    hit_a, counted = hits(str(path), list(test))
+    hit_b, _ = hits("movenet", list(test))
+    rows = {}
+    for label, joints in (("body-12", [LSP14.index(n) for n in BODY12]), ("all-14", list(range(14)))):
+        diff, ci, _, _ = paired_bootstrap(hit_a, hit_b, counted, joints)
+        rows[label] = {"diff": diff, "ci95": [float(ci[0]), float(ci[1])]}
+    return rows
+
+
+def ulp_perturbed_int8(student, calibration, test, n, work):
+    """int8 PCK of `n` copies of `student` whose float weights moved by at most one float32 ulp each.
+
+    Two float models that differ only in the last bit of their weights (e.g. a mean computed in
+    float64 or in float32) can give int8 files a full PCK point apart on these 205 test people: a
+    weight or a calibrated range that sits on a rounding boundary goes one way or the other. The
+    spread over such copies is the int8 figure's own noise, below which int8 differences mean nothing.
+    Returns [(all-14, body-12)], one per copy; `student`'s weights are restored.
+    """
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.export.tflite import export_tflite
+
+    size = tuple(int(v) for v in student.input_shape[1:3])
+    original = [np.asarray(v.numpy()) for v in student.weights]
+    out = []
+    try:
+        for k in range(n):
+            rng = np.random.default_rng(1000 + k)
+            for v, w in zip(student.weights, original):
+                if np.issubdtype(w.dtype, np.floating):
+                    toward = np.where(rng.random(w.shape) < 0.5, -np.inf, np.inf).astype(w.dtype)  # w's own ulp
+                    v.assign(np.nextafter(w, toward))
+            path = Path(work) / f"ulp_{k}.int8.tflite"
+            export_tflite(student, path, quantize="int8", representative_data=calibration, keypoint_set=LSP14)
+            a, b, _ = scores(evaluate(TFLiteRunner(path), test, size, HeatmapCodec(size), LSP14, progress=False))
+            print(f"ulp-perturbed copy {k}: int8 all-14 {a:.1f}, body-12 {b:.1f}", flush=True)
+            out.append((a, b))
+            path.unlink()
+    finally:
+        for v, w in zip(student.weights, original):
+            v.assign(w)
+    return out
+
+
+def int8_against_movenet(best, test, init=None, perturbations=0):
     """Export `best` to int8 (calibrated on real training crops), score it and MoveNet, time both."""
-    from distill_real import interleaved_ms
+    from tflite_profile import interleaved_ms
 
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops
@@ -218,22 +336,24 @@ def int8_against_movenet(best, test):
     from kdpose_tf.models.summary import count_flops
 
     size = tuple(best["input_size"])
-    student = build_student(size)
+    student = build_student(size, init)
     student.load_weights(best["weights"])
     train, _ = real_benchmark_split(shared_dir())
     path = Path(best["weights"]).with_suffix("").with_suffix(".int8.tflite")
-    export_tflite(student, path, quantize="int8", representative_data=calibration_crops(train, size, 300),
-                  keypoint_set=LSP14)
+    calibration = calibration_crops(train, size, 300)
+    export_tflite(student, path, quantize="int8", representative_data=calibration, keypoint_set=LSP14)
     all14, body12, _ = scores(evaluate(TFLiteRunner(path), test, size, HeatmapCodec(size), LSP14, progress=False))
     movenet_path = shared_dir() / "models" / "movenet_singlepose_lightning_int8.tflite"
     codec = HeatmapCodec((192, 192))
     mv_all14, mv_body12, _ = scores(evaluate(teacher_predict_fn(KeypointTeacher(movenet_path), codec, LSP14), test,
                                              (192, 192), codec, LSP14, progress=False))
     ms = interleaved_ms({"student": path, "movenet": movenet_path}, threads=1)
+    paired = paired_against_movenet(path, test)
+    ulp = ulp_perturbed_int8(student, calibration, test, perturbations, path.parent) if perturbations else []
     return {"input": f"{size[0]}x{size[1]}", "params": student.count_params(),
             "gmacs": count_flops(student.inference_model()) / 1e9, "all14": all14, "body12": body12,
             "size_kb": path.stat().st_size / 1024, "ms": ms["student"], "movenet_ms": ms["movenet"],
-            "movenet_all14": mv_all14, "movenet_body12": mv_body12,
+            "movenet_all14": mv_all14, "movenet_body12": mv_body12, "paired": paired, "ulp_copies": ulp,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, ai_edge_litert"}
 
 

@@ -20,6 +20,8 @@ everything the trainer needs:
 Usage:
     KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/gpu_pack.py --out /work/main/.gpu/pack.npz
     ... --limit 64   (a small smoke pack: the first 64 people of each source)
+    ... --student-init pp_tinypose_128x96 --out /work/main/.gpu/pp_tinypose_128x96_lsp14.keras
+        (an imported pretrained student for gpu_train.py --init)
 """
 
 from __future__ import annotations
@@ -213,13 +215,32 @@ def pack(samples, input_size, models, jpeg_quality, progress_every=500):
     return out
 
 
+def write_student_init(preset, input_size, path):
+    """An imported pretrained student with an LSP-14 head as one `.keras` file (gpu_train.py --init).
+
+    The GPU machine has no OpenVINO to import the IR; the file carries the graph and its weights.
+    """
+    from kdpose_tf.models.imported.openvino_import import import_pose_model
+
+    student = import_pose_model(preset, keypoint_set="lsp14", input_size=tuple(input_size), name="student")
+    tmp = Path(path).with_suffix(".tmp.keras")
+    student.save(str(tmp))
+    tmp.replace(path)
+    print(f"wrote {path}: {preset} at {tuple(input_size)}, {student.count_params() / 1e6:.2f} M params")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output .npz (put it in an ignored folder, never commit it)")
     ap.add_argument("--input-size", type=int, nargs=2, default=(128, 96), metavar=("H", "W"))
     ap.add_argument("--limit", type=int, default=0, help="first N people of each source (smoke pack); 0 = all")
     ap.add_argument("--jpeg-quality", type=int, default=80)
+    ap.add_argument("--student-init", metavar="PRESET",
+                    help="instead of a pack: write PRESET (e.g. pp_tinypose_128x96) imported with an LSP-14 head "
+                         "to --out (.keras), the starting point of gpu_train.py --init")
     args = ap.parse_args()
+    if args.student_init:
+        return write_student_init(args.student_init, args.input_size, args.out)
     root = shared_dir()
     train, _ = real_benchmark_split(root)
     lspet = read_lspet_samples(root / "data" / "lspet")

@@ -59,6 +59,11 @@ if importlib.util.find_spec("tensorflow") is None:  # the GPU machine: Keras on 
     _pkg = types.ModuleType("kdpose_tf")
     _pkg.__path__ = [str(REPO / "kdpose_tf")]
     sys.modules.setdefault("kdpose_tf", _pkg)
+    # likewise kdpose_tf.distillation (its __init__ imports the TensorFlow-only Distiller), which
+    # `PoseEstimator.from_preset` reads for the names of the imported-model presets
+    _dist = types.ModuleType("kdpose_tf.distillation")
+    _dist.__path__ = [str(REPO / "kdpose_tf" / "distillation")]
+    sys.modules.setdefault("kdpose_tf.distillation", _dist)
     # The stand-in is removed again right after those imports: Keras itself probes for tensorflow.
     _tf = types.ModuleType("tensorflow (absent: stand-in of gpu_train.py)")
     _tf.data = types.SimpleNamespace(AUTOTUNE=-1)
@@ -84,8 +89,18 @@ METHODS = {  # method -> teacher: None (labels only), "movenet" (joints) or heat
 STUDENT = "lite_hrnet_18_coco_256x192"
 
 
-def build_student(input_size):
-    """The student: Lite-HRNet-18, LSP-14, at `input_size` (same call here and where it is evaluated)."""
+def build_student(input_size, init=None):
+    """The student: Lite-HRNet-18, LSP-14, at `input_size` (same call here and where it is evaluated).
+
+    With `init` (a `.keras` file, e.g. an imported PP-TinyPose with an LSP-14 head written by
+    ``gpu_pack.py --student-init``) the student is that model: its architecture and starting weights.
+    """
+    if init:
+        student = keras.saving.load_model(str(init), compile=False)
+        size = tuple(int(v) for v in student.input_shape[1:3])
+        if size != tuple(int(v) for v in input_size):
+            raise ValueError(f"--init {init}: the model's input is {size}, the pack's crops are {tuple(input_size)}")
+        return student
     return PoseEstimator.from_preset(
         STUDENT, load_weights=False, keypoint_set="lsp14", num_keypoints=LSP14.num_keypoints,
         input_size=tuple(int(v) for v in input_size),
@@ -219,7 +234,7 @@ def train_one(args):
     pack = Pack(args.pack)
     data = Batches(pack, args.method, args.alpha if METHODS[args.method] else 0.0, args.batch, args.seed,
                    steps=args.steps or None, workers=args.workers, use_multiprocessing=False)
-    student = build_student(pack.input_size)
+    student = build_student(pack.input_size, args.init)
     net = student.inference_model()
     total = args.epochs * len(data)
     lr = keras.optimizers.schedules.CosineDecay(
@@ -234,10 +249,11 @@ def train_one(args):
     net.fit(data, epochs=args.epochs, callbacks=[log], verbose=0)
     student.save_weights(str(out / f"{run}.weights.h5"))
     # the same weights keyed by variable path, ~35 % smaller than .h5 (what comes back from the GPU)
-    np.savez(out / f"{run}.npz", **{v.path: np.asarray(v.numpy()) for v in student.weights})
+    np.savez_compressed(out / f"{run}.npz", **{v.path: np.asarray(v.numpy()) for v in student.weights})
     record = {
         "run": run, "method": args.method, "seed": args.seed, "alpha": args.alpha if METHODS[args.method] else 0.0,
-        "student": STUDENT, "input_size": list(pack.input_size), "num_people": len(pack),
+        "student": Path(args.init).stem if args.init else STUDENT, "init": Path(args.init).name if args.init else None,
+        "input_size": list(pack.input_size), "num_people": len(pack),
         "batch": args.batch, "steps_per_epoch": len(data), "epochs_planned": args.epochs,
         "epochs_done": len(log.rows), "lr": args.lr, "warmup": args.warmup, "train_seconds": time.time() - t0,
         "params": int(student.count_params()), "epochs": log.rows,
@@ -259,15 +275,8 @@ def launch(args):
     # (the same wall time for every job; in the 2026-11-25 run the first real job compiled alone
     # and got a head start, so it was retrained).
     t0 = time.time()
-    warm_out = Path(args.out) / "warmup"
-    warm = subprocess.Popen(_job_cmd(args, jobs[0][0], "0", warm_out), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    marker = warm_out / f"{jobs[0][0]}_s0.compiled"
-    while not marker.exists() and warm.poll() is None and time.time() - t0 < args.compile_wait_s:
-        time.sleep(2)
-    warm.terminate()
-    warm.wait()
-    print(f"train step compiled in {time.time() - t0:.0f} s; starting {len(jobs)} jobs", flush=True)
+    if args.compile_wait_s > 0:
+        _warm_up(args, jobs, env, t0)
     procs = []
     for method, seed in jobs:
         if method not in METHODS:
@@ -281,12 +290,25 @@ def launch(args):
     return 0 if not any(codes.values()) else 1
 
 
+def _warm_up(args, jobs, env, t0):
+    """Compile the shared train step in a throw-away process, so the jobs start together from the cache."""
+    warm_out = Path(args.out) / "warmup"
+    warm = subprocess.Popen(_job_cmd(args, jobs[0][0], "0", warm_out), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    marker = warm_out / f"{jobs[0][0]}_s0.compiled"
+    while not marker.exists() and warm.poll() is None and time.time() - t0 < args.compile_wait_s:
+        time.sleep(2)
+    warm.terminate()
+    warm.wait()
+    print(f"train step compiled in {time.time() - t0:.0f} s; starting {len(jobs)} jobs", flush=True)
+
+
 def _job_cmd(args, method, seed, out):
     return [sys.executable, __file__, "--pack", args.pack, "--out", str(out), "--method", method, "--seed", str(seed),
             "--epochs", str(args.epochs), "--batch", str(args.batch), "--alpha", str(args.alpha),
             "--lr", str(args.lr), "--warmup", str(args.warmup), "--steps", str(args.steps),
             "--workers", str(args.workers), "--deadline", str(args.deadline),
-            "--stop-after-epochs", str(args.stop_after_epochs)]
+            "--stop-after-epochs", str(args.stop_after_epochs)] + (["--init", args.init] if args.init else [])
 
 
 def _watch(procs):
@@ -316,7 +338,9 @@ def main():
                     help="stop after this many epochs with the schedule still planned for --epochs (0 = off)")
     ap.add_argument("--budget-s", type=float, default=0.0, help="launcher: deadline = now + this (0 = none)")
     ap.add_argument("--compile-wait-s", type=float, default=240.0,
-                    help="launcher: longest wait for the warm-up compilation before starting the jobs")
+                    help="launcher: longest wait for the warm-up compilation before starting the jobs "
+                         "(0 = no warm-up: every job compiles its own step, all at once)")
+    ap.add_argument("--init", default="", help="a .keras student (architecture + starting weights) to fine-tune")
     args = ap.parse_args()
     if args.budget_s:
         args.deadline = time.time() + args.budget_s

@@ -10,7 +10,7 @@ import pytest
 from kdpose_tf.cli.main import build_parser, main
 
 COMMANDS = ["train", "distill", "evaluate", "export", "import", "predict", "demo", "summary", "presets", "check-edgetpu",
-            "check-xnnpack"]
+            "check-xnnpack", "soup"]
 
 
 def _save_tiny_model(path, keypoint_set, num_keypoints):
@@ -223,3 +223,30 @@ def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, c
     assert main(["distill", "--teacher", str(tiny_model), "--student", str(tiny_model), "--data", coco_spec,
                  "--unlabeled", str(ann), "--output", str(out)]) == 2
     assert "--unlabeled needs a pretrained teacher" in capsys.readouterr().err
+
+
+def test_soup_writes_the_mean_of_the_seeds_weights(tmp_path, capsys):
+    import keras
+
+    paths = []
+    for seed in (0, 1, 2):
+        keras.utils.set_random_seed(seed)
+        paths.append(_save_tiny_model(tmp_path / f"seed{seed}.keras", "coco17", 17))
+    out = tmp_path / "soup.keras"
+    assert main(["soup", *map(str, paths), "--output", str(out)]) == 0
+    assert "the mean of 3 models" in capsys.readouterr().out
+    seeds = [keras.saving.load_model(str(p), compile=False) for p in paths]
+    soup = keras.saving.load_model(str(out), compile=False)
+    kernels = [np.stack([np.asarray(m.weights[i].numpy()) for m in seeds]) for i in range(len(soup.weights))]
+    assert any(np.ptp(k, axis=0).max() > 1e-3 for k in kernels)  # the seeds really differ
+    for v, k in zip(soup.weights, kernels):
+        np.testing.assert_allclose(np.asarray(v.numpy()), k.mean(axis=0), rtol=1e-6, atol=1e-7)
+
+
+def test_soup_of_different_architectures_names_the_files(tmp_path, capsys):
+    a = _save_tiny_model(tmp_path / "coco.keras", "coco17", 17)
+    b = _save_tiny_model(tmp_path / "lsp.keras", "lsp14", 14)
+    assert main(["soup", str(a), str(b), "--output", str(tmp_path / "soup.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "shape" in err and str(a) in err and str(b) in err and "Traceback" not in err
+    assert not (tmp_path / "soup.keras").exists()

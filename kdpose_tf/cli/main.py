@@ -5,6 +5,7 @@
     kdpose evaluate   PCK / PCKh / COCO OKS AP of a .keras, preset or .tflite model
     kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
     kdpose import     a pretrained pose model from OpenVINO / ONNX (e.g. pp_tinypose_128x96) as a trainable Keras model
+    kdpose soup       average the weights of several trained seeds of one model (model soup)
     kdpose predict    draw predicted keypoints on an image (PNG)
     kdpose demo       the whole workflow on a synthetic (or given) dataset, with a report
     kdpose summary    parameters and FLOPs of a model
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a very short run (smoke test)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("soup", help="average the weights of several trained seeds of one model (model soup)")
+    p.add_argument("models", nargs="+", help=".keras files or preset directories of the same architecture")
+    p.add_argument("--output", default=None, help="write the averaged model to this .keras file")
+    p.add_argument("--preset-out", default=None, help="write the averaged model as a preset directory")
+
     p = sub.add_parser("summary", help="parameters and FLOPs of a model")
     p.add_argument("model", help="preset name, preset directory or .keras file")
     p.add_argument("--input-size", type=parse_size, default=None)
@@ -161,6 +167,7 @@ COMMANDS = {
     "import": export.run_import,
     "check-edgetpu": export.run_check_edgetpu,
     "check-xnnpack": export.run_check_xnnpack,
+    "soup": train.run_soup,
     "demo": demo.run_demo,
     "summary": info.run_summary,
     "presets": info.run_presets,

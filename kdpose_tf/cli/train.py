@@ -148,3 +148,25 @@ def run_distill(args):
         student = distiller.student
     _finish(args, student, history, {"training_data": args.data, "distilled_from": args.teacher,
                                      "method": args.method, "epochs": args.epochs})
+
+
+def run_soup(args):
+    """`kdpose soup A.keras B.keras ... --output soup.keras`: the uniform weight soup of trained seeds."""
+    from kdpose_tf.training import average_weights
+
+    if len(args.models) < 2:
+        raise CLIError(f"soup needs two or more models, got {len(args.models)}")
+    if not (args.output or args.preset_out):
+        raise CLIError("soup needs --output FILE.keras and/or --preset-out DIR")
+    models = []
+    for spec in args.models:
+        if not (spec.endswith(".keras") or Path(spec).is_dir()):
+            raise CLIError(f"{spec}: soup averages trained models: give .keras files or preset directories")
+        models.append(load_model(spec))
+    try:
+        soup = average_weights(models)
+    except ValueError as e:
+        names = ", ".join(f"model {i} = {spec}" for i, spec in enumerate(args.models))
+        raise CLIError(f"{e} ({names}); a soup needs one architecture, e.g. seeds of one recipe") from None
+    for path in save_model(soup, args.output, args.preset_out):
+        print(f"wrote {path}: the mean of {len(models)} models' weights")
