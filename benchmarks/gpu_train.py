@@ -27,6 +27,9 @@ Scratch = alpha 0 (labels only). The loss value reported is the blended MSE (con
 Usage (device):
     KERAS_BACKEND=jax python benchmarks/gpu_train.py --pack .gpu/pack.npz --out $OUT/runs \\
         --jobs scratch:0,scratch:1,pp256:0 --epochs 40
+(distill_gpu.md, 2026-11-26: --epochs 20 --batch 128 --lr 2e-3 --warmup 100 --budget-s 540) and, for a
+student fine-tuned from an imported pretrained model (distill_gpu_finetune.md),
+    ... --init .gpu/pp_tinypose_128x96_lsp14.keras --epochs 20 --batch 64 --lr 2e-4 --warmup 50
 runs the jobs as concurrent processes on the one GPU (after a warm-up process has compiled the
 shared train step into JAX's compilation cache, which the jobs then reuse), each writing
 RUN.weights.h5, RUN.npz (the same weights by variable path) and RUN.json (per-epoch losses).
@@ -248,7 +251,7 @@ def train_one(args):
     t0 = time.time()
     net.fit(data, epochs=args.epochs, callbacks=[log], verbose=0)
     student.save_weights(str(out / f"{run}.weights.h5"))
-    # the same weights keyed by variable path, ~35 % smaller than .h5 (what comes back from the GPU)
+    # the same weights keyed by variable path, compressed (what comes back from the GPU: 64 MiB a call)
     np.savez_compressed(out / f"{run}.npz", **{v.path: np.asarray(v.numpy()) for v in student.weights})
     record = {
         "run": run, "method": args.method, "seed": args.seed, "alpha": args.alpha if METHODS[args.method] else 0.0,
