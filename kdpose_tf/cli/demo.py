@@ -1,13 +1,13 @@
 """`kdpose demo`: the whole workflow in one command, in the setting where distillation pays off.
 
 1. data: synthetic COCO-17 people generated on the fly (or `--data DIR`, COCO format), split
-   into training and validation people; labels are kept on only a tenth of the training
-   people (`LABEL_FRACTION`), the other nine tenths are images without labels
+   into training and validation people; labels are kept on only 2 % of the training people
+   (`LABEL_FRACTION`: 13 of 640), the others are images without labels
 2. teacher: a 2-stack bottleneck hourglass trained on every training label (it stands for a big
    model trained on a large labelled set, such as a pretrained pose model)
 3. student: a 1-stack inverted-residual hourglass distilled from the teacher on *every* training
    image (FPD, alpha 0.5: the teacher's heatmaps everywhere, ground truth where labelled)
-4. the same student trained from scratch on the labelled tenth alone, with the same number of steps
+4. the same student trained from scratch on the labelled 2 % alone, with the same number of steps
 5. all three evaluated (PCK@0.2, COCO OKS AP); the distilled student exported to int8 TFLite and
    evaluated again; report.md with the table, its reading in one sentence, curves and drawings
 
@@ -24,8 +24,12 @@ import numpy as np
 
 from kdpose_tf.cli.common import CLIError, load_data
 
-# fraction of the training people whose joints are labelled (the teacher sees the rest too)
-LABEL_FRACTION = 0.05
+# Fraction of the training people whose joints are labelled (the teacher sees the rest too). At 5 %
+# (32 people) this 178 k-parameter student reaches its own ceiling (~58 % PCK) from the labels alone
+# and the teacher added nothing measurable (three runs: +0.8, -0.5, -0.2 points); at 2 % (13 people)
+# the labels alone leave it at 31 % and distillation at 60 % (one run, 2026-11-26): the label-scarce
+# setting is where a teacher has something to give.
+LABEL_FRACTION = 0.02
 NOISE_PCK = 2.0  # PCK points: below this the distilled-vs-scratch gap of one demo run is not called a gain
 FULL = dict(teacher_epochs=16, student_epochs=12, train_images=640, val_images=96, batch_size=32, size=64,
             teacher_filters=64, student_filters=16, lr=2e-3)
