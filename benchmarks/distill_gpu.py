@@ -53,7 +53,7 @@ def load_runs(folders):
             if "run" not in record or not weights.is_file():
                 continue
             record["weights_npz"] = str(weights)
-            runs[(record["run"], record["epochs_planned"])] = record
+            runs[(record["run"], record["epochs_planned"], record.get("init"))] = record
     return list(runs.values())
 
 
@@ -121,10 +121,10 @@ def markdown(results):
         )
     lines += ["", "Spread = half the range over seeds. Final loss = the blended target-weighted MSE "
               "(not comparable across rows: the targets differ).", "", "## PCK@0.2 per joint (%), mean over seeds", "",
-              "| joint | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+              "| joint | " + " | ".join(row["label"] for row in rows.values()) + " |", "|---|" + "---|" * len(rows)]
     for j, name in enumerate(LSP14.names):
         lines.append(f"| {name} | " + " | ".join(f"{row['per_joint'][j]:.1f}" for row in rows.values()) + " |")
-    if "scratch" in rows:
+    if any(key.split(" (")[0] == "scratch" for key in rows):
         lines += ["", "## Against scratch at the same budget (body-12 / all-14, points; spread = the larger of the "
                   "two rows' spreads)", ""]
         for key, row in rows.items():
@@ -168,7 +168,7 @@ def markdown(results):
         if q.get("ulp_copies"):
             b = [c[1] for c in q["ulp_copies"]]
             lines += ["", f"The int8 figure's own noise: {len(b)} more exports of the same float model with every "
-                      "weight moved by at most one float32 ulp (`ulp_perturbed_int8`) score body-12 "
+                      "weight moved by one float32 ulp (`ulp_perturbed_int8`) score body-12 "
                       f"{', '.join(f'{v:.1f}' for v in b)} (mean {np.mean(b):.1f}, range {min(b):.1f}-{max(b):.1f}; "
                       f"all-14 mean {np.mean([c[0] for c in q['ulp_copies']]):.1f}): int8 differences of this "
                       "size between models are not differences between models."]
@@ -209,6 +209,10 @@ def main():
     records = load_runs(args.runs)
     if not records:
         raise SystemExit(f"no RUN.json + RUN.npz pairs in {args.runs}")
+    starts = {r.get("init") for r in records}
+    if len(starts) > 1:  # one table = one student and one starting point
+        raise SystemExit(f"{args.runs}: runs from different starting points ({sorted(map(str, starts))}); "
+                         "score them into separate tables (--out)")
     weights_out = Path(args.weights_out)
     weights_out.mkdir(parents=True, exist_ok=True)
     for r in records:
@@ -290,12 +294,13 @@ def paired_against_movenet(path, test):
 
 
 def ulp_perturbed_int8(student, calibration, test, n, work):
-    """int8 PCK of `n` copies of `student` whose float weights moved by at most one float32 ulp each.
+    """int8 PCK of `n` copies of `student` whose float weights each moved by one float32 ulp (random sign).
 
-    Two float models that differ only in the last bit of their weights (e.g. a mean computed in
-    float64 or in float32) can give int8 files a full PCK point apart on these 205 test people: a
-    weight or a calibrated range that sits on a rounding boundary goes one way or the other. The
-    spread over such copies is the int8 figure's own noise, below which int8 differences mean nothing.
+    Two float models that differ only in the last bit of their weights can give int8 files that score
+    differently on these 205 test people (seen here: the same weight soup averaged in float64 or in
+    float32, 70.5 vs 71.4 body-12): a weight or a calibrated range on a rounding boundary goes one way
+    or the other. The spread over such copies is the int8 figure's own noise, below which int8
+    differences between models mean nothing.
     Returns [(all-14, body-12)], one per copy; `student`'s weights are restored.
     """
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec

@@ -250,3 +250,28 @@ def test_soup_of_different_architectures_names_the_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "shape" in err and str(a) in err and str(b) in err and "Traceback" not in err
     assert not (tmp_path / "soup.keras").exists()
+
+
+def test_soup_of_preset_directories_and_a_missing_one(tmp_path, capsys):
+    import keras
+
+    from kdpose_tf.models.pose_estimator import PoseEstimator
+
+    dirs = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        model = keras.saving.load_model(str(_save_tiny_model(tmp_path / f"s{seed}.keras", "coco17", 17)),
+                                        compile=False)
+        model.save_to_preset(str(tmp_path / f"preset{seed}"))
+        dirs.append(tmp_path / f"preset{seed}")
+    assert main(["soup", *map(str, dirs), "--preset-out", str(tmp_path / "soup_preset")]) == 0
+    seeds = [PoseEstimator.from_preset(str(d)) for d in dirs]
+    soup = PoseEstimator.from_preset(str(tmp_path / "soup_preset"))
+    for i, v in enumerate(soup.weights):
+        mean = (np.asarray(seeds[0].weights[i].numpy()) + np.asarray(seeds[1].weights[i].numpy())) / 2
+        np.testing.assert_allclose(np.asarray(v.numpy()), mean, rtol=1e-6, atol=1e-7)
+    capsys.readouterr()
+    missing = tmp_path / "no_such_preset"
+    assert main(["soup", str(dirs[0]), str(missing), "--output", str(tmp_path / "x.keras")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "no such file" in err

@@ -160,6 +160,8 @@ def run_soup(args):
         raise CLIError("soup needs --output FILE.keras and/or --preset-out DIR")
     models = []
     for spec in args.models:
+        if not Path(spec).exists():
+            raise CLIError(f"{spec}: no such file or directory (soup takes trained .keras files or preset directories)")
         if not (spec.endswith(".keras") or Path(spec).is_dir()):
             raise CLIError(f"{spec}: soup averages trained models: give .keras files or preset directories")
         models.append(load_model(spec))
