@@ -59,14 +59,12 @@ if importlib.util.find_spec("tensorflow") is None:  # the GPU machine: Keras on 
     # models/preset_utils.py import tensorflow at module level but use it only inside functions this
     # script never calls (pipeline.py reads tf.data.AUTOTUNE for a default argument); a stand-in
     # with just that lets them import, and any real use fails loudly.
-    _pkg = types.ModuleType("kdpose_tf")
-    _pkg.__path__ = [str(REPO / "kdpose_tf")]
-    sys.modules.setdefault("kdpose_tf", _pkg)
-    # likewise kdpose_tf.distillation (its __init__ imports the TensorFlow-only Distiller), which
-    # `PoseEstimator.from_preset` reads for the names of the imported-model presets
-    _dist = types.ModuleType("kdpose_tf.distillation")
-    _dist.__path__ = [str(REPO / "kdpose_tf" / "distillation")]
-    sys.modules.setdefault("kdpose_tf.distillation", _dist)
+    # kdpose_tf and kdpose_tf.distillation become bare namespace packages: both __init__s import the
+    # TensorFlow-only Distiller; `PoseEstimator.from_preset` reads the imported-model preset names there.
+    for _name in ("kdpose_tf", "kdpose_tf.distillation"):
+        _pkg = types.ModuleType(_name)
+        _pkg.__path__ = [str(REPO.joinpath(*_name.split(".")))]
+        sys.modules.setdefault(_name, _pkg)
     # The stand-in is removed again right after those imports: Keras itself probes for tensorflow.
     _tf = types.ModuleType("tensorflow (absent: stand-in of gpu_train.py)")
     _tf.data = types.SimpleNamespace(AUTOTUNE=-1)

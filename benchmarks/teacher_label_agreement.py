@@ -3,7 +3,7 @@
 Heatmap KD blends the teacher's heatmaps with the ground truth (FPD); where the two put a joint in
 different places the blend is a compromise between two conventions. This script measures, per joint
 and per source (LSPET's crowd-sourced labels vs PARSE 1-100 + BUFFY + coco_mini), the offset of the
-teacher's heatmap argmax from the labelled joint on the training crops that `gpu_pack.py` packed
+teacher's decoded heatmap peak (the students' `HeatmapCodec`) from the labelled joint on the training crops that `gpu_pack.py` packed
 (128x96 crops, teacher heatmaps on the student's 32x24 grid, LSP-14 order): median distance, mean
 dx / dy (input pixels; +dy = the teacher lower in the image) and the share of joints more than
 2 heatmap pixels (8 input pixels) apart. Only joints that are labelled and where the teacher's peak
@@ -25,24 +25,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdpose_tf.codecs.heatmap_codec import HeatmapCodec  # noqa: E402
 from kdpose_tf.keypoints import LSP14  # noqa: E402
 from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STRIDE = 4  # student heatmap pixel -> input pixel
 
 
-def agreement(hm, scale, kp, vis, min_peak=0.1):
+def agreement(hm, scale, kp, vis, input_size, min_peak=0.1):
     """Per joint: (n, median distance, mean dx, mean dy, share > 2 heatmap px); distances in input pixels.
 
     hm: (N, K, h, w) uint8 teacher heatmaps, scale: (N, K) their de-quantization factors,
-    kp: (N, K, 2) labelled joints in input pixels, vis: (N, K) > 0 where labelled.
+    kp: (N, K, 2) labelled joints in input pixels, vis: (N, K) > 0 where labelled. The teacher's joints
+    are decoded by the students' own `HeatmapCodec` (argmax + quarter shift, input pixels).
     """
-    n, k, h, w = hm.shape
-    flat = hm.reshape(n, k, -1).astype(np.float32) * scale[:, :, None]
-    arg, peak = flat.argmax(-1), flat.max(-1)
-    dx = (arg % w) * STRIDE - kp[..., 0]
-    dy = (arg // w) * STRIDE - kp[..., 1]
+    codec = HeatmapCodec(input_size)
+    k = hm.shape[1]
+    maps = (hm.astype(np.float32) * scale[:, :, None, None]).transpose(0, 2, 3, 1)
+    joints, peak = codec.decode(maps)
+    dx, dy = joints[..., 0] - kp[..., 0], joints[..., 1] - kp[..., 1]
+    far = 2 * codec.input_size[0] / codec.heatmap_size[0]  # 2 heatmap pixels, in input pixels
     rows = []
     for j in range(k):
         m = (vis[:, j] > 0) & (peak[:, j] >= min_peak)
@@ -50,7 +52,7 @@ def agreement(hm, scale, kp, vis, min_peak=0.1):
         rows.append({"n": int(m.sum()), "median": float(np.median(d)) if m.any() else float("nan"),
                      "dx": float(dx[m, j].mean()) if m.any() else float("nan"),
                      "dy": float(dy[m, j].mean()) if m.any() else float("nan"),
-                     "far": float(100 * (d > 2 * STRIDE).mean()) if m.any() else float("nan")})
+                     "far": float(100 * (d > far).mean()) if m.any() else float("nan")})
     return rows
 
 
@@ -68,7 +70,8 @@ def main(argv=None):
               "PARSE 1-100 + BUFFY + coco_mini": d["source"] != sources.index("lspet")}
     results = {"pack": str(args.pack), "input_size": d["input_size"].tolist(), "groups": {}}
     for name, sel in groups.items():
-        rows = agreement(d["hm_pp256"][sel], d["hm_pp256_scale"][sel], d["kp"][sel], d["vis"][sel])
+        rows = agreement(d["hm_pp256"][sel], d["hm_pp256_scale"][sel], d["kp"][sel], d["vis"][sel],
+                         tuple(int(v) for v in d["input_size"]))
         results["groups"][name] = {LSP14.names[j]: r for j, r in enumerate(rows) if taught[j]}
     h, w = results["input_size"]
     lines = ["# PP-TinyPose 256x192's heatmap peaks vs the training labels", "",

@@ -238,7 +238,6 @@ def _build_for_restore(model, samples, codec, keypoint_set, dataset_fn):
         model.optimizer.build(model.trainable_variables)
 
 
-
 def average_weights(models, into=None):
     """Uniform weight soup: every variable set to its mean over `models` (Wortsman et al., "Model
     soups", ICML 2022).
@@ -275,20 +274,20 @@ def average_weights(models, into=None):
         prefix = f"{model.name}/"
         return {v.path[len(prefix):] if v.path.startswith(prefix) else v.path: v for v in model.weights}
 
-    ref = {k: tuple(v.shape) for k, v in table(into).items()}
+    target = table(into)
     tables = []
     for i, m in enumerate(models):
         t = table(m)
-        missing, extra = sorted(set(ref) - set(t)), sorted(set(t) - set(ref))
+        missing, extra = sorted(set(target) - set(t)), sorted(set(t) - set(target))
         if missing or extra:
             raise ValueError(f"average_weights: model {i} ({m.name!r}) has other variables than "
                              f"{into.name!r}: missing {missing[:3]}, unexpected {extra[:3]}")
-        for key, shape in ref.items():
-            if tuple(t[key].shape) != shape:
+        for key, v in target.items():
+            if tuple(t[key].shape) != tuple(v.shape):
                 raise ValueError(f"average_weights: model {i} ({m.name!r}) variable {key} has shape "
-                                 f"{tuple(t[key].shape)}, expected {shape}")
+                                 f"{tuple(t[key].shape)}, expected {tuple(v.shape)}")
         tables.append(t)
-    for key, v in table(into).items():
+    for key, v in target.items():
         if not np.issubdtype(np.dtype(keras.backend.standardize_dtype(v.dtype)), np.floating):
             continue
         v.assign(np.mean([np.asarray(t[key].numpy(), np.float64) for t in tables], axis=0).astype(v.dtype))
