@@ -53,6 +53,7 @@ DEFAULT_MODELS = (
     ("lite_hrnet_18_coco_256x192", None),
     ("lite_hrnet_18_mobile_coco_128x96", None),
     ("dite_hrnet_18_psa_csppan_coco_256x192", None),
+    ("dite_hrnet_18_psa_csppan_coco_256x192", (128, 96)),  # the proposal student at the mobile input
     ("dite_hrnet_18_coco_256x192", None),
     ("pp_tinypose_128x96", None),  # imported from OpenVINO IR (kdpose_tf.models.imported), COCO-pretrained
 )

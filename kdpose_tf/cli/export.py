@@ -72,8 +72,11 @@ def run_check_xnnpack(args):
     if not str(args.model).endswith(".tflite"):
         raise CLIError(f"{args.model}: expected a .tflite file")
     report = check_xnnpack_compat(args.model)
-    for line in report["messages"]:
+    for line in report["messages"] + report["warnings"]:
         print(f"  {line}")
+    if report["warnings"]:
+        print(f"{args.model}: {len(report['warnings'])} op(s) run on the builtin kernels instead of XNNPACK "
+              "(slower, not fatal); `kdpose export` brings their scales into range")
     if report["ok"]:
         print(f"{args.model}: XNNPACK OK: no quantized op over the requantization limit (scale ratio < 256)")
         return 0

@@ -67,7 +67,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
     Returns:
         dict with keys: format_version, model_file, variant, target, input, output, normalization,
         heatmap, keypoints, decoding, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
-        from the static check; "fixes": `xnnpack_fixes`}), runtime (with `runtime_check`;
+        from the static check; "fixes": `xnnpack_fixes`; "not_delegated": ADD / SUB / MUL XNNPACK leaves to
+        the builtin kernels}), runtime (with `runtime_check`;
         {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
         "advice"}) and the `extra` keys.
     """
@@ -119,7 +120,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
         }
     static = check_xnnpack_compat(tflite_path)
-    info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes}
+    info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes,
+                              "not_delegated": static["not_delegated"]}
     if runtime_check:
         from kdpose_tf.export.delegates import xnnpack_check
 

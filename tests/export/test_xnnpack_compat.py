@@ -7,6 +7,7 @@ abort cannot take pytest down.
 """
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 import warnings
@@ -212,3 +213,60 @@ def test_exporter_fixes_a_dead_relu_keeping_tied_tensors_and_biases_consistent(d
         warnings.simplefilter("error")  # no fallback warning: the exported file runs on XNNPACK
         _, kernels = delegates.make_interpreter(path)
     assert kernels == "xnnpack"
+
+
+def dead_gate_model():
+    """A live branch times a sigmoid gate that is ~0 on every input (bias -30), added back to the live
+    branch: the gate keeps the sigmoid's fixed 1/256 scale but the product's calibrated range
+    collapses, so XNNPACK would leave the MUL (product / output scale >= 256) and then the ADD (dead
+    input / output scale < 2^-10) to the builtin kernels (Dite-HRNet's kernel attention, untrained)."""
+    inp = keras.Input((SIZE, SIZE, 3), name="images")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="normalize")(inp)
+    live = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="live")(x)
+    gate = keras.layers.Conv2D(8, 1, activation="sigmoid", name="dead_gate")(x)
+    out = keras.layers.Add(name="sum")([live, keras.layers.Multiply(name="gated")([live, gate])])
+    model = keras.Model(inp, out, name="dead_gate")
+    rng = np.random.default_rng(0)
+    model.get_layer("dead_gate").set_weights([rng.uniform(-0.1, 0.1, (1, 1, 3, 8)), np.full(8, -30.0)])
+    return model
+
+
+def test_exporter_brings_add_and_mul_into_xnnpack_scale_ranges(data_dir, tmp_path, capsys):
+    from kdpose_tf.export.xnnpack_compat import ELEMENTWISE_RANGES, find_delegation_issues
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from tflite_profile import delegation
+
+    keras.utils.set_random_seed(0)
+    model = dead_gate_model()
+    crops = coco_crops(data_dir, n=8)
+    raw = tmp_path / "raw.tflite"
+    raw.write_bytes(convert_to_tflite(model, "int8", representative_data=crops))
+    before = find_delegation_issues(raw)
+    assert sorted(i["op"] for i in before) == ["ADD", "MUL"], before
+    mul = next(i for i in before if i["op"] == "MUL")
+    assert mul["ratio"] >= ELEMENTWISE_RANGES["MUL"][1]
+    report = check_xnnpack_compat(raw)
+    assert report["ok"] and len(report["warnings"]) == 2 and "builtin kernel" in report["warnings"][0]
+    from kdpose_tf.cli.main import main
+
+    assert main(["check-xnnpack", str(raw)]) == 0  # slower, not fatal: the check passes and says so
+    out = capsys.readouterr().out
+    assert f"op {mul['op_index']} MUL" in out and "2 op(s) run on the builtin kernels" in out
+
+    path = export_tflite(model, tmp_path / "gate.tflite", quantize="int8", representative_data=crops)
+    assert find_delegation_issues(path) == []
+    side = json.loads(path.with_suffix(".json").read_text())
+    fixed_ops = {f["op"] for f in side["xnnpack_compat"]["fixes"]}
+    assert {"ADD", "MUL"} <= fixed_ops
+    for f in side["xnnpack_compat"]["fixes"]:
+        assert f["new_scale"] > f["old_scale"]
+        if f["op"] in ELEMENTWISE_RANGES:
+            low, high = ELEMENTWISE_RANGES[f["op"]]
+            assert low <= f["ratio_after"] < high
+    # every op but the uint8 <-> int8 QUANTIZEs runs in XNNPACK now (the MUL and ADD did not before)
+    outside = lambda p: sorted(name for _, name, d in delegation(p) if not d)  # noqa: E731
+    assert outside(path) == ["QUANTIZE", "QUANTIZE"]
+    # the product is 0 on every input, so the builtin-kernel outputs are unchanged bit for bit
+    x = model_input(raw, data_dir)
+    np.testing.assert_array_equal(run_in_child(path, "builtin", x, tmp_path), run_in_child(raw, "builtin", x, tmp_path))

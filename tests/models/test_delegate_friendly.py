@@ -76,3 +76,50 @@ def test_tiny_lite_hrnet_int8_is_one_xnnpack_graph(data_dir):
     assert sum(not d for _, _, d in ops) == 2
     assert not any(name in ("RESIZE_NEAREST_NEIGHBOR", "AVERAGE_POOL_2D") for _, name, _ in ops)
 
+
+
+def test_dynamic_kernels_as_parallel_convs_equal_the_depth_multiplier_form(data_dir):
+    """`parallel_kernels` (K plain convs, scalar MULs, ADDs) == the pre-2026-11 graph (one conv with
+    depth multiplier K, `KernelAggregate`) on the same weights, float32, real-photo activations."""
+    from kdpose_tf.models.lite_hrnet.dite_hrnet_layers import KernelAggregate, parallel_kernels
+
+    x = _photo_features(data_dir, (32, 24), 6)
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (1, 1, 1, 4)).astype("float32")
+    for filters, kernel in ((None, 5), (10, 1)):
+        xi, ai = keras.Input((32, 24, 6)), keras.Input((1, 1, 4))
+        new = keras.Model([xi, ai], parallel_kernels(xi, ai, filters, kernel, 1, "dyn"))
+        wide = (keras.layers.DepthwiseConv2D(kernel, padding="same", depth_multiplier=4, use_bias=False)
+                if filters is None else keras.layers.Conv2D(filters * 4, kernel, padding="same", use_bias=False))
+        old = keras.Model([xi, ai], KernelAggregate(4)([wide(xi), ai]))
+        kernels = [rng.normal(size=new.get_layer(f"dyn_kernel{k}").kernel.shape).astype("float32") for k in range(4)]
+        for k, w in enumerate(kernels):
+            new.get_layer(f"dyn_kernel{k}").kernel.assign(w)
+        wide.kernel.assign(np.stack(kernels, -1).reshape(wide.kernel.shape))  # channel c*K + k
+        y_new, y_old = np.asarray(new([x, a])), np.asarray(old([x, a]))
+        np.testing.assert_allclose(y_new, y_old, atol=1e-5, rtol=1e-5)
+        assert np.abs(y_old).max() > 1.0  # not a comparison of near-zero maps
+
+
+def test_tiny_dite_hrnet_int8_runs_in_xnnpack_without_depth_multipliers_or_sums(data_dir):
+    """The dynamic kernels export as plain depthwise / 1x1 convs (no SUM over a size-K axis, no depth
+    multiplier) and every op but the I/O QUANTIZEs and the context pools' SOFTMAX is in XNNPACK once
+    the exporter's scale pass ran (the raw file of this untrained net has convs XNNPACK refuses)."""
+    from kdpose_tf.export.runner import model_ops, model_tensors
+    from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
+
+    keras.utils.set_random_seed(0)
+    model = presets.build("dite_hrnet_18_coco_256x192", input_size=(64, 64), stem_width=8,
+                          widths=(8, 16, 32, 64), stage_modules=(1, 1, 1), blocks_per_module=1)
+    crops = np.stack([_photo_features(data_dir, (64, 64), 3)[0] * 255.0] * 2)
+    data, _ = fix_requantization_scales(convert_to_tflite(model, "int8", crops, num_calibration=2))
+    ops = delegation(data)
+    outside = sorted({name for _, name, delegated in ops if not delegated})
+    assert set(outside) <= {"QUANTIZE", "SOFTMAX"}, outside
+    tensors = model_tensors(data)
+    for op in model_ops(data):
+        if op["name"] == "SUM":  # only the global context pools' sum over H, W remains
+            assert tensors[op["outputs"][0]]["shape"][1:3] == [1, 1], tensors[op["outputs"][0]]["name"]
+        if op["name"] == "DEPTHWISE_CONV_2D":
+            x, w = tensors[op["inputs"][0]], tensors[op["inputs"][1]]
+            assert w["shape"][-1] == x["shape"][-1], (tensors[op["outputs"][0]]["name"], w["shape"])

@@ -17,19 +17,19 @@ TINY = dict(widths=(16, 32, 64, 128), stem_width=16, stage_modules=(1, 1, 1), bl
 
 def _conv_macs(model, aggregated):
     """Independent MAC counter over the layers; dynamic convs counted at 1 kernel when `aggregated`."""
-    names = {layer.name: layer for layer in model.layers}
     total = 0
     for layer in model.layers:
         if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
             continue
-        agg = names.get(layer.name[: -len("_conv")] + "_agg") if layer.name.endswith("_conv") else None
-        k = agg.num_kernels if (aggregated and agg is not None) else 1
+        stem, _, idx = layer.name.rpartition("_kernel")  # dynamic conv: K parallel layers {stem}_kernel{k}
+        if stem and idx.isdigit() and aggregated and int(idx) > 0:
+            continue  # the reference runs one aggregated kernel
         _, h, w, c_out = layer.output.shape
         kh, kw = layer.kernel_size
         if isinstance(layer, keras.layers.DepthwiseConv2D):
-            total += h * w * c_out * kh * kw // k
+            total += h * w * c_out * kh * kw
         else:
-            total += h * w * c_out * kh * kw * int(layer.input.shape[-1]) // layer.groups // k
+            total += h * w * c_out * kh * kw * int(layer.input.shape[-1]) // layer.groups
     return total
 
 
@@ -113,7 +113,7 @@ def test_dynamic_kernel_aggregation_equals_aggregated_kernel():
     x = rng.normal(size=(3, 8, 8, 6)).astype("float32")
     y = np.asarray(model(x, training=False))
     att = np.asarray(keras.Model(inp, model.get_layer("dyn_att_conv2").output)(x))[:, 0, 0, :]  # (B, K)
-    kernel = model.get_layer("dyn_conv").kernel.numpy().reshape(5, 5, 6, 4)  # channel c*K + k
+    kernel = np.concatenate([model.get_layer(f"dyn_kernel{k}").kernel.numpy() for k in range(4)], -1)  # (5,5,6,K)
     gamma, beta, mean, var = (w.numpy() for w in model.get_layer("dyn_bn").weights)
     for b in range(3):
         agg = np.einsum("hwck,k->hwc", kernel, att[b])[..., None]
