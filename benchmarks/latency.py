@@ -56,6 +56,7 @@ DEFAULT_MODELS = (
     ("dite_hrnet_18_psa_csppan_coco_256x192", (128, 96)),  # the proposal student at the mobile input
     ("dite_hrnet_18_coco_256x192", None),
     ("pp_tinypose_128x96", None),  # imported from OpenVINO IR (kdpose_tf.models.imported), COCO-pretrained
+    ("pp_tinypose_256x192", None),  # the same Lite-HRNet derivative at 256x192: what that input costs
 )
 
 

@@ -64,7 +64,8 @@ np.save(out_path, it.get_tensor(it.get_output_details()[-1]["index"]))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="*", default=None, help="preset names (default: all)")
+    p.add_argument("--presets", nargs="*", default=None,
+                   help="preset names (default: all); a subset replaces its rows in an existing table, keeping the others")
     p.add_argument("--calibration", type=int, default=16, help="real calibration crops (default 16)")
     p.add_argument("--output", default=str(RESULTS / "xnnpack_zoo"), help="output stem (.md and .json)")
     return p.parse_args(argv)
@@ -115,6 +116,7 @@ def measure(name, crops_for, calibration):
         side = make_sidecar(path, quantize="int8", xnnpack_fixes=fixes)
         row["fixes"] = len(side["xnnpack_compat"]["fixes"])
         row["over_limit"] = len(side["xnnpack_compat"]["over_limit"])
+        row["not_delegated"] = len(side["xnnpack_compat"]["not_delegated"])
         row["sidecar_runtime"] = side["runtime"]["xnnpack"]
         t = model_tensors(path)[model_io(path)["inputs"][0]]
         x = quantize(crops[:1], np.dtype(t["dtype"].lower()), t["scale"][0], t["zero_point"][0])
@@ -134,20 +136,22 @@ def markdown(rows, meta):
         f"{meta['machine']}; ai-edge-litert {meta['litert']}, TensorFlow {meta['tf']}; untrained presets, "
         f"int8 calibrated on {meta['calibration']} real COCO-mini crops; one real crop per run; every "
         "interpreter in a child process. `raw`: the converter's output before the exporter's "
-        "XNNPACK pass (static check / child probe); the other columns are `export_tflite`'s file.",
+        "XNNPACK pass (static check / child probe); the other columns are `export_tflite`'s file. `fixes`: "
+        "scales the pass raised (ops over the requantization limit, and ADD / MUL outside XNNPACK's "
+        "elementwise ranges); `ADD/MUL left to builtin kernels`: what is still outside them after it.",
         "",
         "| preset | input | raw: ops over limit | raw: probe | fixes | over limit | ai-edge-litert (XNNPACK) "
-        "| TF interpreter | builtin | max steps XNNPACK vs builtin | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| TF interpreter | builtin | max steps XNNPACK vs builtin | ADD/MUL left to builtin kernels | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['preset']} | {r.get('input', '')} | error: {r['error'][:80]} |||||||||")
+            lines.append(f"| {r['preset']} | {r.get('input', '')} | error: {r['error'][:80]} ||||||||||")
             continue
         lines.append(
             f"| {r['preset']} | {r['input']} | {len(r['raw_over_limit'])} | {r['raw_probe']} | {r['fixes']} | "
             f"{r['over_limit']} | {r['litert']} | {r['tf']} | {r['builtin']} | {r.get('max_steps_vs_builtin', '')} | "
-            f"{r['seconds']} |"
+            f"{r.get('not_delegated', 'not measured')} | {r['seconds']} |"
         )
     agree = [r for r in rows if "error" not in r]
     same = sum((len(r["raw_over_limit"]) > 0) == (r["raw_probe"] != "ok") for r in agree)
@@ -179,6 +183,10 @@ def main(argv=None):
     names = args.presets or list(PRESETS)
     meta = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})",
             "litert": litert_version(), "tf": tf.__version__, "calibration": args.calibration}
+    out_json = Path(args.output).with_suffix(".json")
+    kept = json.loads(out_json.read_text())["rows"] if args.presets and out_json.is_file() else []
+    order = [r["preset"] for r in kept] + [n for n in names if n not in {r["preset"] for r in kept}]
+    done = {r["preset"]: r for r in kept}
     rows = []
     for name in names:
         try:
@@ -186,9 +194,10 @@ def main(argv=None):
         except Exception as exc:  # one preset failing to build/convert is a table entry
             row = {"preset": name, "error": f"{type(exc).__name__}: {exc}"}
         print(json.dumps(row), flush=True)
-        rows.append(row)
+        done[name] = row
+        rows = [done[n] for n in order if n in done]
         # written after every preset, so an interrupted run keeps what it measured
-        write_json(Path(args.output).with_suffix(".json"), {"meta": meta, "rows": rows})
+        write_json(out_json, {"meta": meta, "rows": rows})
         write_text(Path(args.output).with_suffix(".md"), markdown(rows, meta))
     print(markdown(rows, meta))
 

@@ -15,7 +15,12 @@ For an input X of shape (H, W, C):
 
 TFLite: the two "matrix products" of the paper are written as broadcast multiplies followed by a
 sum (MUL + SUM), so the layer converts to full-int8 TFLite with builtin ops only and needs
-no BATCH_MATMUL. Spatial size must be static (fixed-shape pose models).
+no BATCH_MATMUL. The LayerNorm is computed here from the `LayerNormalization` sub-layer's gamma
+and beta as ``(z - mean) * rsqrt(var + eps) * gamma + beta`` (SUB, MUL, MEAN, RSQRT): Keras' own
+call converts to ``beta - mean * ...`` with a float NEG that TF 2.21's int8 converter wraps in
+DEQUANTIZE / QUANTIZE, which split the XNNPACK graph and stop the Edge TPU mapping (48 such
+islands in the proposal student). Same maths, float outputs equal within 1e-5. Spatial size must
+be static (fixed-shape pose models).
 """
 
 from __future__ import annotations
@@ -95,8 +100,17 @@ class PolarizedSelfAttention(keras.layers.Layer):
         z = ops.sum(v * q, axis=(1, 2), keepdims=True)  # (B, 1, 1, C/2)
         z = self.ch_wz(z)
         if self.use_layer_norm:
-            z = self.ch_ln(z)
+            z = self._layer_norm(z)
         return x * ops.sigmoid(z)
+
+    def _layer_norm(self, z):
+        """`self.ch_ln(z)` written without a negation (see the module docstring), in float32."""
+        ln, dtype = self.ch_ln, z.dtype
+        z = ops.cast(z, "float32")
+        d = z - ops.mean(z, axis=-1, keepdims=True)
+        var = ops.mean(d * d, axis=-1, keepdims=True)
+        y = d * ops.rsqrt(var + ln.epsilon) * ops.cast(ln.gamma, "float32") + ops.cast(ln.beta, "float32")
+        return ops.cast(y, dtype)
 
     def _spatial(self, x):
         v = self.sp_wv(x)  # (B, H, W, C/2)
