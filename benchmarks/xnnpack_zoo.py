@@ -137,11 +137,11 @@ def markdown(rows, meta):
         f"int8 calibrated on {meta['calibration']} real COCO-mini crops; one real crop per run; every "
         "interpreter in a child process. `raw`: the converter's output before the exporter's "
         "XNNPACK pass (static check / child probe); the other columns are `export_tflite`'s file. `fixes`: "
-        "scales the pass raised (ops over the requantization limit, and ADD / MUL outside XNNPACK's "
-        "elementwise ranges); `ADD/MUL left to builtin kernels`: what is still outside them after it.",
+        "scales the pass raised (ops over the requantization limit, and ADD / SUB / MUL outside XNNPACK's "
+        "elementwise ranges); `ADD/SUB/MUL left to builtin kernels`: what is still outside them after it.",
         "",
         "| preset | input | raw: ops over limit | raw: probe | fixes | over limit | ai-edge-litert (XNNPACK) "
-        "| TF interpreter | builtin | max steps XNNPACK vs builtin | ADD/MUL left to builtin kernels | s |",
+        "| TF interpreter | builtin | max steps XNNPACK vs builtin | ADD/SUB/MUL left to builtin kernels | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -166,25 +166,30 @@ def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
 
-    from kdpose_tf.cli.export import calibration_crops
+    from kdpose_tf.data.coco import read_coco
+    from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.export.delegates import litert_version
     from kdpose_tf.models.presets import PRESETS
     from kdpose_tf.utils.io import write_json, write_text
     from kdpose_tf.utils.shared import shared_dir
 
-    coco = str(shared_dir() / "data" / "coco_mini")
+    coco = shared_dir() / "data" / "coco_mini"
+    samples = read_coco(coco / "annotations" / "person_keypoints_train2017.json", coco / "train2017")
     cache = {}
 
     def crops_for(size, count):
         if (size, count) not in cache:
-            cache[(size, count)] = calibration_crops(coco, size, count)[0]
+            cache[(size, count)] = calibration_crops(samples, size, count)
         return cache[(size, count)]
 
     names = args.presets or list(PRESETS)
     meta = {"machine": f"{platform.node()} ({os.cpu_count()} CPUs, {platform.machine()})",
             "litert": litert_version(), "tf": tf.__version__, "calibration": args.calibration}
     out_json = Path(args.output).with_suffix(".json")
-    kept = json.loads(out_json.read_text())["rows"] if args.presets and out_json.is_file() else []
+    previous = json.loads(out_json.read_text()) if args.presets and out_json.is_file() else {"meta": meta, "rows": []}
+    if previous["meta"] != meta:  # rows measured under other versions or settings are not merged
+        raise SystemExit(f"{out_json} was measured with {previous['meta']}, this run has {meta}: run all presets")
+    kept = [r for r in previous["rows"] if r["preset"] in PRESETS]
     order = [r["preset"] for r in kept] + [n for n in names if n not in {r["preset"] for r in kept}]
     done = {r["preset"]: r for r in kept}
     rows = []

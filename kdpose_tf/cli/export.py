@@ -76,7 +76,8 @@ def run_check_xnnpack(args):
         print(f"  {line}")
     if report["warnings"]:
         print(f"{args.model}: {len(report['warnings'])} op(s) run on the builtin kernels instead of XNNPACK "
-              "(slower, not fatal); `kdpose export` brings their scales into range")
+              "(slower, not fatal); `kdpose export` brings such scales into range where it may "
+              "(a tensor read by other ops too is left as it is)")
     if report["ok"]:
         print(f"{args.model}: XNNPACK OK: no quantized op over the requantization limit (scale ratio < 256)")
         return 0

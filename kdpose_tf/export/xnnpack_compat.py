@@ -64,6 +64,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.export.quant_graph import ACTIVATION_TYPES as _ACTIVATION_TYPES
+from kdpose_tf.export.quant_graph import QuantSubgraph
 from kdpose_tf.export.runner import model_ops, model_tensors
 from kdpose_tf.utils.io import write_bytes
 
@@ -89,7 +91,6 @@ SAME_PARAMS_OPS = frozenset({
 })
 # int8 kernels whose output scale is fixed by the kernel (e.g. 1/256): never change their output
 FIXED_OUTPUT_OPS = frozenset({"LOGISTIC", "SOFTMAX", "LOG_SOFTMAX", "TANH", "L2_NORMALIZATION"})
-_ACTIVATION_TYPES = ("INT8", "UINT8")
 # int8 elementwise ops XNNPACK delegates only inside [low, high) of their scale ratio (see the module doc)
 ELEMENTWISE_RANGES = {"ADD": (2.0**-10, 256.0), "SUB": (2.0**-10, 256.0), "MUL": (2.0**-16, 256.0)}
 
@@ -230,78 +231,6 @@ def check_xnnpack_compat(source) -> dict:
             "not_delegated": slow, "warnings": [format_issue(i) for i in slow]}
 
 
-class _UnionFind:
-    def __init__(self):
-        self.parent = {}
-
-    def find(self, a):
-        self.parent.setdefault(a, a)
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
-        return a
-
-    def union(self, a, b):
-        self.parent[self.find(a)] = self.find(b)
-
-
-class _Subgraph:
-    """Writable views of one subgraph's scale vectors and buffers inside a bytearray model."""
-
-    def __init__(self, buf: bytearray, index: int):
-        from ai_edge_litert import schema_py_generated as schema
-
-        self.buf = buf
-        self.model = schema.Model.GetRootAs(buf, 0)
-        self.sg = self.model.Subgraphs(index)
-        self.ops = model_ops(bytes(buf), index)
-        self.tensors = model_tensors(bytes(buf), index)
-        self.consumers = {}
-        for op in self.ops:
-            for t in op["inputs"]:
-                if t >= 0:
-                    self.consumers.setdefault(t, []).append(op)
-        self.producer = {t: op for op in self.ops for t in op["outputs"]}
-        self.groups = self._tied_groups()
-
-    def _tied_groups(self):
-        uf = _UnionFind()
-        for op in self.ops:
-            if op["name"] not in SAME_PARAMS_OPS or not op["outputs"]:
-                continue
-            out = self.tensors[op["outputs"][0]]
-            for t in op["inputs"] + op["outputs"]:
-                other = self.tensors[t] if t >= 0 else None
-                if (other is not None and not other["constant"] and other["dtype"] in _ACTIVATION_TYPES
-                        and other["scale"] == out["scale"] and other["zero_point"] == out["zero_point"]):
-                    uf.union(t, out["index"])
-        groups = {}
-        for t in uf.parent:
-            groups.setdefault(uf.find(t), set()).add(t)
-        return {t: members for members in groups.values() for t in members}
-
-    def group(self, t):
-        return sorted(self.groups.get(t, {t}))
-
-    def scale_view(self, t):
-        return self.sg.Tensors(t).Quantization().ScaleAsNumpy()
-
-    def buffer_users(self, buffer_index):
-        return [i for i in range(self.sg.TensorsLength()) if self.sg.Tensors(i).Buffer() == buffer_index]
-
-    def int32_data(self, t):
-        """Writable int32 view of a constant tensor's data (inside or after the flatbuffer)."""
-        b = self.model.Buffers(self.sg.Tensors(t).Buffer())
-        if b.DataLength():
-            return b.DataAsNumpy().view(np.int32)
-        return np.frombuffer(self.buf, np.int32, count=b.Size() // 4, offset=b.Offset())
-
-    def set_scale(self, t, values):
-        view = self.scale_view(t)
-        view[:] = values
-        self.tensors[t]["scale"] = [float(v) for v in view]
-
-
 def _needed_output_scale(in_scale, w_scales):
     """Smallest float32 s with max_c(in * w_c) / s <= TARGET_RATIO, computed as XNNPACK does."""
     prod = (_f32(in_scale) * _f32(w_scales)).max()
@@ -311,7 +240,7 @@ def _needed_output_scale(in_scale, w_scales):
     return float(s)
 
 
-def _bias_users(g: _Subgraph, changed: set):
+def _bias_users(g: QuantSubgraph, changed: set):
     """(bias, weights, activation) tensor indices of every consumer with an int32 bias whose
     activation input is in `changed`."""
     users = []
@@ -326,12 +255,12 @@ def _bias_users(g: _Subgraph, changed: set):
     return users
 
 
-def _shared_nonzero_bias(g: _Subgraph, users):
+def _shared_nonzero_bias(g: QuantSubgraph, users):
     """A bias whose data other tensors share cannot be requantised in place for one op only."""
     return any(g.int32_data(b).any() and len(g.buffer_users(g.sg.Tensors(b).Buffer())) > 1 for b, _, _ in users)
 
 
-def _rescale_biases(g: _Subgraph, users):
+def _rescale_biases(g: QuantSubgraph, users):
     """Requantise each bias to its op's new input scale x weight scale (same real values, rounded)."""
     for b, w, t in users:
         new = _f32(g.tensors[t]["scale"][0]) * _f32(g.tensors[w]["scale"])
@@ -343,65 +272,93 @@ def _rescale_biases(g: _Subgraph, users):
         g.set_scale(b, np.broadcast_to(new, old.shape))
 
 
-def _raise_group(g: _Subgraph, t, new_scale):
-    """Give `t` and every tensor tied to it the scale `new_scale` (never lowering one), rescaling the
-    int32 biases of the convs reading them. Returns the group, or None (nothing changed) when a
-    member is the output of a fixed-scale op, a graph input, per-channel, or a shared bias blocks it."""
-    group = g.group(t)
-    fixed = [u for u in group if u in g.producer and g.producer[u]["name"] in FIXED_OUTPUT_OPS]
+def _blocked(g: QuantSubgraph, group):
+    """Why the scales of `group` may not change (None: they may): a member is the output of a
+    fixed-scale op, a graph input, per-channel, or a bias shared with other ops reads it."""
+    if any(u in g.producer and g.producer[u]["name"] in FIXED_OUTPUT_OPS for u in group):
+        return "fixed-scale output"
     inputs = set(int(u) for u in g.sg.InputsAsNumpy()) if g.sg.InputsLength() else set()
-    users = _bias_users(g, set(group))
-    if (fixed or inputs & set(group) or any(len(g.tensors[u]["scale"]) != 1 for u in group)
-            or _shared_nonzero_bias(g, users)):
+    if inputs & set(group):
+        return "graph input"
+    if any(len(g.tensors[u]["scale"]) != 1 for u in group):
+        return "per-channel"
+    if _shared_nonzero_bias(g, _bias_users(g, set(group))):
+        return "shared bias"
+    return None
+
+
+def _raise_group(g: QuantSubgraph, t, new_scale):
+    """Give `t` and every tensor tied to it the scale `new_scale` (never lowering one), rescaling the
+    int32 biases of the convs reading them. Returns the group, or None (nothing changed) when
+    `_blocked`."""
+    group = g.group(t)
+    if _blocked(g, group):
         return None
     for u in group:
         g.set_scale(u, [max(new_scale, g.tensors[u]["scale"][0])])
-    _rescale_biases(g, users)
+    _rescale_biases(g, _bias_users(g, set(group)))
     return group
 
 
-def _smallest_scale(ratio_of, start, ok):
-    """Smallest float32 s >= start (stepping up by ulps) with ok(ratio_of(s))."""
+def _smallest_scale(ratio_of, start, ok, max_steps=64):
+    """Smallest float32 s >= start, stepping up by ulps, with ok(ratio_of(s)); None when `start` is not
+    a finite positive float32 or `max_steps` ulps do not get there (callers start a few ulps under)."""
     s = np.float32(start)
-    while not ok(ratio_of(s)):
+    if not (np.isfinite(s) and s > 0):
+        return None
+    for _ in range(max_steps):
+        if ok(ratio_of(s)):
+            return float(s)
         s = np.nextafter(s, np.float32(np.inf))
-    return float(s)
+    return None
 
 
-def _only_reader(g: _Subgraph, t, op):
-    """True when `op` is the one op outside `t`'s tied group that reads the group."""
+def _only_reader(g: QuantSubgraph, t, op):
+    """True when `op` is the one reader of `t`'s tied group (ops inside the group and graph outputs
+    count as readers too, except the copy ops that tie it)."""
     group = set(g.group(t))
     readers = {c["index"] for u in group for c in g.consumers.get(u, [])
                if not (c["name"] in SAME_PARAMS_OPS and set(c["outputs"]) <= group)}
-    return readers == {op["index"]}
+    outputs = set(int(u) for u in g.sg.OutputsAsNumpy()) if g.sg.OutputsLength() else set()
+    return readers == {op["index"]} and not outputs & group
 
 
-def _elementwise_plan(g: _Subgraph, op):
+def _elementwise_plan(g: QuantSubgraph, op):
     """(tensor to raise, new scale, ratio before) for an ADD / SUB / MUL out of range, or None."""
     bad = _out_of_range(op, g.tensors)
     if not bad:
         return None
     low, high = ELEMENTWISE_RANGES[op["name"]]
-    ratio, pos = bad[0]
     scales = [_f32(g.tensors[t]["scale"][0]) for t in op["inputs"]]
+    if not all(np.isfinite(v) and v > 0 for v in scales):
+        return None
     out = op["outputs"][0]
-    if ratio >= high:  # output finer than its inputs can resolve: coarsen the output
+    high_ratios = [r for r, _ in bad if r >= high]
+    if high_ratios:  # output finer than its inputs can resolve: coarsen the output
         num = scales[0] * scales[1] if op["name"] == "MUL" else max(scales)
-        return out, _smallest_scale(lambda s: num / s, num / np.float32(255.0), lambda r: r < high), ratio  # 255 < high
+        s = _smallest_scale(lambda s: num / s, num / np.float32(255.0), lambda r: r < high)  # 255 < high
+        return None if s is None else (out, s, max(high_ratios))
+    ratio, pos = bad[0]
     # an input too fine for the output: raise the input, if this op is its only reader
+    so = _f32(g.tensors[out]["scale"][0])
     candidates = [pos] if pos is not None else sorted(range(2), key=lambda i: scales[i])
     for i in candidates:
         t = op["inputs"][i]
-        if g.tensors[t]["constant"] or not _only_reader(g, t, op):
+        if g.tensors[t]["constant"] or not _only_reader(g, t, op) or _blocked(g, g.group(t)):
             continue
-        other = scales[1 - i] if op["name"] == "MUL" else np.float32(1.0)
-        so = _f32(g.tensors[out]["scale"][0])
-        start = np.float32(low) * so / other * np.float32(1 - 1e-6)  # a few ulps under the answer
-        return t, _smallest_scale(lambda s: s * other / so, max(start, scales[i]), lambda r: r >= low), ratio
+        if op["name"] == "MUL" and op["inputs"][1 - i] in g.group(t):  # x * x: both inputs rise together
+            start = np.sqrt(np.float32(low) * so) * np.float32(1 - 1e-6)
+            s = _smallest_scale(lambda s: s * s / so, max(start, scales[i]), lambda r: r >= low)
+        else:
+            other = scales[1 - i] if op["name"] == "MUL" else np.float32(1.0)
+            start = np.float32(low) * so / other * np.float32(1 - 1e-6)  # a few ulps under the answer
+            s = _smallest_scale(lambda s: s * other / so, max(start, scales[i]), lambda r: r >= low)
+        if s is not None:
+            return t, s, ratio
     return None
 
 
-def _conv_plan(g: _Subgraph, op):
+def _conv_plan(g: QuantSubgraph, op):
     """(output tensor, new scale, ratio before) for a conv-like op over the requantisation limit, or None."""
     r = _op_ratio(op, g.tensors)
     if r is None or not _over_limit(op["name"], r[0]):
@@ -410,7 +367,7 @@ def _conv_plan(g: _Subgraph, op):
     return op["outputs"][0], _needed_output_scale(r[1], g.tensors[op["inputs"][pos[1]]]["scale"]), r[0]
 
 
-def _fix_subgraph(g: _Subgraph, sg_index: int, max_rounds: int):
+def _fix_subgraph(g: QuantSubgraph, sg_index: int, max_rounds: int):
     fixes, skipped = [], set()
     for _ in range(max_rounds):
         todo = None
@@ -419,7 +376,7 @@ def _fix_subgraph(g: _Subgraph, sg_index: int, max_rounds: int):
                 continue
             plan = _conv_plan(g, op) or _elementwise_plan(g, op)
             if plan is None and op["name"] in ELEMENTWISE_RANGES and _out_of_range(op, g.tensors):
-                skipped.add(op["index"])  # no input it may raise: left to find_delegation_issues
+                skipped.add(op["index"])  # no scale it may raise: left to find_delegation_issues
             if plan is not None:
                 todo = (op, plan)
                 break
@@ -445,22 +402,24 @@ def _fix_subgraph(g: _Subgraph, sg_index: int, max_rounds: int):
 
 
 def fix_requantization_scales(source, max_rounds: int = 1000):
-    """Raise the output scale of every op over XNNPACK's requantisation limit (see the module doc).
+    """Raise the scales XNNPACK needs raised (see the module doc): the output of every op over the
+    requantisation limit, and an input or the output of every int8 ADD / SUB / MUL outside its range.
 
     Args:
         source: path of a .tflite file, or its bytes (not modified).
-        max_rounds: at most this many ops are fixed per subgraph (default 1000).
+        max_rounds: at most this many scale changes per subgraph (default 1000; one op may need two).
 
     Returns:
-        (bytes of the fixed model, list of fixes): one dict per fixed op {"subgraph", "op_index",
-        "op", "tensor", "ratio_before", "ratio_after", "old_scale", "new_scale", "tied_tensors"
-        (other tensors given the same new scale)}. Ops that could not be fixed stay in
-        `find_requantization_issues(result)`.
+        (bytes of the fixed model, list of fixes): one dict per scale change {"subgraph", "op_index",
+        "op", "tensor" (the tensor raised: the op's output, or an ADD / SUB / MUL input), "ratio_before",
+        "ratio_after", "old_scale", "new_scale", "tied_tensors" (other tensors given the same new
+        scale)}. What could not be fixed stays in `find_requantization_issues(result)` (refused ops)
+        and `find_delegation_issues(result)` (ADD / SUB / MUL left to the builtin kernels).
     """
     buf = bytearray(_as_bytes(source))
     fixes = []
     for sg in range(_num_subgraphs(buf)):
-        fixes += _fix_subgraph(_Subgraph(buf, sg), sg, max_rounds)
+        fixes += _fix_subgraph(QuantSubgraph(buf, sg, SAME_PARAMS_OPS), sg, max_rounds)
     return bytes(buf), fixes
 
 

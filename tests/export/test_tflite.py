@@ -160,7 +160,7 @@ def test_sidecar_written_next_to_model(setup):
                          sidecar={"model": "tiny"}, keypoint_set=COCO17)
     side = json.loads(path.with_suffix(".json").read_text())
     # the exporter ran the XNNPACK pass (nothing to fix in this calibrated model) and says so
-    assert side["xnnpack_compat"] == {"ok": True, "over_limit": [], "fixes": []}
+    assert side["xnnpack_compat"] == {"ok": True, "over_limit": [], "fixes": [], "not_delegated": []}
     # and activation equalization (kdpose_tf.export.equalization) before calibration
     assert side["activation_equalization"]["pairs"] >= 1
     assert side == make_sidecar(path, keypoint_set=COCO17, stride=4, quantize="int8", target="cpu",

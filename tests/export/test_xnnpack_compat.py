@@ -270,3 +270,35 @@ def test_exporter_brings_add_and_mul_into_xnnpack_scale_ranges(data_dir, tmp_pat
     # the product is 0 on every input, so the builtin-kernel outputs are unchanged bit for bit
     x = model_input(raw, data_dir)
     np.testing.assert_array_equal(run_in_child(path, "builtin", x, tmp_path), run_in_child(raw, "builtin", x, tmp_path))
+
+
+def test_a_term_read_by_other_ops_is_left_and_reported(data_dir, tmp_path):
+    """The dead product also feeds a conv: raising it for the ADD would coarsen what the conv reads,
+    so the pass leaves the ADD to the builtin kernels and `find_delegation_issues` still names it."""
+    from kdpose_tf.export.xnnpack_compat import find_delegation_issues
+
+    keras.utils.set_random_seed(0)
+    base = dead_gate_model()
+    prod = base.get_layer("gated").output
+    side = keras.layers.Conv2D(8, 1, name="side_reader")(prod)
+    out = keras.layers.Add(name="both")([base.output, side])
+    model = keras.Model(base.input, out)
+    path = export_tflite(model, tmp_path / "two_readers.tflite", quantize="int8",
+                         representative_data=coco_crops(data_dir, n=8))
+    left = find_delegation_issues(path)
+    assert [i["op"] for i in left] == ["ADD"] and "sum" in left[0]["tensor"], left
+    assert json.loads(path.with_suffix(".json").read_text())["xnnpack_compat"]["not_delegated"] == left
+
+
+def test_square_of_a_tensor_raises_both_inputs_together():
+    """MUL(x, x) below 2^-16: both inputs are the same tensor, so its scale s must satisfy s*s/out >= 2^-16
+    (sqrt of the bound), not s*old/out (which would raise it ~10^5 times too far)."""
+    from kdpose_tf.export.xnnpack_compat import ELEMENTWISE_RANGES, _smallest_scale
+
+    low = ELEMENTWISE_RANGES["MUL"][0]
+    so = np.float32(1e-2)
+    start = np.sqrt(np.float32(low) * so) * np.float32(1 - 1e-6)
+    s = _smallest_scale(lambda s: s * s / so, start, lambda r: r >= low)
+    assert s is not None and s * s / so >= low and np.float32(np.nextafter(np.float32(s), 0)) ** 2 / so < low
+    assert s < 1e-3  # ~3.9e-4, where the one-sided formula gave 15
+    assert _smallest_scale(lambda s: s, np.float32(np.inf), lambda r: True) is None  # no endless loop on inf

@@ -134,16 +134,32 @@ def test_int8_tflite_builtin_ops_only(tmp_path):
     assert err.mean() < 0.01 * scale and err.max() < 0.10 * scale, (err.mean() / scale, err.max() / scale)
 
 
-def test_layer_norm_without_negation_equals_keras_layer_norm(data_dir):
-    """The LayerNorm written as (z - mean) * rsqrt(var + eps) * gamma + beta (no NEG for the int8
-    converter) equals the sub-layer's own `LayerNormalization` call within 1e-5."""
-    layer = PolarizedSelfAttention(name="psa_ln")
-    layer.build((1, 8, 8, 16))
-    rng = np.random.default_rng(0)
-    layer.ch_ln.gamma.assign(rng.uniform(0.5, 2.0, 16).astype("float32"))
-    layer.ch_ln.beta.assign(rng.normal(size=16).astype("float32"))
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_layer_norm_without_negation_equals_keras_layer_norm(data_dir, policy):
+    """`LayerNormWithoutNegation` (no NEG for the int8 converter) equals `keras.layers.LayerNormalization`
+    with the same weights within 1e-5 (float32) / float16 rounding (mixed precision), on real pixel
+    rows with a small spread, where a lost epsilon would show (var ~ eps)."""
     import cv2
+    import keras
+
+    from kdpose_tf.models.layers.psa import LayerNormWithoutNegation
 
     path = sorted((data_dir / "coco_mini" / "train2017").glob("*.jpg"))[0]
-    z = cv2.resize(cv2.imread(str(path)), (4, 4)).astype("float32").reshape(1, 1, 3, 16) / 25.0  # real values, ~0-10
-    np.testing.assert_allclose(np.asarray(layer._layer_norm(z)), np.asarray(layer.ch_ln(z)), atol=1e-5, rtol=1e-5)
+    z = cv2.resize(cv2.imread(str(path)), (4, 4)).astype("float32").reshape(1, 1, 3, 16) / 25.0
+    small = (z - z.mean(-1, keepdims=True)) * 3e-3 + 1.0  # per-row variance ~1e-5: epsilon matters
+    rng = np.random.default_rng(0)
+    gamma, beta = rng.uniform(0.5, 2.0, 16).astype("float32"), rng.normal(size=16).astype("float32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        ours, ref = LayerNormWithoutNegation(epsilon=1e-5), keras.layers.LayerNormalization(epsilon=1e-5)
+        for layer in (ours, ref):
+            layer.build(z.shape)
+            layer.set_weights([gamma, beta])
+        tol = 1e-5 if policy == "float32" else 2e-3
+        for x in (z, small):
+            np.testing.assert_allclose(np.asarray(ours(x), "float32"), np.asarray(ref(x), "float32"), atol=tol, rtol=tol)
+        no_eps = (small - small.mean(-1, keepdims=True)) / small.std(-1, keepdims=True) * gamma + beta
+        assert np.abs(np.asarray(ours(small), "float32") - no_eps).max() > 10 * tol  # epsilon is in there
+    finally:
+        keras.config.set_dtype_policy(previous)

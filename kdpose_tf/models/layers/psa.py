@@ -15,12 +15,12 @@ For an input X of shape (H, W, C):
 
 TFLite: the two "matrix products" of the paper are written as broadcast multiplies followed by a
 sum (MUL + SUM), so the layer converts to full-int8 TFLite with builtin ops only and needs
-no BATCH_MATMUL. The LayerNorm is computed here from the `LayerNormalization` sub-layer's gamma
-and beta as ``(z - mean) * rsqrt(var + eps) * gamma + beta`` (SUB, MUL, MEAN, RSQRT): Keras' own
-call converts to ``beta - mean * ...`` with a float NEG that TF 2.21's int8 converter wraps in
-DEQUANTIZE / QUANTIZE, which split the XNNPACK graph and stop the Edge TPU mapping (48 such
-islands in the proposal student). Same maths, float outputs equal within 1e-5. Spatial size must
-be static (fixed-shape pose models).
+no BATCH_MATMUL. The LayerNorm is `LayerNormWithoutNegation`: Keras' `LayerNormalization` with
+its call written as ``(z - mean) * rsqrt(var + eps) * gamma + beta`` (SUB, MUL, MEAN, RSQRT),
+because Keras' own converts to ``beta - mean * ...`` with a float NEG that TF 2.21's int8
+converter wraps in DEQUANTIZE / QUANTIZE: islands that split the XNNPACK graph and stop the Edge
+TPU mapping (48 in the proposal student). Same weights and maths, float outputs equal within 1e-5.
+Spatial size must be static (fixed-shape pose models).
 """
 
 from __future__ import annotations
@@ -30,6 +30,32 @@ from keras import ops
 
 _LAYOUTS = ("sequential", "parallel")
 _MODES = ("both", "channel", "spatial")
+
+
+@keras.saving.register_keras_serializable(package="kdpose_tf")
+class LayerNormWithoutNegation(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` (same arguments, weights and float32 maths) whose call has no
+    negation, so TF's int8 converter keeps it integer (see the module docstring). Centred and scaled
+    only: ``rms_scaling`` is refused.
+
+    Example:
+        >>> import numpy as np
+        >>> ln = LayerNormWithoutNegation(epsilon=1e-5)
+        >>> np.round(np.asarray(ln(np.array([[1.0, 2.0, 3.0]], "float32")), "float64"), 4).tolist()
+        [[-1.2247, 0.0, 1.2247]]
+    """
+
+    def build(self, input_shape):
+        if self.rms_scaling or not (self.center and self.scale):
+            raise ValueError(f"LayerNormWithoutNegation {self.name}: needs center=True, scale=True, rms_scaling=False")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        z = ops.cast(inputs, "float32")
+        d = z - ops.mean(z, axis=self.axis, keepdims=True)
+        var = ops.mean(d * d, axis=self.axis, keepdims=True)
+        y = d * ops.rsqrt(var + self.epsilon) * ops.cast(self.gamma, "float32") + ops.cast(self.beta, "float32")
+        return ops.cast(y, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -81,7 +107,7 @@ class PolarizedSelfAttention(keras.layers.Layer):
             self.ch_wq.build(input_shape)
             self.ch_wz.build((None, 1, 1, inner))
             if self.use_layer_norm:
-                self.ch_ln = keras.layers.LayerNormalization(
+                self.ch_ln = LayerNormWithoutNegation(
                     axis=-1, epsilon=1e-5, name=f"{self.name}_ch_ln", dtype=self.dtype_policy
                 )
                 self.ch_ln.build((None, 1, 1, channels))
@@ -100,17 +126,8 @@ class PolarizedSelfAttention(keras.layers.Layer):
         z = ops.sum(v * q, axis=(1, 2), keepdims=True)  # (B, 1, 1, C/2)
         z = self.ch_wz(z)
         if self.use_layer_norm:
-            z = self._layer_norm(z)
+            z = self.ch_ln(z)
         return x * ops.sigmoid(z)
-
-    def _layer_norm(self, z):
-        """`self.ch_ln(z)` written without a negation (see the module docstring), in float32."""
-        ln, dtype = self.ch_ln, z.dtype
-        z = ops.cast(z, "float32")
-        d = z - ops.mean(z, axis=-1, keepdims=True)
-        var = ops.mean(d * d, axis=-1, keepdims=True)
-        y = d * ops.rsqrt(var + ln.epsilon) * ops.cast(ln.gamma, "float32") + ops.cast(ln.beta, "float32")
-        return ops.cast(y, dtype)
 
     def _spatial(self, x):
         v = self.sp_wv(x)  # (B, H, W, C/2)

@@ -12,8 +12,10 @@ Pose Estimation", IJCAI 2022. Layouts follow the authors' ``ditehrnet.py``:
   by a (1, 1, 1, 1) scalar and the sum a chain of ADDs, both delegated to XNNPACK. (Until
   2026-11 the K kernels were one conv with depth multiplier K and `KernelAggregate` summed them
   as a broadcast MUL and a SUM over a size-K last axis: 2.8x slower in XNNPACK int8 at 64x48x16,
-  and the depth-multiplier conv alone was 1.5x slower than K plain ones; `KernelAggregate` stays
-  so models saved then still load.)
+  and the depth-multiplier conv alone was 1.5x slower than K plain ones.) The weights moved: a
+  Dite model saved before (one ``{name}_conv`` of K*C channels) does not load into the new graph,
+  Keras names the missing ``{name}_kernel{k}`` layers; the zoo ships no Dite weights.
+  `KernelAggregate` stays registered for code that used it directly.
 * dynamic split convolution (DSC): channel groups with kernels 3, 5, 7, 9 (groups 1/1/2/4 and
   K = 4/4/2/1 kernels for branches 0..3), then channel shuffle.
 * global context modelling (GCM): softmax-weighted global pooling, SE-style gating, BN.
@@ -48,7 +50,8 @@ GCM_REDUCTION = (4, 4, 8, 8)
 class KernelAggregate(keras.layers.Layer):
     """Weighted sum of K parallel conv outputs: inputs [y (B,H,W,C*K), a (B,1,1,K)] -> (B,H,W,C).
 
-    Kept so models saved before 2026-11 load; new graphs use `parallel_kernels` (faster in XNNPACK).
+    No longer used by the Dite graphs (they use `parallel_kernels`, faster in XNNPACK); kept for code
+    that uses it directly.
 
     Channel ``c*K + k`` of y is the output of kernel k for channel c (the order of a depthwise
     conv with depth multiplier K). Spatial size must be static.
