@@ -36,7 +36,8 @@ class _UnionFind:
 
 
 class QuantSubgraph:
-    """Writable views of one subgraph's scale vectors and buffers inside a bytearray model.
+    """Writable views of one subgraph's scale vectors and buffers inside a bytearray model, with its
+    ops, tensors, `consumers` / `producer` of each tensor and the graph's `inputs` / `outputs`.
 
     Args:
         buf: the model's bytes (a bytearray: scales and int32 buffers are patched in place).
@@ -59,6 +60,8 @@ class QuantSubgraph:
                 if t >= 0:
                     self.consumers.setdefault(t, []).append(op)
         self.producer = {t: op for op in self.ops for t in op["outputs"]}
+        self.inputs = {int(t) for t in self.sg.InputsAsNumpy()} if self.sg.InputsLength() else set()
+        self.outputs = {int(t) for t in self.sg.OutputsAsNumpy()} if self.sg.OutputsLength() else set()
         self.tie_ops = frozenset(tie_ops)
         self.groups = self._tied_groups()
 

@@ -152,8 +152,13 @@ def find_requantization_issues(source) -> list:
         refused at >), "input_scale", "weight_scale" (max over channels), "output_scale"}.
         Empty when XNNPACK accepts every op (float models always).
     """
+    return _requantization_issues(_all_ops(source))
+
+
+def _requantization_issues(ops):
+    """`find_requantization_issues` over (subgraph, tensors, op) triples (`_all_ops`)."""
     issues = []
-    for sg, tensors, op in _all_ops(source):
+    for sg, tensors, op in ops:
         r = _op_ratio(op, tensors)
         if r is None or not _over_limit(op["name"], r[0]):
             continue
@@ -194,8 +199,13 @@ def find_delegation_issues(source) -> list:
     kernel and splits the XNNPACK graph in two. Returns one dict per op {"subgraph", "op_index",
     "op", "tensor" (output name), "ratio" (the first one out of range), "range" ([low, high))}.
     """
+    return _delegation_issues(_all_ops(source))
+
+
+def _delegation_issues(ops):
+    """`find_delegation_issues` over (subgraph, tensors, op) triples (`_all_ops`)."""
     issues = []
-    for sg, tensors, op in _all_ops(source):
+    for sg, tensors, op in ops:
         bad = _out_of_range(op, tensors)
         if bad:
             issues.append({"subgraph": sg, "op_index": op["index"], "op": op["name"],
@@ -225,8 +235,8 @@ def check_xnnpack_compat(source) -> dict:
         "messages": one `format_issue` line per op over the limit, "not_delegated":
         `find_delegation_issues(source)` (slower, not fatal), "warnings": one line per such op}.
     """
-    issues = find_requantization_issues(source)
-    slow = find_delegation_issues(source)
+    ops = list(_all_ops(source))  # the file is read and parsed once for both checks
+    issues, slow = _requantization_issues(ops), _delegation_issues(ops)
     return {"ok": not issues, "over_limit": issues, "messages": [format_issue(i) for i in issues],
             "not_delegated": slow, "warnings": [format_issue(i) for i in slow]}
 
@@ -273,18 +283,12 @@ def _rescale_biases(g: QuantSubgraph, users):
 
 
 def _blocked(g: QuantSubgraph, group):
-    """Why the scales of `group` may not change (None: they may): a member is the output of a
-    fixed-scale op, a graph input, per-channel, or a bias shared with other ops reads it."""
-    if any(u in g.producer and g.producer[u]["name"] in FIXED_OUTPUT_OPS for u in group):
-        return "fixed-scale output"
-    inputs = set(int(u) for u in g.sg.InputsAsNumpy()) if g.sg.InputsLength() else set()
-    if inputs & set(group):
-        return "graph input"
-    if any(len(g.tensors[u]["scale"]) != 1 for u in group):
-        return "per-channel"
-    if _shared_nonzero_bias(g, _bias_users(g, set(group))):
-        return "shared bias"
-    return None
+    """True when the scales of `group` may not change: a member is the output of a fixed-scale op, a
+    graph input or per-channel, or a bias shared with other ops reads it."""
+    return (any(u in g.producer and g.producer[u]["name"] in FIXED_OUTPUT_OPS for u in group)
+            or bool(g.inputs & set(group))
+            or any(len(g.tensors[u]["scale"]) != 1 for u in group)
+            or _shared_nonzero_bias(g, _bias_users(g, set(group))))
 
 
 def _raise_group(g: QuantSubgraph, t, new_scale):
@@ -319,15 +323,12 @@ def _only_reader(g: QuantSubgraph, t, op):
     group = set(g.group(t))
     readers = {c["index"] for u in group for c in g.consumers.get(u, [])
                if not (c["name"] in SAME_PARAMS_OPS and set(c["outputs"]) <= group)}
-    outputs = set(int(u) for u in g.sg.OutputsAsNumpy()) if g.sg.OutputsLength() else set()
-    return readers == {op["index"]} and not outputs & group
+    return readers == {op["index"]} and not g.outputs & group
 
 
-def _elementwise_plan(g: QuantSubgraph, op):
-    """(tensor to raise, new scale, ratio before) for an ADD / SUB / MUL out of range, or None."""
-    bad = _out_of_range(op, g.tensors)
-    if not bad:
-        return None
+def _elementwise_plan(g: QuantSubgraph, op, bad):
+    """(tensor to raise, new scale, ratio before) for an ADD / SUB / MUL whose ratios `bad`
+    (`_out_of_range`) are out of range, or None when no scale may be raised."""
     low, high = ELEMENTWISE_RANGES[op["name"]]
     scales = [_f32(g.tensors[t]["scale"][0]) for t in op["inputs"]]
     if not all(np.isfinite(v) and v > 0 for v in scales):
@@ -374,9 +375,12 @@ def _fix_subgraph(g: QuantSubgraph, sg_index: int, max_rounds: int):
         for op in g.ops:
             if op["index"] in skipped:
                 continue
-            plan = _conv_plan(g, op) or _elementwise_plan(g, op)
-            if plan is None and op["name"] in ELEMENTWISE_RANGES and _out_of_range(op, g.tensors):
-                skipped.add(op["index"])  # no scale it may raise: left to find_delegation_issues
+            plan = _conv_plan(g, op)
+            bad = None if plan is not None else _out_of_range(op, g.tensors)
+            if bad:
+                plan = _elementwise_plan(g, op, bad)
+                if plan is None:
+                    skipped.add(op["index"])  # no scale it may raise: left to find_delegation_issues
             if plan is not None:
                 todo = (op, plan)
                 break
@@ -391,8 +395,8 @@ def _fix_subgraph(g: QuantSubgraph, sg_index: int, max_rounds: int):
         if op["name"] in REQUANT_OPS:
             after = _op_ratio(op, g.tensors)[0]
         else:  # the ratio that was out of range: MUL's product, the raised input's, or the largest
-            ratios = [r for r, i in _elementwise_ratios(op, g.tensors) if i is None or op["inputs"][i] == t]
-            after = max(ratios or [r for r, _ in _elementwise_ratios(op, g.tensors)])
+            now = _elementwise_ratios(op, g.tensors)
+            after = max([r for r, i in now if i is None or op["inputs"][i] == t] or [r for r, _ in now])
         fixes.append({
             "subgraph": sg_index, "op_index": op["index"], "op": op["name"], "tensor": g.tensors[t]["name"],
             "ratio_before": ratio, "ratio_after": after, "old_scale": old_scale, "new_scale": g.tensors[t]["scale"][0],
