@@ -1,7 +1,8 @@
 """CPU latency of the zoo's int8 students next to MoveNet Lightning int8, with per-op profiles.
 
-Models: the students of the preset catalogue (`kdpose_tf.models.presets`), built untrained (latency
-does not depend on the weights) at their input size, PP-TinyPose 128x96 imported with its weights
+Models: the students of the preset catalogue (`kdpose_tf.models.presets`), built untrained with
+trained-like normalisation weights (`bench_weights.trained_like`: latency depends on the graph, and a
+fresh BatchNorm's zero shift would be dropped by the converter) at their input size, PP-TinyPose 128x96 imported with its weights
 (`kdpose_tf.models.imported`, the starting point of the fine-tuned students in distill_finetune.md), with the mobile preset (Lite-HRNet-18 at 128x96; 192x144
 is not possible: 4 branches need H, W divisible by 32); post-training full-int8 (uint8 in / out) through `kdpose_tf.export.tflite.export_tflite`,
 calibrated on real person crops (PARSE 1-100 + BUFFY + coco_mini from the shared data). Reference:
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
+from bench_weights import trained_like  # noqa: E402
 from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -171,6 +173,8 @@ def export_students(args, shared):
             t = time.time()
             try:
                 model = _build(preset, hw)
+                if not is_pretrained_source(preset):
+                    trained_like(model)  # the trained graph: a fresh BN's zero shift would be dropped
                 crops = np.asarray(make_inference_inputs(samples, hw)[0], np.float32)
                 export_tflite(model, path, quantize="int8", representative_data=crops, num_calibration=len(crops))
             except Exception as e:  # noqa: BLE001  (one failed export must not stop the benchmark)
@@ -292,7 +296,7 @@ def render(rows, meta):
         "# Int8 latency of the zoo's students vs MoveNet Lightning (CPU)", "",
         f"{meta['date']}, {meta['machine']}, ai-edge-litert {meta['litert']}. {meta['rounds']} interleaved rounds "
         f"of {meta['runs']} timed `invoke()` after {meta['warmup']} warm-up, lowest round median, each (model, "
-        f"kernels, round) in its own process; students untrained, int8 calibrated on {meta['calibration']}. "
+        f"kernels, round) in its own process; students untrained with random trained-like BatchNorm / LayerNorm weights (`bench_weights.py`), int8 exported by `export_tflite`, calibrated on {meta['calibration']}. "
         f"Noise: MoveNet's round medians spread by {noise} (max / min - 1).", "",
         *lines, "",
         "- xnnpack: default resolver (XNNPACK delegate); builtin: BUILTIN_WITHOUT_DEFAULT_DELEGATES.",

@@ -7,8 +7,8 @@ LSHM-2 / LSHM-4, Lite-HRNet-18/30, Dite-HRNet-18/30, the proposal student), with
 - params (M): learnable parameters (`kdpose_tf.models.summary.count_params`, BN statistics excluded);
 - GMACs: multiply-adds of convs / matmuls (`count_flops`) / 1e9, next to the published "GFLOPs" and the
   ratio measured / published computed in the paper's own unit (HRNet divides by 1024**3);
-- int8 TFLite: post-training full-integer quantization (uint8 input / output) through
-  `model.export(dir, format="tf_saved_model")` + `tf.lite.TFLiteConverter.from_saved_model`, calibrated
+- int8 TFLite: post-training full-integer quantization (uint8 input / output) through `export_tflite`
+  (what users ship), trained-like BatchNorm / LayerNorm weights (`bench_weights.trained_like`), calibrated
   on random images in [0, 255]: fine for file size and latency, meaningless for accuracy;
 - latency: median of >= 20 `invoke()` of `ai_edge_litert.interpreter.Interpreter(num_threads=1)` after
   warm-up, on this machine (the XNNPACK requantization fix of `export_tflite` applied). The students'
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from kdpose_tf.export.xnnpack_compat import fix_requantization_scales  # noqa: E402
+from bench_weights import trained_like  # noqa: E402
 from kdpose_tf.models.summary import count_flops, count_params  # noqa: E402
 from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
 
@@ -136,26 +136,15 @@ MODELS = {
 
 # --------------------------------------------------------------------------- TFLite
 def int8_tflite(model, input_shape, num_calibration=8, seed=0) -> bytes:
-    """Post-training full-integer TFLite (uint8 in / out) from a SavedModel export, random calibration."""
-    import tensorflow as tf
+    """Post-training full-integer TFLite (uint8 in / out) as users export it (`export_tflite`: BatchNorm
+    folding, activation equalization, the XNNPACK pass), calibrated on random images."""
+    from kdpose_tf.export.tflite import export_tflite
 
-    rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(num_calibration):
-            yield [rng.uniform(0, 255, (1,) + tuple(input_shape)).astype("float32")]
-
+    images = np.random.default_rng(seed).uniform(0, 255, (num_calibration,) + tuple(input_shape)).astype("float32")
     with tempfile.TemporaryDirectory() as tmp:
-        saved = Path(tmp) / "saved_model"
-        model.export(str(saved), format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
-        # the exporter's XNNPACK pass (random calibration collapses ReLU ranges more often than real crops)
-        return fix_requantization_scales(converter.convert())[0]
+        path = export_tflite(model, Path(tmp) / "model.tflite", quantize="int8", representative_data=images,
+                             num_calibration=num_calibration, sidecar=False)
+        return path.read_bytes()
 
 
 def zoo_latency_ms(models: dict, runs=20, rounds=3):
@@ -203,6 +192,7 @@ def measure(key, args):
     if row["published_gflops"]:
         row["flops_ratio"] = macs / row["gflops_divisor"] / row["published_gflops"]
     if params / 1e6 <= args.skip_tflite_over_params:
+        trained_like(model)  # the trained graph's ops (a fresh BN's zero shift is dropped by the converter)
         data = int8_tflite(model, input_shape, args.calibration)
         row["int8_tflite_mb"] = len(data) / 2**20
         FLATBUFFERS[key] = data  # timed at the end, interleaved with MoveNet

@@ -1,7 +1,8 @@
 """Every zoo preset's int8 export loads and runs under XNNPACK (ai-edge-litert and TF's interpreter).
 
-For each preset of `kdpose_tf.models.presets` (untrained: whether XNNPACK accepts a file depends on
-its quantisation parameters, not on trained weights) the script builds the model at a small input
+For each preset of `kdpose_tf.models.presets` (untrained, with trained-like BatchNorm / LayerNorm
+weights from `bench_weights.trained_like` so the graph is the trained one's: whether XNNPACK accepts a
+file depends on its quantisation parameters, not on trained weights) the script builds the model at a small input
 size, converts it to int8 calibrated on real COCO-mini person crops, and records:
 
 - the static check (`xnnpack_compat.check_xnnpack_compat`) and the child-process probe
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from bench_weights import trained_like  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # small inputs that every family's strides divide (Lite-HRNet: 1/32; hourglass: 1/64)
@@ -90,7 +93,8 @@ def measure(name, crops_for, calibration):
     from kdpose_tf.export.delegates import xnnpack_check
     from kdpose_tf.export.runner import model_io, model_tensors, quantize
     from kdpose_tf.export.sidecar import make_sidecar
-    from kdpose_tf.export.tflite import convert_to_tflite
+    from kdpose_tf.export.bn_folding import fold_kernel_sum_batchnorm
+    from kdpose_tf.export.tflite import convert_to_tflite, single_output_model
     from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat, fix_requantization_scales
     from kdpose_tf.models.presets import build, get_entry
 
@@ -99,6 +103,8 @@ def measure(name, crops_for, calibration):
     size = SMALL_SIZE[get_entry(name)["keypoint_set"]]
     t0 = time.perf_counter()
     model = build(name, input_size=size)
+    trained_like(model)  # the trained graph's ops: a fresh BN's zero shift is dropped by the converter
+    fold_kernel_sum_batchnorm(single_output_model(model))  # as export_tflite does before converting
     crops = crops_for(size, calibration)
     row = {"preset": name, "input": f"{size[0]}x{size[1]}", "params": int(model.count_params())}
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +139,7 @@ def markdown(rows, meta):
     lines = [
         "# Zoo int8 exports under XNNPACK",
         "",
-        f"{meta['machine']}; ai-edge-litert {meta['litert']}, TensorFlow {meta['tf']}; untrained presets, "
+        f"{meta['machine']}; ai-edge-litert {meta['litert']}, TensorFlow {meta['tf']}; untrained presets with trained-like normalisation weights, "
         f"int8 calibrated on {meta['calibration']} real COCO-mini crops; one real crop per run; every "
         "interpreter in a child process. `raw`: the converter's output before the exporter's "
         "XNNPACK pass (static check / child probe); the other columns are `export_tflite`'s file. `fixes`: "

@@ -23,6 +23,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.distillation.heatmap_teacher_config",
     "kdpose_tf.distillation.heatmap_teacher_presets",
     "kdpose_tf.export.equalization",
+    "kdpose_tf.export.bn_folding",
     "kdpose_tf.models.imported.graph_backbone",
     "kdpose_tf.models.imported.openvino_import",
     "kdpose_tf.distillation.pretrained",

@@ -273,7 +273,10 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             shuffle and concat (exact, cheap; large gains on unbalanced layers, small on trained nets:
             distilled PP-TinyPose student int8 heatmap error -6 %, our BatchNorm students unchanged);
             "all": channels read by any conv; False: off. The sidecar records it
-            (`activation_equalization`).
+            (`activation_equalization`). Before that, every variant but "int8-qat" folds the
+            BatchNormalization after a dynamic-kernel sum (Dite-HRNet) into its kernels
+            (`kdpose_tf.export.bn_folding`, exact; sidecar `folded_batchnorms`), and the weights are
+            restored after conversion.
 
     Returns:
         Path of the written model. `export_info(path)` gives ops, versions and tensor types.
@@ -292,23 +295,26 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
                 f"'int8' or 'uint8', got quantize={quantize!r}, io_dtype={io_dtype!r}"
             )
         validate_edgetpu_model(single_output_model(model))
-    equalized = None
+    equalized = folded = None
     if equalize not in (True, False, "all"):
         raise ValueError(f"equalize must be True, False or 'all', got {equalize!r}")
-    if equalize and quantize == "int8" and representative_data is not None:
-        from kdpose_tf.export.equalization import equalize_activations
+    flat = single_output_model(model)  # shares the layers (and weights) of `model`
+    saved = model.get_weights()
+    try:
+        if quantize != "int8-qat":  # a QAT model's weights sit on their quantisation grid already
+            from kdpose_tf.export.bn_folding import fold_kernel_sum_batchnorm
 
-        flat = single_output_model(model)  # shares the layers (and weights) of `model`
-        crops = np.concatenate(_calibration_samples(representative_data, _input_hw(flat, input_size), num_calibration))
-        saved = model.get_weights()
-        try:
+            folded = len(fold_kernel_sum_batchnorm(flat))
+        if equalize and quantize == "int8" and representative_data is not None:
+            from kdpose_tf.export.equalization import equalize_activations
+
+            crops = np.concatenate(_calibration_samples(representative_data, _input_hw(flat, input_size), num_calibration))
             pairs = equalize_activations(flat, crops[:64], dense=equalize == "all")
             equalized = {"pairs": len(pairs), "dense": equalize == "all", "max_scale": max((p["max_scale"] for p in pairs), default=1.0)}
-            data = convert_to_tflite(model, quantize, crops, num_calibration, io_dtype, input_size)
-        finally:
-            model.set_weights(saved)
-    else:
+            representative_data = crops
         data = convert_to_tflite(model, quantize, representative_data, num_calibration, io_dtype, input_size)
+    finally:
+        model.set_weights(saved)
     fixes = None
     if quantize in ("int8", "int8-qat"):
         # XNNPACK refuses ops whose requantisation scale a dead-on-calibration ReLU pushed past 256
@@ -326,6 +332,8 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         extra = dict(sidecar) if isinstance(sidecar, dict) else {}
         if equalized is not None:
             extra.setdefault("activation_equalization", equalized)
+        if folded:
+            extra.setdefault("folded_batchnorms", folded)
         info = make_sidecar(path, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
                             extra=extra, xnnpack_fixes=fixes)
         write_json(sidecar_path(path), info)

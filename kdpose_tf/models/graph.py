@@ -100,3 +100,15 @@ def flatten_functional(model, name=None):
     inputs = [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=x.name) for x in model.inputs]
     outputs = _replay(model, inputs if len(inputs) > 1 else inputs[0])
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs, name=name or f"{model.name}_flat")
+
+
+def functional_graphs(model):
+    """`model` and every functional model nested in it (recursively), each once, outermost first."""
+    seen, stack = set(), [model]
+    while stack:
+        graph = stack.pop(0)
+        if id(graph) in seen or not _is_functional(graph):
+            continue
+        seen.add(id(graph))
+        yield graph
+        stack.extend(layer for layer in graph.layers if _is_functional(layer))

@@ -9,7 +9,9 @@ Pose Estimation", IJCAI 2022. Layouts follow the authors' ``ditehrnet.py``:
   the weights a_k: ``sum_k a_k * conv(x, W_k)`` (`parallel_kernels`). Because the convs are linear
   and bias-free, ``conv(x, sum_k a_k W_k) = sum_k a_k conv(x, W_k)`` exactly; the parameter count
   is identical and the graph is static (full-int8 TFLite with builtin ops). Each product is a MUL
-  by a (1, 1, 1, 1) scalar and the sum a chain of ADDs, both delegated to XNNPACK. (Until
+  by a (1, 1, 1, 1) scalar and the sum a chain of ADDs, both delegated to XNNPACK. The BN after
+  the sum cannot be folded by TFLite (it reads an ADD, not a conv); `export_tflite` folds its scale
+  into the K kernels first (`kdpose_tf.export.bn_folding`). (Until
   2026-11 the K kernels were one conv with depth multiplier K and `KernelAggregate` summed them
   as a broadcast MUL and a SUM over a size-K last axis: 2.8x slower in XNNPACK int8 at 64x48x16,
   and the depth-multiplier conv alone was 1.5x slower than K plain ones.) The weights moved: a
@@ -18,7 +20,8 @@ Pose Estimation", IJCAI 2022. Layouts follow the authors' ``ditehrnet.py``:
   `KernelAggregate` stays registered for code that used it directly.
 * dynamic split convolution (DSC): channel groups with kernels 3, 5, 7, 9 (groups 1/1/2/4 and
   K = 4/4/2/1 kernels for branches 0..3), then channel shuffle.
-* global context modelling (GCM): softmax-weighted global pooling, SE-style gating, BN.
+* global context modelling (GCM): softmax-weighted global pooling, SE-style gating, BN
+  (`GatedBatchNormalization`: BN(x * gate) with the BN scale folded into the gate at inference).
 * dense context modelling (DCM): softmax-weighted pooling of every branch down to the smallest
   branch size, joint gating across branches. The reference reshapes NCHW memory in a way that
   mixes channels and positions; this implementation uses the intended window pooling
@@ -30,6 +33,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kdpose_tf.models.layers.norm import BN_KWARGS, GatedBatchNormalization
 from kdpose_tf.models.layers.pooling import BlockPool
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import (
@@ -191,14 +195,16 @@ def dynamic_conv_bn(x, filters=None, kernel_size=3, strides=1, num_kernels=4, ac
 
 
 def global_context(x, reduction, name):
-    """GCM: softmax-weighted global pooling -> 1x1/BN/ReLU -> 1x1/sigmoid -> BN(x * gate)."""
+    """GCM: softmax-weighted global pooling -> 1x1/BN/ReLU -> 1x1/sigmoid -> BN(x * gate).
+
+    BN(x * gate) is one `GatedBatchNormalization` layer ``{name}_bn`` (the BN's weights; at inference
+    its scale is folded into the gate, saving a full-size MUL per GCM in TFLite)."""
     c = int(x.shape[-1])
     logits = layers.Conv2D(1, 1, name=f"{name}_mask")(x)
     g = ContextPool(None, name=f"{name}_pool")([x, logits])
     g = conv_bn(g, max(1, c // reduction), 1, act="relu", name=f"{name}_att1")
     g = layers.Conv2D(c, 1, activation="sigmoid", name=f"{name}_att2_conv")(g)
-    y = layers.Multiply(name=f"{name}_mul")([x, g])
-    return bn(y, f"{name}_bn")
+    return GatedBatchNormalization(name=f"{name}_bn", **BN_KWARGS)([x, g])
 
 
 def dense_context(xs, reduction, name):

@@ -1,0 +1,180 @@
+"""BatchNorm folding of Dite-HRNet's dynamic-kernel sums (export) and GCM's gated BatchNorm (layer):
+both exact in float, both remove a full-size MUL from every exported model."""
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from kdpose_tf.export.bn_folding import _identity_variance, find_kernel_sums, fold_kernel_sum_batchnorm
+from kdpose_tf.export.runner import model_ops, model_tensors
+from kdpose_tf.export.tflite import convert_to_tflite, export_tflite, sidecar_path
+from kdpose_tf.models.layers.norm import BN_KWARGS, GatedBatchNormalization
+from kdpose_tf.models.lite_hrnet.dite_hrnet_layers import dynamic_conv_bn, global_context
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from test_delegate_friendly import _photo_features  # noqa: E402
+
+
+def _trained_like_batchnorms(model, seed=0):
+    """BN statistics like a trained net's (a fresh BN has zero shift, which the converter drops)."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.3, 2, c)])
+
+
+def _mul_outputs(data, full_shape):
+    tensors = model_tensors(data)
+    return [tensors[op["outputs"][0]]["name"] for op in model_ops(data)
+            if op["name"] == "MUL" and tensors[op["outputs"][0]]["shape"] == list(full_shape)]
+
+
+def _dynamic_model():
+    x = keras.Input((32, 24, 3), name="images")
+    y = keras.layers.Conv2D(8, 1, name="stem")(x)
+    y = dynamic_conv_bn(y, None, 3, 1, 4, name="dw")            # depthwise, K=4
+    y = dynamic_conv_bn(y, 6, 1, 1, 2, act="relu", name="pw")   # 1x1 to 6, K=2
+    return keras.Model(x, y)
+
+
+def test_identity_variance_gives_an_exact_unit_scale():
+    for eps in (1e-5, 1e-3, 0.1):
+        v = _identity_variance(eps)
+        assert np.float32(v + np.float32(eps)) == np.float32(1.0)
+        assert abs(float(v) - (1 - eps)) < 1e-6
+
+
+def test_fold_is_exact_and_finds_only_the_kernel_sums(data_dir):
+    keras.utils.set_random_seed(0)
+    model = _dynamic_model()
+    _trained_like_batchnorms(model)
+    images = _photo_features(data_dir, (32, 24), 3) * 255.0
+    before = np.asarray(model(images))
+    found = find_kernel_sums(model)
+    assert [(bn.name, [c.name for c in convs]) for bn, convs in found] == [
+        ("dw_bn", [f"dw_kernel{k}" for k in range(4)]), ("pw_bn", ["pw_kernel0", "pw_kernel1"])]
+    report = fold_kernel_sum_batchnorm(model)
+    assert [r["batchnorm"] for r in report] == ["dw_bn", "pw_bn"]
+    after = np.asarray(model(images))
+    assert np.abs(before).max() > 1.0
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5 * np.abs(before).max())
+    bn = model.get_layer("dw_bn")
+    assert np.all(bn.gamma.numpy() == 1) and np.all(bn.moving_mean.numpy() == 0)
+
+
+def test_fold_leaves_a_sum_whose_parts_are_read_elsewhere():
+    """Scaling a kernel would change its other reader: such a sum is not folded."""
+    x = keras.Input((16, 16, 3))
+    a = keras.Input((1, 1, 1))
+    c0 = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="k0")(x)
+    c1 = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="k1")(x)
+    s = keras.layers.Add(name="sum")([keras.layers.Multiply()([c0, a]), keras.layers.Multiply()([c1, a])])
+    y = keras.layers.BatchNormalization(name="bn")(s)
+    assert [bn.name for bn, _ in find_kernel_sums(keras.Model([x, a], y))] == ["bn"]
+    assert find_kernel_sums(keras.Model([x, a], [y, c1])) == []  # k1 also feeds an output
+    assert find_kernel_sums(keras.Model([x, a], [y, s])) == []   # the sum is read twice
+
+
+def test_export_folds_restores_the_weights_and_drops_the_batchnorm_multiplies(tmp_path, data_dir):
+    keras.utils.set_random_seed(0)
+    model = _dynamic_model()
+    _trained_like_batchnorms(model)
+    images = np.concatenate([_photo_features(data_dir, (32, 24), 3) * 255.0] * 2)
+    weights = [w.copy() for w in model.get_weights()]
+    plain = convert_to_tflite(model, "none")  # no folding: the BN scales are MULs
+    path = export_tflite(model, tmp_path / "dyn.tflite", quantize="none")
+    for w, v in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(w, v)  # the caller's model is unchanged
+    folded = path.read_bytes()
+    assert len(_mul_outputs(plain, (1, 32, 24, 8))) == 4 + 1 and len(_mul_outputs(folded, (1, 32, 24, 8))) == 4
+    assert len(_mul_outputs(plain, (1, 32, 24, 6))) == 2 + 1 and len(_mul_outputs(folded, (1, 32, 24, 6))) == 2
+    assert json.loads(sidecar_path(path).read_text())["folded_batchnorms"] == 2
+    from kdpose_tf.export.runner import TFLiteRunner
+
+    (tmp_path / "plain.tflite").write_bytes(plain)
+    y_plain = np.asarray(TFLiteRunner(tmp_path / "plain.tflite")(images[:1]))
+    y_folded = np.asarray(TFLiteRunner(path)(images[:1]))
+    np.testing.assert_allclose(y_folded, y_plain, rtol=1e-4, atol=1e-4 * np.abs(y_plain).max())
+    int8 = export_tflite(model, tmp_path / "dyn_int8.tflite", quantize="int8", representative_data=images)
+    assert len(_mul_outputs(int8.read_bytes(), (1, 32, 24, 8))) == 4
+
+
+def test_gated_batchnorm_equals_multiply_then_batchnorm(data_dir):
+    x = _photo_features(data_dir, (16, 12), 6).repeat(3, axis=0) * np.array([1, 2, 3])[:, None, None, None]
+    g = np.random.default_rng(1).uniform(0, 1, (3, 1, 1, 6)).astype("float32")
+    gated = GatedBatchNormalization(name="gated", **BN_KWARGS)
+    ref = keras.layers.BatchNormalization(name="ref", **BN_KWARGS)
+    gated([x, g])
+    ref(x * g)
+    _trained_like_batchnorms(keras.Sequential([ref]))
+    gated.set_weights(ref.get_weights())
+    np.testing.assert_allclose(np.asarray(gated([x, g])), np.asarray(ref(x * g)), rtol=1e-5, atol=1e-5)
+    y_train, r_train = gated([x, g], training=True), ref(x * g, training=True)  # batch statistics
+    np.testing.assert_allclose(np.asarray(y_train), np.asarray(r_train), rtol=1e-5, atol=1e-5)
+    for a, b in zip(gated.get_weights(), ref.get_weights()):  # the moving statistics moved the same way
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    gated.trainable = False  # a frozen BN normalises with its moving statistics, training or not
+    ref.trainable = False
+    np.testing.assert_allclose(np.asarray(gated([x, g], training=True)), np.asarray(ref(x * g, training=True)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_gated_batchnorm_serializes_runs_in_mixed_precision_and_rejects_bad_gates(tmp_path):
+    x = np.random.default_rng(0).normal(size=(2, 8, 6, 4)).astype("float32")
+    g = np.random.default_rng(1).uniform(size=(2, 1, 1, 4)).astype("float32")
+    xi, gi = keras.Input((8, 6, 4)), keras.Input((1, 1, 4))
+    model = keras.Model([xi, gi], GatedBatchNormalization(name="gbn", **BN_KWARGS)([xi, gi]))
+    _trained_like_batchnorms(model)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.get_layer("gbn")) is GatedBatchNormalization
+    np.testing.assert_array_equal(np.asarray(loaded([x, g])), np.asarray(model([x, g])))
+    layer = model.get_layer("gbn")
+    assert GatedBatchNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        half = GatedBatchNormalization(name="half")
+        y = half([x.astype("float16"), g.astype("float16")])
+        assert y.dtype == "float16" and np.all(np.isfinite(np.asarray(y, "float32")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(ValueError, match=r"gate \(B, 1, 1, C\).*\(2, 8, 6, 4\) and \(2, 8, 6, 4\)"):
+        GatedBatchNormalization(name="bad")([x, x])
+    with pytest.raises(ValueError, match="axis=-1"):
+        GatedBatchNormalization(axis=1, name="bad_axis")([x, g])
+
+
+def test_global_context_exports_one_full_size_multiply_less(data_dir):
+    """GCM's BN(x * gate) as `GatedBatchNormalization`: 2 full-size MULs (context pool, gate) in the
+    int8 graph, where Multiply + BatchNormalization of the same trained weights take 3."""
+    def gcm_model(gated):
+        x = keras.Input((32, 24, 3), name="images")
+        y = keras.layers.Conv2D(8, 1, name="stem")(x)
+        if gated:
+            return keras.Model(x, global_context(y, 4, "gcm"))
+        y2 = global_context(y, 4, "gcm")  # the same sub-layers, then re-wire the old form
+        gbn = y2._keras_history.operation
+        xs, gate = [t for t in gbn._inbound_nodes[0].input_tensors]
+        bn = keras.layers.BatchNormalization(name="gcm_bn_ref", **BN_KWARGS)
+        return keras.Model(x, bn(keras.layers.Multiply(name="gcm_mul")([xs, gate]))), gbn, bn
+
+    keras.utils.set_random_seed(0)
+    new = gcm_model(True)
+    _trained_like_batchnorms(new)
+    old, gbn, bn = gcm_model(False)
+    _trained_like_batchnorms(old, seed=5)
+    gbn.set_weights(new.get_layer("gcm_bn").get_weights())
+    bn.set_weights(new.get_layer("gcm_bn").get_weights())
+    for layer in new.layers:  # same weights everywhere else
+        if layer.weights and layer.name != "gcm_bn":
+            old.get_layer(layer.name).set_weights(layer.get_weights())
+    images = np.concatenate([_photo_features(data_dir, (32, 24), 3) * 255.0] * 2)
+    np.testing.assert_allclose(np.asarray(new(images)), np.asarray(old(images)), rtol=1e-5, atol=1e-4)
+    full = (1, 32, 24, 8)
+    assert len(_mul_outputs(convert_to_tflite(new, "int8", images), full)) == 2
+    assert len(_mul_outputs(convert_to_tflite(old, "int8", images), full)) == 3
