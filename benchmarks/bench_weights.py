@@ -27,9 +27,12 @@ def trained_like(model, seed=0) -> int:
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
             c = tuple(layer.moving_mean.shape)
-            gamma = [rng.uniform(0.5, 1.5, c)] if layer.scale else []
-            beta = [rng.normal(0, 0.2, c)] if layer.center else []
-            layer.set_weights(gamma + beta + [rng.normal(0, 0.2, c), rng.uniform(0.5, 1.5, c)])
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.2, c))
+            layer.moving_mean.assign(rng.normal(0, 0.2, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c))
             n += 1
         elif isinstance(layer, keras.layers.LayerNormalization) and layer.built:
             layer.set_weights([rng.uniform(0.5, 1.5, tuple(w.shape)) if i == 0 and layer.scale else

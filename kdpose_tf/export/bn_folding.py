@@ -19,12 +19,16 @@ Example:
 >>> from kdpose_tf.models.lite_hrnet.dite_hrnet_layers import dynamic_conv_bn
 >>> x = keras.Input((16, 16, 3))
 >>> model = keras.Model(x, dynamic_conv_bn(keras.layers.Conv2D(8, 1, name="c")(x), None, 3, 1, 4, name="d"))
+>>> bn = model.get_layer("d_bn")
+>>> bn.set_weights([np.full(8, 2.0), np.full(8, 0.5), np.full(8, -1.0), np.full(8, 0.25)])  # scale 4, shift 4.5
 >>> images = np.random.RandomState(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
 >>> before = model.predict(images, verbose=0)
 >>> [f["batchnorm"] for f in fold_kernel_sum_batchnorm(model)]
 ['d_bn']
 >>> bool(np.allclose(before, model.predict(images, verbose=0), rtol=1e-5, atol=1e-4))
 True
+>>> float(bn.gamma.numpy()[0]), round(float(bn.beta.numpy()[0]), 3)   # the scale moved into the kernels
+(1.0, 4.5)
 """
 
 from __future__ import annotations
@@ -81,10 +85,17 @@ def _kernel_term(tensor, add, nodes, readers):
 def find_kernel_sums(model):
     """[(BatchNormalization, [conv, ...])]: each BN that reads an Add of ``conv_k(x) * a_k`` terms, where
     every conv, product and the sum are read by nothing else (so scaling the convs changes only the BN's
-    input). Searches `model` and the functional models nested in it."""
+    input). Searches `model` and the functional models nested in it; a layer called in more than one of
+    those graphs (shared between them) is never folded."""
+    graphs = list(functional_graphs(model))
+    all_nodes = [graph_nodes(graph) for graph in graphs]
+    calls = {}
+    for nodes in all_nodes:
+        for key, layer_nodes in nodes.items():
+            calls[key] = calls.get(key, 0) + len(layer_nodes)
     found = []
-    for graph in functional_graphs(model):
-        nodes = graph_nodes(graph)
+    for graph, nodes in zip(graphs, all_nodes):
+        nodes = {key: value for key, value in nodes.items() if calls[key] == len(value)}  # drop shared layers
         readers = tensor_readers(graph, nodes)
         readers["outputs"] = {(id(t._keras_history.operation), t._keras_history.tensor_index) for t in graph.outputs}
         for bn in graph.layers:

@@ -301,7 +301,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     folded = {}  # id(conv) -> bn ; id(bn) -> conv
     if fold_batchnorm:
         for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization) and len(nodes.get(id(layer), [])) == 1:
+            # exactly BatchNormalization: a subclass (GatedBatchNormalization: [x, gate]) is not conv + BN
+            if type(layer) is keras.layers.BatchNormalization and len(nodes.get(id(layer), [])) == 1:
                 prod = node_inputs(model, layer, nodes)[0]._keras_history.operation
                 if _quant_class(prod) in (QuantConv2D, QuantDepthwiseConv2D) and len(consumers.get(id(prod), [])) == 1 \
                         and len(nodes.get(id(prod), [])) == 1 and prod.activation in (None, keras.activations.linear):

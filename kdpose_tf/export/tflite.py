@@ -283,6 +283,10 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
     path = Path(path)
     if path.suffix != ".tflite":
         raise ValueError(f"path must end with .tflite, got {path}")

@@ -78,6 +78,24 @@ def test_fold_leaves_a_sum_whose_parts_are_read_elsewhere():
     assert [bn.name for bn, _ in find_kernel_sums(keras.Model([x, a], y))] == ["bn"]
     assert find_kernel_sums(keras.Model([x, a], [y, c1])) == []  # k1 also feeds an output
     assert find_kernel_sums(keras.Model([x, a], [y, s])) == []   # the sum is read twice
+    other = keras.layers.Conv2D(2, 1, name="other")(c1)           # k1 also read by another layer
+    assert find_kernel_sums(keras.Model([x, a], [y, other])) == []
+
+
+def test_fold_leaves_layers_shared_with_an_outer_graph():
+    """A kernel (or the BN) of a nested model also called in the outer graph: folding would change the
+    outer call, so nothing is folded; the same nested model alone is folded."""
+    x, a = keras.Input((16, 16, 3)), keras.Input((1, 1, 1))
+    k0 = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="k0")
+    k1 = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="k1")
+    bn = keras.layers.BatchNormalization(name="bn")
+    s = keras.layers.Add(name="sum")([keras.layers.Multiply()([k0(x), a]), keras.layers.Multiply()([k1(x), a])])
+    inner = keras.Model([x, a], bn(s), name="inner")
+    xo, ao = keras.Input((16, 16, 3)), keras.Input((1, 1, 1))
+    assert [b.name for b, _ in find_kernel_sums(keras.Model([xo, ao], inner([xo, ao])))] == ["bn"]
+    shared_conv = keras.Model([xo, ao], [inner([xo, ao]), k0(xo)])
+    shared_bn = keras.Model([xo, ao], [inner([xo, ao]), bn(xo)])
+    assert find_kernel_sums(shared_conv) == [] and find_kernel_sums(shared_bn) == []
 
 
 def test_export_folds_restores_the_weights_and_drops_the_batchnorm_multiplies(tmp_path, data_dir):
@@ -138,9 +156,14 @@ def test_gated_batchnorm_serializes_runs_in_mixed_precision_and_rejects_bad_gate
     assert GatedBatchNormalization.from_config(layer.get_config()).get_config() == layer.get_config()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        half = GatedBatchNormalization(name="half")
-        y = half([x.astype("float16"), g.astype("float16")])
-        assert y.dtype == "float16" and np.all(np.isfinite(np.asarray(y, "float32")))
+        half, ref = GatedBatchNormalization(name="half"), keras.layers.BatchNormalization(name="half_ref")
+        xh, gh = x.astype("float16"), g.astype("float16")
+        y, r = half([xh, gh]), ref(keras.layers.Multiply()([xh, gh]))
+        half.set_weights(layer.get_weights())
+        ref.set_weights(layer.get_weights())
+        y, r = half([xh, gh]), ref(keras.layers.Multiply()([xh, gh]))
+        assert y.dtype == "float16" and r.dtype == "float16"
+        np.testing.assert_allclose(np.asarray(y, "float32"), np.asarray(r, "float32"), rtol=2e-3, atol=2e-3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(ValueError, match=r"gate \(B, 1, 1, C\).*\(2, 8, 6, 4\) and \(2, 8, 6, 4\)"):
@@ -178,3 +201,20 @@ def test_global_context_exports_one_full_size_multiply_less(data_dir):
     full = (1, 32, 24, 8)
     assert len(_mul_outputs(convert_to_tflite(new, "int8", images), full)) == 2
     assert len(_mul_outputs(convert_to_tflite(old, "int8", images), full)) == 3
+
+
+def test_qat_does_not_fold_a_gated_batchnorm_into_the_conv_before_it():
+    """`GatedBatchNormalization` is a BatchNormalization subclass but not conv + BN: QAT keeps it (folding
+    it dropped the gate and the BN, the QAT output then differed by its full range)."""
+    from kdpose_tf.export.qat import quantize_model
+
+    x = keras.Input((16, 12, 3), name="images")
+    y = keras.layers.Conv2D(8, 1, name="conv")(x)  # linear conv, read only by the gated BN
+    g = keras.layers.Conv2D(8, 1, activation="sigmoid", name="gate")(
+        keras.layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x))
+    model = keras.Model(x, GatedBatchNormalization(name="gbn", **BN_KWARGS)([y, g]))
+    _trained_like_batchnorms(model)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 16, 12, 3)).astype("float32")
+    qat = quantize_model(model, calibration_data=images)
+    ref, out = np.asarray(model(images)), np.asarray(qat(images))
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max(), np.abs(out - ref).max()

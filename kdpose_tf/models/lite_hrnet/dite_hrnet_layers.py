@@ -22,6 +22,9 @@ Pose Estimation", IJCAI 2022. Layouts follow the authors' ``ditehrnet.py``:
   K = 4/4/2/1 kernels for branches 0..3), then channel shuffle.
 * global context modelling (GCM): softmax-weighted global pooling, SE-style gating, BN
   (`GatedBatchNormalization`: BN(x * gate) with the BN scale folded into the gate at inference).
+  Since 2026-11-26; before, a `Multiply` and a `BatchNormalization`. Keras 3 keys saved weights by
+  class name and order, so a Dite model saved before then does not load into the new graph (Keras
+  reports the objects it could not load); as above, the zoo ships no Dite weights.
 * dense context modelling (DCM): softmax-weighted pooling of every branch down to the smallest
   branch size, joint gating across branches. The reference reshapes NCHW memory in a way that
   mixes channels and positions; this implementation uses the intended window pooling
