@@ -26,6 +26,7 @@ channels read by one are left alone unless `dense=True` (then capped lower, `max
 
 Example:
 >>> import numpy as np, keras
+>>> keras.utils.set_random_seed(0)   # the conv's random weights (a conv whose channels all die has no pair)
 >>> x = keras.Input((8, 8, 3))
 >>> y = keras.layers.Conv2D(4, 1, name="a")(x)
 >>> y = keras.layers.DepthwiseConv2D(3, padding="same", name="b")(keras.layers.ReLU()(y))
