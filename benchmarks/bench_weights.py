@@ -35,7 +35,9 @@ def trained_like(model, seed=0) -> int:
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, c))
             n += 1
         elif isinstance(layer, keras.layers.LayerNormalization) and layer.built:
-            layer.set_weights([rng.uniform(0.5, 1.5, tuple(w.shape)) if i == 0 and layer.scale else
-                               rng.normal(0, 0.2, tuple(w.shape)) for i, w in enumerate(layer.weights)])
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, tuple(layer.gamma.shape)))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.2, tuple(layer.beta.shape)))
             n += 1
     return n

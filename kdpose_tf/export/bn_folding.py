@@ -10,7 +10,7 @@ a_k is a scalar,
 
 exactly (per output channel s). `fold_kernel_sum_batchnorm` moves s into each kernel and leaves the BN
 an identity scale (gamma 1, mean 0, variance 1 - eps, beta the shift), which the converter drops: one
-full-size MUL less per dynamic convolution (61 in the proposal student). The float model computes the
+full-size MUL less per dynamic convolution (62 in the proposal student). The float model computes the
 same function (up to float rounding); `export_tflite` applies it to a copy of the weights and restores
 them after conversion, like activation equalization (the model you trained is left as it was).
 
@@ -36,6 +36,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kdpose_tf.export.equalization import scale_output_channels
 from kdpose_tf.models.graph import functional_graphs, graph_nodes, tensor_readers
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
@@ -58,8 +59,8 @@ def _producer(tensor):
 
 
 def _sole_reader(layer, readers, reader):
-    """True when `layer`'s only output is read by `reader` alone in this graph (and is no graph output)."""
-    return [id(r) for r in readers.get((id(layer), 0), [])] == [id(reader)] and (id(layer), 0) not in readers["outputs"]
+    """True when `layer`'s only output is read by `reader` alone in this graph (graph outputs count as readers)."""
+    return [id(r) for r in readers.get((id(layer), 0), [])] == [id(reader)]
 
 
 def _kernel_term(tensor, add, nodes, readers):
@@ -97,7 +98,8 @@ def find_kernel_sums(model):
     for graph, nodes in zip(graphs, all_nodes):
         nodes = {key: value for key, value in nodes.items() if calls[key] == len(value)}  # drop shared layers
         readers = tensor_readers(graph, nodes)
-        readers["outputs"] = {(id(t._keras_history.operation), t._keras_history.tensor_index) for t in graph.outputs}
+        for t in graph.outputs:  # the graph's caller reads its outputs
+            readers.setdefault((id(t._keras_history.operation), t._keras_history.tensor_index), []).append(graph)
         for bn in graph.layers:
             if type(bn) is not keras.layers.BatchNormalization or len(nodes.get(id(bn), [])) != 1:
                 continue
@@ -114,37 +116,31 @@ def find_kernel_sums(model):
     return found
 
 
-def fold_kernel_sum_batchnorm(model):
+def fold_kernel_sum_batchnorm(model, found=None):
     """Fold each BN found by `find_kernel_sums` into its kernels (weights changed in place).
+
+    Args:
+        model: the model (searched with `find_kernel_sums` unless `found` is given).
+        found: `find_kernel_sums(model)`'s result, when the caller has it already.
 
     Returns:
         [{"batchnorm": name, "kernels": [conv names]}] of what was folded.
     """
     report = []
-    for bn, convs in find_kernel_sums(model):
-        c = int(bn.moving_mean.shape[0])
+    for bn, convs in find_kernel_sums(model) if found is None else found:
         mean = bn.moving_mean.numpy().astype(np.float32)
+        if not bn.center and np.any(mean != 0):  # the shift needs a beta to live in
+            continue
         s = (1.0 / np.sqrt(bn.moving_variance.numpy().astype(np.float32) + np.float32(bn.epsilon))).astype(np.float32)
         if bn.scale:
             s = s * bn.gamma.numpy().astype(np.float32)
-        shift = -mean * s + (bn.beta.numpy().astype(np.float32) if bn.center else 0.0)
-        if not bn.center:  # the shift needs a beta to live in
-            if np.any(mean != 0):
-                continue
-            shift = None
         for conv in convs:
-            weights = conv.get_weights()
-            k = weights[0]
-            if isinstance(conv, keras.layers.DepthwiseConv2D):  # (kh, kw, C, m): output channel c*m + j
-                k = k * s.reshape(k.shape[2], k.shape[3])[None, None]
-            else:
-                k = k * s.reshape(1, 1, 1, c)
-            conv.set_weights([k.astype(weights[0].dtype)] + weights[1:])
-        bn.moving_mean.assign(np.zeros(c, np.float32))
-        bn.moving_variance.assign(np.full(c, _identity_variance(bn.epsilon), np.float32))
+            scale_output_channels(conv, s)
+        if bn.center:
+            bn.beta.assign(bn.beta.numpy().astype(np.float32) - mean * s)
         if bn.scale:
-            bn.gamma.assign(np.ones(c, np.float32))
-        if shift is not None:
-            bn.beta.assign(shift)
+            bn.gamma.assign(np.ones_like(s))
+        bn.moving_mean.assign(np.zeros_like(s))
+        bn.moving_variance.assign(np.full_like(s, _identity_variance(bn.epsilon)))
         report.append({"batchnorm": bn.name, "kernels": [conv.name for conv in convs]})
     return report

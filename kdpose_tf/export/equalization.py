@@ -213,7 +213,7 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
         s = np.where((r > 0) & ~blocked, np.clip(peak / np.maximum(r, 1e-12), 1.0, cap), 1.0).astype(np.float32)
         if peak <= 0 or np.all(s == 1.0):
             continue
-        _scale_outputs(p, s)
+        scale_output_channels(p, s)
         for c, channels in consumers:
             inv = np.ones(int(c.kernel.shape[2]), np.float32)  # (kh, kw, C_in, ...) for both kinds
             inv[channels >= 0] = 1.0 / s[channels[channels >= 0]]
@@ -224,7 +224,8 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
     return report
 
 
-def _scale_outputs(layer, s):
+def scale_output_channels(layer, s):
+    """Multiply output channel i of a conv (kernel and bias) or a BatchNormalization (gamma and beta) by s[i]."""
     if isinstance(layer, keras.layers.BatchNormalization):
         layer.gamma.assign(layer.gamma.numpy() * s)
         layer.beta.assign(layer.beta.numpy() * s)

@@ -298,27 +298,31 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
                 "target='edgetpu' needs a full-integer model: quantize 'int8' or 'int8-qat' with io_dtype "
                 f"'int8' or 'uint8', got quantize={quantize!r}, io_dtype={io_dtype!r}"
             )
-        validate_edgetpu_model(single_output_model(model))
-    equalized = folded = None
     if equalize not in (True, False, "all"):
         raise ValueError(f"equalize must be True, False or 'all', got {equalize!r}")
     flat = single_output_model(model)  # shares the layers (and weights) of `model`
-    saved = model.get_weights()
-    try:
-        if quantize != "int8-qat":  # a QAT model's weights sit on their quantisation grid already
-            from kdpose_tf.export.bn_folding import fold_kernel_sum_batchnorm
+    if target == "edgetpu":
+        validate_edgetpu_model(flat)
+    from kdpose_tf.export.bn_folding import find_kernel_sums, fold_kernel_sum_batchnorm
 
-            folded = len(fold_kernel_sum_batchnorm(flat))
-        if equalize and quantize == "int8" and representative_data is not None:
+    sums = find_kernel_sums(flat) if quantize != "int8-qat" else []  # QAT weights sit on their grid already
+    equalizing = equalize and quantize == "int8" and representative_data is not None
+    saved = model.get_weights() if sums or equalizing else None  # the caller's weights, restored below
+    equalized = folded = None
+    try:
+        if sums:
+            folded = len(fold_kernel_sum_batchnorm(flat, sums))
+        if equalizing:
             from kdpose_tf.export.equalization import equalize_activations
 
             crops = np.concatenate(_calibration_samples(representative_data, _input_hw(flat, input_size), num_calibration))
             pairs = equalize_activations(flat, crops[:64], dense=equalize == "all")
             equalized = {"pairs": len(pairs), "dense": equalize == "all", "max_scale": max((p["max_scale"] for p in pairs), default=1.0)}
             representative_data = crops
-        data = convert_to_tflite(model, quantize, representative_data, num_calibration, io_dtype, input_size)
+        data = convert_to_tflite(flat, quantize, representative_data, num_calibration, io_dtype, input_size)
     finally:
-        model.set_weights(saved)
+        if saved is not None:
+            model.set_weights(saved)
     fixes = None
     if quantize in ("int8", "int8-qat"):
         # XNNPACK refuses ops whose requantisation scale a dead-on-calibration ReLU pushed past 256

@@ -16,16 +16,9 @@ from kdpose_tf.models.layers.norm import BN_KWARGS, GatedBatchNormalization
 from kdpose_tf.models.lite_hrnet.dite_hrnet_layers import dynamic_conv_bn, global_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_weights import trained_like  # noqa: E402  (BN statistics like a trained net's: non-zero shifts)
 from test_delegate_friendly import _photo_features  # noqa: E402
-
-
-def _trained_like_batchnorms(model, seed=0):
-    """BN statistics like a trained net's (a fresh BN has zero shift, which the converter drops)."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.gamma.shape
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.5, c), rng.normal(0, 0.5, c), rng.uniform(0.3, 2, c)])
 
 
 def _mul_outputs(data, full_shape):
@@ -52,7 +45,7 @@ def test_identity_variance_gives_an_exact_unit_scale():
 def test_fold_is_exact_and_finds_only_the_kernel_sums(data_dir):
     keras.utils.set_random_seed(0)
     model = _dynamic_model()
-    _trained_like_batchnorms(model)
+    trained_like(model)
     images = _photo_features(data_dir, (32, 24), 3) * 255.0
     before = np.asarray(model(images))
     found = find_kernel_sums(model)
@@ -101,7 +94,7 @@ def test_fold_leaves_layers_shared_with_an_outer_graph():
 def test_export_folds_restores_the_weights_and_drops_the_batchnorm_multiplies(tmp_path, data_dir):
     keras.utils.set_random_seed(0)
     model = _dynamic_model()
-    _trained_like_batchnorms(model)
+    trained_like(model)
     images = np.concatenate([_photo_features(data_dir, (32, 24), 3) * 255.0] * 2)
     weights = [w.copy() for w in model.get_weights()]
     plain = convert_to_tflite(model, "none")  # no folding: the BN scales are MULs
@@ -129,7 +122,7 @@ def test_gated_batchnorm_equals_multiply_then_batchnorm(data_dir):
     ref = keras.layers.BatchNormalization(name="ref", **BN_KWARGS)
     gated([x, g])
     ref(x * g)
-    _trained_like_batchnorms(keras.Sequential([ref]))
+    trained_like(keras.Sequential([ref]))
     gated.set_weights(ref.get_weights())
     np.testing.assert_allclose(np.asarray(gated([x, g])), np.asarray(ref(x * g)), rtol=1e-5, atol=1e-5)
     y_train, r_train = gated([x, g], training=True), ref(x * g, training=True)  # batch statistics
@@ -147,7 +140,7 @@ def test_gated_batchnorm_serializes_runs_in_mixed_precision_and_rejects_bad_gate
     g = np.random.default_rng(1).uniform(size=(2, 1, 1, 4)).astype("float32")
     xi, gi = keras.Input((8, 6, 4)), keras.Input((1, 1, 4))
     model = keras.Model([xi, gi], GatedBatchNormalization(name="gbn", **BN_KWARGS)([xi, gi]))
-    _trained_like_batchnorms(model)
+    trained_like(model)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert type(loaded.get_layer("gbn")) is GatedBatchNormalization
@@ -188,9 +181,9 @@ def test_global_context_exports_one_full_size_multiply_less(data_dir):
 
     keras.utils.set_random_seed(0)
     new = gcm_model(True)
-    _trained_like_batchnorms(new)
+    trained_like(new)
     old, gbn, bn = gcm_model(False)
-    _trained_like_batchnorms(old, seed=5)
+    trained_like(old, seed=5)
     gbn.set_weights(new.get_layer("gcm_bn").get_weights())
     bn.set_weights(new.get_layer("gcm_bn").get_weights())
     for layer in new.layers:  # same weights everywhere else
@@ -213,7 +206,7 @@ def test_qat_does_not_fold_a_gated_batchnorm_into_the_conv_before_it():
     g = keras.layers.Conv2D(8, 1, activation="sigmoid", name="gate")(
         keras.layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x))
     model = keras.Model(x, GatedBatchNormalization(name="gbn", **BN_KWARGS)([y, g]))
-    _trained_like_batchnorms(model)
+    trained_like(model)
     images = np.random.default_rng(0).uniform(0, 255, (4, 16, 12, 3)).astype("float32")
     qat = quantize_model(model, calibration_data=images)
     ref, out = np.asarray(model(images)), np.asarray(qat(images))
