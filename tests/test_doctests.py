@@ -24,6 +24,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.distillation.heatmap_teacher_presets",
     "kdpose_tf.export.equalization",
     "kdpose_tf.export.bn_folding",
+    "kdpose_tf.export.qat_layers",
     "kdpose_tf.models.imported.graph_backbone",
     "kdpose_tf.models.imported.openvino_import",
     "kdpose_tf.distillation.pretrained",

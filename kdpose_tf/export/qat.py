@@ -11,10 +11,18 @@ default 8-bit config implements):
 * activations: per tensor, asymmetric 8 bit, range = exponential moving average of the batch
   min / max (TFMOT's MovingAverageQuantizer, decay 0.999), `fake_quant_with_min_max_vars`.
   Inserted on the model input, after the in-graph normalisation and after every layer output,
-  except where the output feeds a single ReLU / activation (TFLite fuses conv + ReLU, so only the
-  post-activation tensor has its own scale).
+  except where the output feeds a single ReLU / ReLU6 (TFLite fuses conv + ReLU, so only the
+  post-activation tensor has its own scale). A conv with an activation TFLite does not fuse
+  (sigmoid attention) is split into conv, range, `Activation`, range: CONV_2D then LOGISTIC (TFMOT
+  also quantizes sigmoid / tanh / softmax inputs: its QuantizeAwareActivation's pre-quant set).
+  Named outputs (a neck's {"P3": ...}) get one range each.
 * BatchNorm: folded into the preceding conv in the clone (w' = w·γ/√(σ²+ε), b' = β + (b−μ)·γ/√(σ²+ε));
   the folded conv trains with frozen BN statistics, which is also what the int8 model computes.
+  A BN after anything else (Dite-HRNet's sum of dynamic kernels) becomes a 1x1 depthwise conv of the
+  same name (kernel γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε): one weight per channel, exactly on the int8
+  grid); a `GatedBatchNormalization` BN(x · gate) becomes Multiply, range, that conv.
+* Composite layers (PSA, context pooling, `InvertedResidual`) keep float internals in training; the
+  converter calibrates their inner tensors on the representative set passed to `export_tflite`.
 
 The converter reads the FakeQuant ranges of activations as the int8 scales and quantises the
 (already on-grid) weights per channel, so `export_tflite(qat_model, ..., quantize="int8-qat")`
@@ -35,190 +43,20 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation.distiller import Distiller
+from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the public QAT names live here)
+    ActivationFakeQuant,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantRescaling,
+    _WeightQuantMixin,
+)
 from kdpose_tf.models.graph import graph_nodes, layer_consumers, node_inputs
+from kdpose_tf.models.layers.norm import GatedBatchNormalization
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
-
-
-@keras.saving.register_keras_serializable(package="kdpose_tf")
-class ActivationFakeQuant(keras.layers.Layer):
-    """Per-tensor asymmetric 8-bit fake quantisation with EMA-tracked min / max.
-
-    Args:
-        ema_decay: moving-average decay of the range (default 0.999, as TFMOT).
-        num_bits: 8 (default).
-        shared: one instance quantizes several tensors that int8 gives one scale (default False);
-            its range is the union set by `calibrate` and stays fixed in training.
-
-    Ranges start empty (min = max = 0): the first training batch (or `calibrate`) sets them.
-    """
-
-    def __init__(self, ema_decay=0.999, num_bits=8, shared=False, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
-        if int(num_bits) not in (8,):
-            raise ValueError(f"num_bits must be 8 (int8 export), got {num_bits!r}")
-        self.ema_decay = float(ema_decay)
-        self.num_bits = int(num_bits)
-        self.shared = bool(shared)
-        self.calibrating = False
-
-    def build(self, input_shape):
-        self.min_var = self.add_weight(name="min", shape=(), initializer="zeros", trainable=False)
-        self.max_var = self.add_weight(name="max", shape=(), initializer="zeros", trainable=False)
-        self.built = True
-
-    def call(self, x, training=None):
-        x = tf.convert_to_tensor(x)
-        if self.calibrating:
-            # Eager pass over calibration data: running min / max (ranges always include 0).
-            self.min_var.assign(tf.minimum(self.min_var, tf.reduce_min(x)))
-            self.max_var.assign(tf.maximum(self.max_var, tf.reduce_max(x)))
-        elif training and not self.shared:  # a shared range (several tensors) keeps its calibrated union
-            bmin = tf.minimum(tf.reduce_min(x), 0.0)
-            bmax = tf.maximum(tf.reduce_max(x), 0.0)
-            empty = tf.equal(self.min_var, self.max_var)
-            d = self.ema_decay
-            self.min_var.assign(tf.where(empty, bmin, d * self.min_var + (1 - d) * bmin))
-            self.max_var.assign(tf.where(empty, bmax, d * self.max_var + (1 - d) * bmax))
-        # The variables go straight into the op (min <= 0 <= max holds by construction), so the
-        # frozen graph has constant ranges the converter turns into int8 scales.
-        return tf.quantization.fake_quant_with_min_max_vars(
-            x, self.min_var, self.max_var, num_bits=self.num_bits, narrow_range=False
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "ema_decay": self.ema_decay, "num_bits": self.num_bits,
-                "shared": self.shared}
-
-
-def _per_channel_abs_max(kernel2d):
-    """max |w| over all axes but the last (the channel axis)."""
-    return tf.reduce_max(tf.abs(kernel2d), axis=list(range(len(kernel2d.shape) - 1)))
-
-
-class _WeightQuantMixin:
-    """Symmetric, narrow-range, per-channel int8 fake quantisation of `self.kernel`.
-
-    The per-channel range (max |w|) lives in a non-trainable variable `kernel_range`, refreshed
-    in every training call and by `refresh_ranges()` (TFMOT's LastValueQuantizer); inference uses
-    the stored range, so the exported graph has constant ranges.
-    """
-
-    def _channel_kernel(self):
-        return self.kernel  # (..., C): channel axis last
-
-    def _restore_kernel(self, q):
-        return q
-
-    def _build_range(self):
-        channels = int(self._channel_kernel().shape[-1])
-        self.kernel_range = self.add_weight(name="kernel_range", shape=(channels,), initializer="ones",
-                                            trainable=False)
-        self.refresh_ranges()
-
-    def refresh_ranges(self):
-        self.kernel_range.assign(tf.maximum(_per_channel_abs_max(self._channel_kernel()), 1e-8))
-
-    def quantized_kernel(self, training=None):
-        k = self._channel_kernel()
-        if training:
-            self.kernel_range.assign(tf.maximum(tf.stop_gradient(_per_channel_abs_max(k)), 1e-8))
-        r = self.kernel_range
-        q = tf.quantization.fake_quant_with_min_max_vars_per_channel(k, -r, r, num_bits=8, narrow_range=True)
-        return self._restore_kernel(q)
-
-
-@keras.saving.register_keras_serializable(package="kdpose_tf")
-class QuantConv2D(_WeightQuantMixin, keras.layers.Conv2D):
-    """`Conv2D` whose kernel is fake-quantised per output channel (symmetric int8) in every call."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
-
-    def call(self, inputs, training=None):
-        if self.groups != 1:
-            raise ValueError(f"{self.name}: grouped convolutions are not supported by QAT, got groups={self.groups}")
-        outputs = self.convolution_op(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
-
-
-@keras.saving.register_keras_serializable(package="kdpose_tf")
-class QuantDepthwiseConv2D(_WeightQuantMixin, keras.layers.DepthwiseConv2D):
-    """`DepthwiseConv2D` with per-channel (in x multiplier) symmetric int8 fake-quantised kernel."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
-
-    def _channel_kernel(self):
-        kh, kw, cin, mult = self.kernel.shape  # TFLite's channel axis is in * mult
-        return tf.reshape(self.kernel, (kh, kw, cin * mult))
-
-    def _restore_kernel(self, q):
-        return tf.reshape(q, tuple(self.kernel.shape))
-
-    def call(self, inputs, training=None):
-        outputs = keras.ops.depthwise_conv(
-            inputs, self.quantized_kernel(training), strides=self.strides, padding=self.padding,
-            dilation_rate=self.dilation_rate, data_format=self.data_format,
-        )
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
-
-
-@keras.saving.register_keras_serializable(package="kdpose_tf")
-class QuantDense(_WeightQuantMixin, keras.layers.Dense):
-    """`Dense` with per-output-unit symmetric int8 fake-quantised kernel."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
-
-    def call(self, inputs, training=None):
-        outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
-
-
-@keras.saving.register_keras_serializable(package="kdpose_tf")
-class QuantRescaling(keras.layers.Rescaling):
-    """`Rescaling` (x * scale + offset) with a fake-quant range on the intermediate product.
-
-    TFLite runs Rescaling as MUL then ADD; both outputs need an int8 range, and only the final one
-    gets an `ActivationFakeQuant` after the layer, so the product gets its own here.
-    """
-
-    def __init__(self, scale, offset=0.0, ema_decay=0.999, **kwargs):
-        super().__init__(scale, offset, **kwargs)
-        self.ema_decay = float(ema_decay)
-
-    def build(self, input_shape):
-        self.mid_quant = ActivationFakeQuant(self.ema_decay, name=f"{self.name}_mul_quant")
-        self.mid_quant.build(input_shape)
-        self.built = True
-
-    def call(self, inputs, training=None):
-        x = tf.cast(inputs, self.compute_dtype) * tf.cast(self.scale, self.compute_dtype)
-        if np.any(np.asarray(self.offset) != 0):
-            x = self.mid_quant(x, training=training)
-            x = x + tf.cast(self.offset, self.compute_dtype)
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "ema_decay": self.ema_decay}
 
 
 def _activation_quantizers(model):
@@ -236,12 +74,20 @@ _QUANT_CLASSES = {
     keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
     keras.layers.Dense: QuantDense,
 }
+_FUSED_ACTIVATIONS = ("linear", "relu", "relu6")  # TFLite fuses these into CONV_2D / DEPTHWISE_CONV_2D / FC
 _ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU)
 # Layers whose output needs no range of its own (they pass the input's scale through: TFLite's
 # RESHAPE / TRANSPOSE / PAD / SPLIT / STRIDED_SLICE keep the input's quantisation).
 _PASSTHROUGH = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.MaxPooling2D, keras.layers.Dropout,
                 keras.layers.InputLayer, keras.layers.Identity, keras.layers.ZeroPadding2D, ChannelSplit,
                 ChannelShuffle)
+
+
+def _fused_activation(layer):
+    """True for a ReLU / ReLU6 layer, which TFLite fuses into the op before it (sigmoid, LeakyReLU: own ops)."""
+    if type(layer) is keras.layers.ReLU:
+        return layer.negative_slope == 0 and layer.threshold == 0 and layer.max_value in (None, 6)
+    return type(layer) is keras.layers.Activation and keras.activations.serialize(layer.activation) in _FUSED_ACTIVATIONS
 
 
 def _quant_class(layer):
@@ -251,24 +97,38 @@ def _quant_class(layer):
     return None
 
 
+def _bn_affine(bn):
+    """(scale, shift) per channel of a BatchNormalization at inference: y = x * scale + shift."""
+    mean = bn.moving_mean.numpy()
+    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(mean)
+    beta = bn.beta.numpy() if bn.center else np.zeros_like(mean)
+    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    return scale.astype(np.float32), (beta - mean * scale).astype(np.float32)
+
+
 def _fold_bn(conv, bn):
     """Folded (kernel, bias) of conv followed by BatchNormalization (inference statistics)."""
     w = conv.kernel.numpy()
-    b = conv.bias.numpy() if conv.use_bias else None
-    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(bn.moving_mean.numpy())
-    beta = bn.beta.numpy() if bn.center else np.zeros_like(bn.moving_mean.numpy())
-    factor = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    factor, shift = _bn_affine(bn)
     if isinstance(conv, keras.layers.DepthwiseConv2D):
         kh, kw, cin, mult = w.shape
         w = w * factor.reshape(1, 1, cin, mult)
-        if not conv.use_bias:
-            b = np.zeros(cin * mult, np.float32)
     else:
         w = w * factor.reshape((1,) * (w.ndim - 1) + (-1,))
-        if not conv.use_bias:
-            b = np.zeros(w.shape[-1], np.float32)
-    bias = beta + (b - bn.moving_mean.numpy()) * factor
-    return w.astype(np.float32), bias.astype(np.float32)
+    channels = factor.shape[0]
+    b = conv.bias.numpy() if conv.use_bias else np.zeros(channels, np.float32)
+    return w.astype(np.float32), (shift + b * factor).astype(np.float32)
+
+
+def _standalone_bn(model, layer, nodes):
+    """True for a BatchNormalization (or GatedBatchNormalization) over the last axis of a 4-D tensor,
+    called once in `model`: QAT runs it as a 1x1 depthwise conv (per-channel scale + bias)."""
+    if not isinstance(layer, keras.layers.BatchNormalization) or len(nodes.get(id(layer), [])) != 1:
+        return False
+    if type(layer) is not keras.layers.BatchNormalization and not isinstance(layer, GatedBatchNormalization):
+        return False  # another subclass: its maths may differ
+    shape = node_inputs(model, layer, nodes)[0].shape
+    return len(shape) == 4 and layer.axis in (-1, 3)
 
 
 def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm=True):
@@ -308,6 +168,11 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
                         and len(nodes.get(id(prod), [])) == 1 and prod.activation in (None, keras.activations.linear):
                     folded[id(prod)] = layer
                     folded[id(layer)] = prod
+    # BatchNorms after something other than a conv (a sum of dynamic kernels, a gate): TFLite runs
+    # them as MUL + ADD whose product has no range; QAT runs them as a 1x1 depthwise conv instead.
+    affine = {id(layer) for layer in model.layers
+              if fold_batchnorm and id(layer) not in folded and _standalone_bn(model, layer, nodes)}
+    split_activation = {}  # id(conv) -> activation TFLite does not fuse (sigmoid): its input needs a range
 
     new_layers = {}
 
@@ -316,9 +181,15 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         config = layer.get_config()
         if type(layer) is keras.layers.Rescaling:  # scalar or per-channel scale / offset
             new = QuantRescaling.from_config({**config, "ema_decay": ema_decay})
+        elif id(layer) in affine:
+            new = QuantDepthwiseConv2D(1, use_bias=True, name=layer.name, dtype=layer.dtype_policy)
         elif qc is not None:
             if id(layer) in folded:
                 config["use_bias"] = True
+            act = keras.activations.serialize(layer.activation)
+            if isinstance(act, str) and act not in _FUSED_ACTIVATIONS:
+                split_activation[id(layer)] = act
+                config["activation"] = "linear"
             new = qc.from_config(config)
         else:
             new = layer.__class__.from_config(config)
@@ -329,8 +200,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         if isinstance(layer, _PASSTHROUGH):
             return False
         users = consumers.get(id(layer), [])
-        if len(users) == 1 and isinstance(users[0], _ACTIVATION_LAYERS):
-            return False
+        if len(users) == 1 and _fused_activation(users[0]):
+            return False  # conv -> ReLU: TFLite fuses them, only the ReLU's output has a scale
         if len(users) == 1 and id(users[0]) in folded and isinstance(users[0], keras.layers.BatchNormalization):
             return False  # conv output feeding its folded BN: the range goes after the BN position
         return True
@@ -355,13 +226,25 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         original = names.get(layer.name)
         if original is not None and isinstance(original, keras.layers.BatchNormalization) and id(original) in folded:
             out = args[0]
+        elif original is not None and isinstance(original, GatedBatchNormalization) and id(original) in affine:
+            # BN(x * gate): the product gets its range, then the BN as a 1x1 depthwise conv.
+            gated = keras.layers.Multiply(name=f"{layer.name}_gate_mul")(list(args[0]))
+            out = layer(ActivationFakeQuant(ema_decay, name=f"{layer.name}_gate_mul_act_quant")(gated))
+        elif original is not None and id(original) in affine:
+            out = layer(args[0])
         else:
             out = layer(*args, **kwargs)
+        if original is not None and id(original) in split_activation:
+            # conv -> sigmoid: TFLite runs CONV_2D then LOGISTIC, so the conv's output needs a range too.
+            out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_preact_quant")(out)
+            out = keras.layers.Activation(split_activation[id(original)], name=f"{layer.name}_activation")(out)
         if original is not None and id(original) in shared:
             out = shared[id(original)](out)
         elif original is not None and needs_range(original):
             if isinstance(out, (list, tuple)):  # a multi-output layer: one range per output
                 out = [ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant{i}")(o) for i, o in enumerate(out)]
+            elif isinstance(out, dict):  # named outputs (a neck's {"P3": ..., "P4": ...})
+                out = {k: ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant_{k}")(o) for k, o in out.items()}
             else:
                 out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant")(out)
         return out
@@ -372,6 +255,11 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     # Copy (and fold) the weights.
     for name, (old, new) in new_layers.items():
         if isinstance(old, keras.layers.BatchNormalization) and id(old) in folded:
+            continue
+        if id(old) in affine:
+            scale, shift = _bn_affine(old)
+            new.kernel.assign(scale.reshape(1, 1, -1, 1))
+            new.bias.assign(shift)
             continue
         if id(old) in folded:
             w, b = _fold_bn(old, folded[id(old)])
