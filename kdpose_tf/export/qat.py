@@ -173,6 +173,19 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     affine = {id(layer) for layer in model.layers
               if fold_batchnorm and id(layer) not in folded and _standalone_bn(model, layer, nodes)}
     split_activation = {}  # id(conv) -> activation TFLite does not fuse (sigmoid): its input needs a range
+    for layer in model.layers:
+        act = keras.activations.serialize(layer.activation) if _quant_class(layer) is not None else "linear"
+        if isinstance(act, str) and act not in _FUSED_ACTIVATIONS:
+            split_activation[id(layer)] = act
+    used = {layer.name for layer in model.layers}
+
+    def fresh(base):
+        """A layer name not used in the model or by an earlier inserted layer."""
+        name, i = base.replace("/", "_"), 1
+        while name in used:
+            name, i = f"{base}_{i}", i + 1
+        used.add(name)
+        return name
 
     new_layers = {}
 
@@ -182,13 +195,12 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         if type(layer) is keras.layers.Rescaling:  # scalar or per-channel scale / offset
             new = QuantRescaling.from_config({**config, "ema_decay": ema_decay})
         elif id(layer) in affine:
-            new = QuantDepthwiseConv2D(1, use_bias=True, name=layer.name, dtype=layer.dtype_policy)
+            new = QuantDepthwiseConv2D(1, use_bias=True, data_format="channels_last", name=layer.name,
+                                       dtype=layer.dtype_policy, trainable=layer.trainable)
         elif qc is not None:
             if id(layer) in folded:
                 config["use_bias"] = True
-            act = keras.activations.serialize(layer.activation)
-            if isinstance(act, str) and act not in _FUSED_ACTIVATIONS:
-                split_activation[id(layer)] = act
+            if id(layer) in split_activation:
                 config["activation"] = "linear"
             new = qc.from_config(config)
         else:
@@ -199,6 +211,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
     def needs_range(layer):
         if isinstance(layer, _PASSTHROUGH):
             return False
+        if id(layer) in split_activation:
+            return True  # its output is the sigmoid's: no ReLU fuses into LOGISTIC
         users = consumers.get(id(layer), [])
         if len(users) == 1 and _fused_activation(users[0]):
             return False  # conv -> ReLU: TFLite fuses them, only the ReLU's output has a scale
@@ -217,7 +231,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         if history is not None and isinstance(history.operation, keras.layers.InputLayer):
             key = id(value)
             if key not in input_quant:
-                input_quant[key] = ActivationFakeQuant(ema_decay, name="input_act_quant")(value)
+                input_quant[key] = ActivationFakeQuant(ema_decay, name=fresh("input_act_quant"))(value)
             return input_quant[key]
         return value
 
@@ -228,25 +242,26 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
             out = args[0]
         elif original is not None and isinstance(original, GatedBatchNormalization) and id(original) in affine:
             # BN(x * gate): the product gets its range, then the BN as a 1x1 depthwise conv.
-            gated = keras.layers.Multiply(name=f"{layer.name}_gate_mul")(list(args[0]))
-            out = layer(ActivationFakeQuant(ema_decay, name=f"{layer.name}_gate_mul_act_quant")(gated))
+            gated = keras.layers.Multiply(name=fresh(f"{layer.name}_gate_mul"))(list(args[0]))
+            out = layer(ActivationFakeQuant(ema_decay, name=fresh(f"{layer.name}_gate_mul_act_quant"))(gated))
         elif original is not None and id(original) in affine:
             out = layer(args[0])
         else:
             out = layer(*args, **kwargs)
         if original is not None and id(original) in split_activation:
             # conv -> sigmoid: TFLite runs CONV_2D then LOGISTIC, so the conv's output needs a range too.
-            out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_preact_quant")(out)
-            out = keras.layers.Activation(split_activation[id(original)], name=f"{layer.name}_activation")(out)
+            out = ActivationFakeQuant(ema_decay, name=fresh(f"{layer.name}_preact_quant"))(out)
+            out = keras.layers.Activation(split_activation[id(original)], name=fresh(f"{layer.name}_activation"))(out)
         if original is not None and id(original) in shared:
             out = shared[id(original)](out)
         elif original is not None and needs_range(original):
             if isinstance(out, (list, tuple)):  # a multi-output layer: one range per output
-                out = [ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant{i}")(o) for i, o in enumerate(out)]
+                out = [ActivationFakeQuant(ema_decay, name=fresh(f"{layer.name}_act_quant{i}"))(o) for i, o in enumerate(out)]
             elif isinstance(out, dict):  # named outputs (a neck's {"P3": ..., "P4": ...})
-                out = {k: ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant_{k}")(o) for k, o in out.items()}
+                out = {k: ActivationFakeQuant(ema_decay, name=fresh(f"{layer.name}_act_quant_{k}"))(o)
+                       for k, o in out.items()}
             else:
-                out = ActivationFakeQuant(ema_decay, name=f"{layer.name}_act_quant")(out)
+                out = ActivationFakeQuant(ema_decay, name=fresh(f"{layer.name}_act_quant"))(out)
         return out
 
     cloned = keras.models.clone_model(model, clone_function=clone_fn, call_function=call_fn)

@@ -104,6 +104,19 @@ class _WeightQuantMixin:
                                             trainable=False)
         self.refresh_ranges()
 
+    # Keras' Conv / Dense save only kernel and bias: `kernel_range` is stored after them so a QAT
+    # model's .keras file reloads (and keeps the ranges it was exported with).
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        key = str(2 if self.use_bias else 1)
+        if self.built and key not in store:  # DepthwiseConv2D's (Layer's) save already stores every variable
+            store[key] = self.kernel_range
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built:
+            self.kernel_range.assign(store[str(2 if self.use_bias else 1)])
+
     def refresh_ranges(self):
         self.kernel_range.assign(tf.maximum(_per_channel_abs_max(self._channel_kernel()), 1e-8))
 

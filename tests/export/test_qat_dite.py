@@ -108,3 +108,27 @@ def test_int8_qat_of_the_proposal_student(data_dir, tmp_path):
     sim = np.asarray(qat(images[24:], training=False))
     got = TFLiteRunner(path)(images[24:])
     assert _rel(ref, sim) < 0.1 and _rel(ref, got) < 0.1 and _rel(sim, got) < 0.1, (_rel(ref, sim), _rel(ref, got))
+
+
+def test_qat_clone_names_frozen_bn_and_keras_round_trip(crops, tmp_path):
+    """Inserted layers never take a name the model already uses; a frozen BN stays frozen as a conv; a
+    sigmoid followed by a ReLU keeps its own range (LOGISTIC fuses nothing); the .keras file reloads with
+    its kernel ranges."""
+    inp = keras.Input((32, 32, 3), name="images")
+    x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="b")(inp)
+    s = keras.layers.BatchNormalization(name="s_bn", trainable=False)(keras.layers.Add(name="s")([x, y]))
+    g = keras.layers.Conv2D(8, 1, activation="sigmoid", name="gate")(s)
+    g = keras.layers.ReLU(name="gate_activation")(g)  # the name the split sigmoid would take
+    model = keras.Model(inp, keras.layers.Multiply(name="out")([s, g]))
+    trained_like(model, seed=4)
+    qat = quantize_model(model, calibration_data=crops[:8])
+    names = [layer.name for layer in qat.layers]
+    assert len(names) == len(set(names)) and "gate_activation_1" in names
+    assert not qat.get_layer("s_bn").trainable
+    assert "gate_act_quant" in names  # range after the sigmoid although a ReLU follows
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.get_layer("gate").kernel_range.numpy(), qat.get_layer("gate").kernel_range.numpy())
+    np.testing.assert_allclose(loaded.predict(crops[8:12], verbose=0), qat.predict(crops[8:12], verbose=0), atol=1e-6)
