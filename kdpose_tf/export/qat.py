@@ -181,7 +181,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
 
     def fresh(base):
         """A layer name not used in the model or by an earlier inserted layer."""
-        name, i = base.replace("/", "_"), 1
+        base = base.replace("/", "_")  # a dict key may hold one; layer names may not
+        name, i = base, 1
         while name in used:
             name, i = f"{base}_{i}", i + 1
         used.add(name)
