@@ -116,6 +116,17 @@ def find_kernel_sums(model):
     return found
 
 
+def batchnorm_affine(bn):
+    """(scale, shift), float32 per channel, of a BatchNormalization at inference: y = x * scale + shift,
+    scale = gamma / sqrt(variance + eps), shift = beta - mean * scale (gamma 1 / beta 0 when absent)."""
+    mean = bn.moving_mean.numpy().astype(np.float32)
+    scale = (1.0 / np.sqrt(bn.moving_variance.numpy().astype(np.float32) + np.float32(bn.epsilon))).astype(np.float32)
+    if bn.scale:
+        scale = scale * bn.gamma.numpy().astype(np.float32)
+    shift = -mean * scale + (bn.beta.numpy().astype(np.float32) if bn.center else np.float32(0))
+    return scale, shift.astype(np.float32)
+
+
 def fold_kernel_sum_batchnorm(model, found=None):
     """Fold each BN found by `find_kernel_sums` into its kernels (weights changed in place).
 
@@ -128,16 +139,13 @@ def fold_kernel_sum_batchnorm(model, found=None):
     """
     report = []
     for bn, convs in find_kernel_sums(model) if found is None else found:
-        mean = bn.moving_mean.numpy().astype(np.float32)
-        if not bn.center and np.any(mean != 0):  # the shift needs a beta to live in
+        if not bn.center and np.any(bn.moving_mean.numpy() != 0):  # the shift needs a beta to live in
             continue
-        s = (1.0 / np.sqrt(bn.moving_variance.numpy().astype(np.float32) + np.float32(bn.epsilon))).astype(np.float32)
-        if bn.scale:
-            s = s * bn.gamma.numpy().astype(np.float32)
+        s, shift = batchnorm_affine(bn)
         for conv in convs:
             scale_output_channels(conv, s)
         if bn.center:
-            bn.beta.assign(bn.beta.numpy().astype(np.float32) - mean * s)
+            bn.beta.assign(shift)
         if bn.scale:
             bn.gamma.assign(np.ones_like(s))
         bn.moving_mean.assign(np.zeros_like(s))

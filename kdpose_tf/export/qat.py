@@ -46,6 +46,7 @@ import numpy as np
 
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation.distiller import Distiller
+from kdpose_tf.export.bn_folding import batchnorm_affine
 from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the public QAT names live here)
     ActivationFakeQuant,
     QuantConv2D,
@@ -97,19 +98,10 @@ def _quant_class(layer):
     return None
 
 
-def _bn_affine(bn):
-    """(scale, shift) per channel of a BatchNormalization at inference: y = x * scale + shift."""
-    mean = bn.moving_mean.numpy()
-    gamma = bn.gamma.numpy() if bn.scale else np.ones_like(mean)
-    beta = bn.beta.numpy() if bn.center else np.zeros_like(mean)
-    scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
-    return scale.astype(np.float32), (beta - mean * scale).astype(np.float32)
-
-
 def _fold_bn(conv, bn):
     """Folded (kernel, bias) of conv followed by BatchNormalization (inference statistics)."""
     w = conv.kernel.numpy()
-    factor, shift = _bn_affine(bn)
+    factor, shift = batchnorm_affine(bn)
     if isinstance(conv, keras.layers.DepthwiseConv2D):
         kh, kw, cin, mult = w.shape
         w = w * factor.reshape(1, 1, cin, mult)
@@ -273,7 +265,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         if isinstance(old, keras.layers.BatchNormalization) and id(old) in folded:
             continue
         if id(old) in affine:
-            scale, shift = _bn_affine(old)
+            scale, shift = batchnorm_affine(old)
             new.kernel.assign(scale.reshape(1, 1, -1, 1))
             new.bias.assign(shift)
             continue

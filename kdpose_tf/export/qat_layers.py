@@ -98,6 +98,15 @@ class _WeightQuantMixin:
     def _restore_kernel(self, q):
         return q
 
+    def build(self, input_shape):
+        super().build(input_shape)  # the Keras layer's kernel / bias
+        self._build_range()
+
+    def _bias_and_activation(self, outputs):
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
     def _build_range(self):
         channels = int(self._channel_kernel().shape[-1])
         self.kernel_range = self.add_weight(name="kernel_range", shape=(channels,), initializer="ones",
@@ -133,26 +142,16 @@ class _WeightQuantMixin:
 class QuantConv2D(_WeightQuantMixin, keras.layers.Conv2D):
     """`Conv2D` whose kernel is fake-quantised per output channel (symmetric int8) in every call."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
-
     def call(self, inputs, training=None):
         if self.groups != 1:
             raise ValueError(f"{self.name}: grouped convolutions are not supported by QAT, got groups={self.groups}")
         outputs = self.convolution_op(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
 class QuantDepthwiseConv2D(_WeightQuantMixin, keras.layers.DepthwiseConv2D):
     """`DepthwiseConv2D` with per-channel (in x multiplier) symmetric int8 fake-quantised kernel."""
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
 
     def _channel_kernel(self):
         kh, kw, cin, mult = self.kernel.shape  # TFLite's channel axis is in * mult
@@ -166,24 +165,16 @@ class QuantDepthwiseConv2D(_WeightQuantMixin, keras.layers.DepthwiseConv2D):
             inputs, self.quantized_kernel(training), strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, data_format=self.data_format,
         )
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
 class QuantDense(_WeightQuantMixin, keras.layers.Dense):
     """`Dense` with per-output-unit symmetric int8 fake-quantised kernel."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_range()
-
     def call(self, inputs, training=None):
         outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
