@@ -25,9 +25,19 @@ from kdpose_tf.data.pipeline import keypoints_to_image, make_inference_inputs
 from kdpose_tf.data.transforms import box_to_center_scale, crop_person
 from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.metrics.coco import coco_keypoint_eval, coco_results, samples_to_coco
-from kdpose_tf.metrics.pck import head_normalizer, pck, torso_normalizer
+from kdpose_tf.metrics.pck import PROTOCOLS, head_normalizer, pck, protocol_pck, torso_normalizer
 
 METRICS = ("pck", "pckh", "coco")
+# LSP-14's joints below the head: the "body-12" mean compares LSP-14 models with COCO-17 ones (no neck / head top)
+BODY12 = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+          "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist")
+
+
+def sample_protocol(samples):
+    """The `PCKProtocol` the samples' reader names (``extra["protocol"]``, e.g. LSP's), or None for the
+    package's default PCK (torso of the keypoint set, labelled joints only). Mixed sets get None."""
+    names = {s.extra.get("protocol") for s in samples}
+    return PROTOCOLS.get(names.pop()) if len(names) == 1 else None
 
 
 def _final_output(output):
@@ -206,7 +216,7 @@ def _per_joint_dict(ks, values):
 
 
 def score_predictions(keypoints, scores, samples, keypoint_set, metrics=("pck",), coco_gt=None,
-                      pck_threshold=0.2, pckh_threshold=0.5, sigmas=None) -> dict:
+                      pck_threshold=0.2, pckh_threshold=0.5, sigmas=None, protocol="auto") -> dict:
     """Metrics of already decoded predictions (image pixels); see `evaluate` for the result layout."""
 
     ks = get_keypoint_set(keypoint_set)
@@ -219,12 +229,29 @@ def score_predictions(keypoints, scores, samples, keypoint_set, metrics=("pck",)
     report = {"num_samples": len(samples), "keypoint_set": ks.name}
     rows = [{"joint": name} for name in ks.names]
     if "pck" in metrics:
-        r = pck(keypoints, gt, vis, torso_normalizer(gt, ks, vis), pck_threshold)
+        if protocol == "auto":
+            protocol = sample_protocol(samples)
+        elif isinstance(protocol, str):
+            if protocol not in PROTOCOLS:
+                raise ValueError(f"unknown PCK protocol {protocol!r}; expected 'auto', None or one of {sorted(PROTOCOLS)}")
+            protocol = PROTOCOLS[protocol]
+        if protocol is not None:
+            r = protocol_pck(keypoints, gt, vis, ks, protocol, pck_threshold)
+            normalizer = f"torso ({protocol.torso[0]} to {protocol.torso[1]})"
+        else:
+            r = pck(keypoints, gt, vis, torso_normalizer(gt, ks, vis), pck_threshold)
+            normalizer = f"torso ({ks.names[ks.torso[0]]} to {ks.names[ks.torso[1]]})"
         report["pck"] = {
             "mean": r["mean"], "count": r["count"], "excluded": r["excluded"], "threshold": r["threshold"],
-            "normalizer": f"torso ({ks.names[ks.torso[0]]} to {ks.names[ks.torso[1]]})",
+            "normalizer": normalizer, "protocol": None if protocol is None else protocol.name,
+            "protocol_description": "labelled joints, torso of the keypoint set" if protocol is None
+            else protocol.description,
             "per_joint": _per_joint_dict(ks, r["per_joint"]),
         }
+        if all(name in ks.names for name in BODY12) and ks.num_keypoints > len(BODY12):
+            body = [ks.names.index(name) for name in BODY12]
+            counted, correct = r["counted"][:, body], r["correct"][:, body]
+            report["pck"]["body12"] = float(correct.sum() / counted.sum()) if counted.any() else float("nan")
         for row, v in zip(rows, r["per_joint"]):
             row[f"PCK@{pck_threshold:g}"] = float(v)
     if "pckh" in metrics:
@@ -251,7 +278,7 @@ def score_predictions(keypoints, scores, samples, keypoint_set, metrics=("pck",)
 
 def evaluate(predict_fn, samples, input_size, codec, keypoint_set, metrics=("pck",), flip_test=False,
              coco_gt=None, batch_size=32, pck_threshold=0.2, pckh_threshold=0.5, sigmas=None,
-             progress=True) -> dict:
+             progress=True, protocol="auto") -> dict:
     """Predict `samples` and compute the requested metrics.
 
     Args:
@@ -263,6 +290,9 @@ def evaluate(predict_fn, samples, input_size, codec, keypoint_set, metrics=("pck
             with `samples_to_coco` (box area as OKS scale unless `sample.area` is set).
         pck_threshold: Default 0.2. pckh_threshold: Default 0.5.
         sigmas: OKS sigmas for keypoint sets without their own.
+        protocol: the PCK protocol: "auto" (default: the one the samples' reader names, e.g. LSP's
+            published protocol for ``lsp:`` data, else the package's), None (the package's: labelled
+            joints, the keypoint set's torso) or a name in `kdpose_tf.metrics.pck.PROTOCOLS`.
 
     Returns:
         dict with `num_samples`, `keypoint_set`, one entry per metric ("pck"/"pckh": mean, count,
@@ -278,7 +308,7 @@ def evaluate(predict_fn, samples, input_size, codec, keypoint_set, metrics=("pck
     )
     report = score_predictions(
         keypoints, scores, list(samples), keypoint_set, metrics=metrics, coco_gt=coco_gt,
-        pck_threshold=pck_threshold, pckh_threshold=pckh_threshold, sigmas=sigmas,
+        pck_threshold=pck_threshold, pckh_threshold=pckh_threshold, sigmas=sigmas, protocol=protocol,
     )
     report["flip_test"] = bool(flip_test)
     return report

@@ -30,8 +30,10 @@ def load_predictor(spec: str, keypoint_set=None):
         if not Path(spec).exists():
             raise CLIError(f"TFLite model {spec} does not exist")
         runner = TFLiteRunner(spec)
-        if keypoint_set is not None and is_keypoint_model(runner):  # MoveNet-style: joints, not heatmaps
-            return (*teacher_evaluation([KeypointTeacher(spec)], keypoint_set), None)
+        if is_keypoint_model(runner):  # MoveNet-style: joints, not heatmaps; predict draws its own joints
+            teacher = KeypointTeacher(spec)
+            own = None if keypoint_set is not None else teacher.keypoint_set.name
+            return (*teacher_evaluation([teacher], keypoint_set or teacher.keypoint_set), own)
         shape = runner.input_details["shape"]
         size = (int(shape[1]), int(shape[2]))
         sidecar = Path(spec).with_suffix(".json")
@@ -78,6 +80,8 @@ def run_evaluate(args):
     results = evaluate(predict_fn, samples, size, codec, keypoint_set, metrics=metrics,
                        flip_test=args.flip_test, coco_gt=data.coco_gt)
     print(f"{args.model} on {len(samples)} people of {args.data}" + (" (flip test)" if args.flip_test else ""))
+    if "pck" in results:
+        print(f"  PCK: {results['pck']['protocol_description']}")
     for key, value in headline_metrics(results).items():
         print(f"  {key:<10s} {100 * value:6.2f} %")
     if getattr(samples, "report", None) is not None and samples.report.skipped:
@@ -93,6 +97,8 @@ def headline_metrics(report) -> dict:
     for name in ("pck", "pckh"):
         if name in report:
             out[f"{name.upper() if name == 'pck' else 'PCKh'}@{report[name]['threshold']:g}"] = report[name]["mean"]
+    if "body12" in report.get("pck", {}):
+        out["body-12"] = report["pck"]["body12"]
     out.update({k: v for k, v in report.get("coco", {}).items() if isinstance(v, (int, float))})
     return out
 
@@ -109,6 +115,9 @@ def predict_image(predict_fn, image_path, size, codec, keypoint_set, box=None, f
     h, w = image.shape[:2]
     if box is None:
         box = (0.0, 0.0, float(w), float(h))
+    x, y, bw, bh = box
+    if x >= w or y >= h or x + bw <= 0 or y + bh <= 0:
+        raise CLIError(f"box {','.join(f'{v:g}' for v in box)} lies entirely outside the {w}x{h} image {image_path}")
     k = keypoint_set.num_keypoints
     sample = PoseSample(str(image_path), np.asarray(box, np.float32), np.zeros((k, 2)), np.zeros(k),
                         keypoint_set.name, image_size=(w, h))
@@ -117,24 +126,47 @@ def predict_image(predict_fn, image_path, size, codec, keypoint_set, box=None, f
     return image, keypoints[0], scores[0]
 
 
+def _parse_box(text):
+    """--box 'x,y,w,h' -> four finite floats with w, h > 0."""
+    import math
+
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        raise CLIError(f"--box must be x,y,w,h: four finite numbers with w, h > 0, got {text!r}")
+    return box
+
+
+def _predict_output(image, output):
+    """The image predict writes: --output (default <image>_pose.png), never the input itself, with a
+    suffix that names its format."""
+    import os
+
+    from kdpose_tf.visualization import IMAGE_SUFFIXES
+
+    output = Path(output or str(Path(image).with_suffix("")) + "_pose.png")
+    if output.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CLIError(f"--output {output}: unknown image extension {output.suffix or '(none)'!r}; the file is "
+                       f"written in the format its extension names, one of {', '.join(IMAGE_SUFFIXES)}")
+    if output.exists() and Path(image).exists() and os.path.samefile(output, image):
+        raise CLIError(f"--output {output} is the input image --image {image}: predict does not overwrite its "
+                       "input; give another --output")
+    return output
+
+
 def run_predict(args):
     from kdpose_tf.keypoints import COCO17, get_keypoint_set
-    from kdpose_tf.visualization import draw_keypoints, save_png
+    from kdpose_tf.visualization import draw_keypoints, save_image
 
+    box = _parse_box(args.box) if args.box else None  # cheap checks before the model loads
+    output = _predict_output(args.image, args.output)
     predict_fn, size, codec, ks_name = load_predictor(args.model)
     keypoint_set = get_keypoint_set(ks_name) if ks_name else COCO17
-    box = None
-    if args.box:
-        try:
-            box = [float(v) for v in args.box.split(",")]
-        except ValueError:
-            box = []
-        if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-            raise CLIError(f"--box must be x,y,w,h with w, h > 0, got {args.box!r}")
     image, keypoints, scores = predict_image(predict_fn, args.image, size, codec, keypoint_set, box, args.flip_test)
     drawn = draw_keypoints(image, keypoints, scores, keypoint_set, threshold=args.threshold)
-    output = args.output or str(Path(args.image).with_suffix("")) + "_pose.png"
-    save_png(output, drawn)
+    save_image(output, drawn)
     for name, (x, y), s in zip(keypoint_set.names, keypoints, scores):
         print(f"{name:>16s}: x={x:8.1f} y={y:8.1f} score={s:.3f}")
     print(f"wrote {output}")

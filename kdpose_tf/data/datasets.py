@@ -7,10 +7,14 @@ Spec strings, dispatched through `READERS` (prefix -> reader; add a prefix there
 - ``parse:DIR[:SPLIT]``    -> `read_parse` (SPLIT: all, train, test)
 - ``buffy:DIR``            -> `read_buffy`
 - ``lspet:DIR``            -> `read_lspet` (LSP Extended; unlabelled joints masked)
+- ``lsp:DIR[:SPLIT]``      -> `read_lsp` (Leeds Sports Pose; SPLIT: all, train = 1-1000, test = 1001-2000;
+  scored with the literature's protocol, `kdpose_tf.metrics.pck.LSP_PROTOCOL`)
+- ``SPEC+SPEC+...``        -> several sets read one after the other and combined, every one mapped by
+  joint name onto the first one's keypoint set (e.g. ``lsp:DIR:train+lspet:DIR+parse:DIR:train``)
 - a bare COCO JSON path, or a folder holding ``annotations/*.json`` (COCO layout)
 
 `on_bad_sample` reaches every reader; after reading, every image file is checked (present,
-not empty, JPEG/PNG not truncated) under the same policy, so "skip" never fails later when a
+not empty, JPEG/PNG not truncated, decodable) under the same policy, so "skip" never fails later when a
 crop is read. What was skipped is in `samples.report` (a `LoadReport`).
 
 Example:
@@ -23,6 +27,8 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +37,14 @@ import numpy as np
 from kdpose_tf.data.buffy import read_buffy
 from kdpose_tf.data.coco import read_coco, resolve_keypoint_set, unlabelled_people
 from kdpose_tf.data.images import check_image_file
+from kdpose_tf.data.lsp import SPLITS as LSP_SPLITS
+from kdpose_tf.data.lsp import read_lsp
 from kdpose_tf.data.lspet import read_lspet
 from kdpose_tf.data.mpii import read_mpii_json
 from kdpose_tf.data.parse import SPLITS, read_parse
 from kdpose_tf.data.pipeline import make_inference_inputs
 from kdpose_tf.data.sample import PoseSample
-from kdpose_tf.data.validation import LoadReport, SampleList, check_policy
+from kdpose_tf.data.validation import LoadReport, SampleList, check_policy, merge_reports
 from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import COCO17, KEYPOINT_SETS, LSP14, MPII16, joint_mapping
 
@@ -67,11 +75,14 @@ def _read_mpii_spec(rest, on_bad_sample):
     return LoadedData(read_mpii_json(path, images or None, on_bad_sample=on_bad_sample), MPII16)
 
 
-def _read_parse_spec(rest, on_bad_sample):
-    path, split = rest, "all"
+def _path_and_split(rest, splits):
+    """'DIR[:SPLIT]' -> (DIR, SPLIT), SPLIT "all" when the last part is not one of `splits`."""
     head, sep, tail = rest.rpartition(":")
-    if sep and tail in SPLITS:
-        path, split = head, tail
+    return (head, tail) if sep and tail in splits else (rest, "all")
+
+
+def _read_parse_spec(rest, on_bad_sample):
+    path, split = _path_and_split(rest, SPLITS)
     return LoadedData(read_parse(path, split=split, on_bad_sample=on_bad_sample), LSP14)
 
 
@@ -83,6 +94,11 @@ def _read_lspet_spec(rest, on_bad_sample):
     return LoadedData(read_lspet(rest, on_bad_sample=on_bad_sample), LSP14)
 
 
+def _read_lsp_spec(rest, on_bad_sample):
+    path, split = _path_and_split(rest, LSP_SPLITS)
+    return LoadedData(read_lsp(path, split=split, on_bad_sample=on_bad_sample), LSP14)
+
+
 # prefix -> fn(rest_of_spec, on_bad_sample) -> LoadedData
 READERS = {
     "coco": _read_coco_spec,
@@ -90,6 +106,7 @@ READERS = {
     "parse": _read_parse_spec,
     "buffy": _read_buffy_spec,
     "lspet": _read_lspet_spec,
+    "lsp": _read_lsp_spec,
 }
 SPEC_KINDS = tuple(READERS)
 
@@ -137,6 +154,8 @@ def load_dataset(spec, on_bad_sample="skip"):
     check_policy(on_bad_sample)
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"dataset spec must be a string 'KIND:PATH[:EXTRA]' or a COCO path, got {spec!r}")
+    if "+" in spec and not Path(spec).exists():
+        return _combine([load_dataset(part, on_bad_sample) for part in spec.split("+")], spec)
     kind, sep, rest = spec.partition(":")
     if sep and kind in READERS:
         data = READERS[kind](rest, on_bad_sample)
@@ -154,25 +173,47 @@ def load_dataset(spec, on_bad_sample="skip"):
     return data
 
 
+def _combine(parts, spec):
+    """One `LoadedData` of several: samples concatenated, each mapped onto the first part's keypoint set."""
+    if any(not part for part in spec.split("+")):
+        raise ValueError(f"empty part in the combined dataset spec {spec!r}; expected SPEC+SPEC+...")
+    keypoint_set = parts[0].keypoint_set
+    samples = [s for part in parts for s in to_keypoint_set(part.samples, keypoint_set)]
+    reports = [part.samples.report for part in parts if getattr(part.samples, "report", None) is not None]
+    report = merge_reports(spec, reports)
+    report.kept = len(samples)
+    return LoadedData(SampleList(samples, report), keypoint_set)
+
+
 def load_samples(spec, on_bad_sample="skip"):
     """The samples of `load_dataset(spec, on_bad_sample)` (a `SampleList` with `.report`)."""
     return load_dataset(spec, on_bad_sample).samples
 
 
-UNREADABLE = "image file missing, empty or truncated"
+UNREADABLE = "image file missing, empty, truncated or not decodable"
 
 
-def _drop_unreadable_images(samples, on_bad_sample):
-    """Check every image file once; under "skip" leave out the samples of unreadable ones."""
-    report = getattr(samples, "report", None) or LoadReport("dataset", kept=len(samples))
-    bad = {}
-    for path in dict.fromkeys(str(s.image_path) for s in samples):
+def _unreadable_images(paths):
+    """{path: DataError} for the files `check_image_file` refuses, in `paths` order; checked on a few
+    threads (OpenCV decodes without holding the GIL)."""
+    def check(path):
         try:
             check_image_file(path)
         except DataError as e:
-            if on_bad_sample == "raise":
-                raise
-            bad[path] = e
+            return e
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return {p: e for p, e in zip(paths, pool.map(check, paths)) if e is not None}
+
+
+def _drop_unreadable_images(samples, on_bad_sample):
+    """Check every image file once (decoded, `check_image_file`); under "skip" leave out the samples of
+    unreadable ones, under "raise" raise the first one's DataError."""
+    report = getattr(samples, "report", None) or LoadReport("dataset", kept=len(samples))
+    bad = _unreadable_images(list(dict.fromkeys(str(s.image_path) for s in samples)))
+    if bad and on_bad_sample == "raise":
+        raise next(iter(bad.values()))
     if not bad:
         return samples if isinstance(samples, SampleList) else SampleList(samples, report)
     kept = [s for s in samples if str(s.image_path) not in bad]

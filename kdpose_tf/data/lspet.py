@@ -32,11 +32,26 @@ from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import LSP14
 
 
-def load_lspet_joints(label_file):
-    """``joints`` of an LSPET ``joints.mat`` as float64 (14, 3, N); DataError naming the problem."""
+def load_joints_mat(label_file, layout="joint,xyv,image", dataset="LSPET"):
+    """The ``joints`` array of an LSP-family ``joints.mat`` as float64 (14, 3, N) = (joint, x/y/flag, image).
+
+    Args:
+        label_file: the ``joints.mat`` file.
+        layout: the file's axis order: "joint,xyv,image" (LSPET: 14x3xN) or "xyv,joint,image"
+            (LSP: 3x14xN); the result is always (14, 3, N).
+        dataset: the name used in error messages.
+
+    Raises:
+        DataError naming the file, the field and the expected shape.
+    """
     label_file = Path(label_file)
+    expected = {"joint,xyv,image": (LSP14.num_keypoints, 3), "xyv,joint,image": (3, LSP14.num_keypoints)}
+    if layout not in expected:
+        raise ValueError(f"layout must be one of {sorted(expected)}, got {layout!r}")
+    shape_text = "x".join(map(str, expected[layout])) + "xN"
     if not label_file.is_file():
-        raise DataError("LSPET labels file not found (expected joints.mat with 'joints' 14x3xN)", path=label_file)
+        raise DataError(f"{dataset} labels file not found (expected joints.mat with 'joints' {shape_text})",
+                        path=label_file)
     try:
         mat = scipy.io.loadmat(str(label_file))
     except Exception as e:  # scipy raises several exception types for corrupt .mat files
@@ -46,9 +61,11 @@ def load_lspet_joints(label_file):
         raise DataError(f"no variable 'joints' in the file (found {sorted(k for k in mat if not k.startswith('__'))})",
                         path=label_file, field="joints")
     joints = np.asarray(joints)
-    if joints.ndim != 3 or joints.shape[:2] != (LSP14.num_keypoints, 3):
-        raise DataError(f"expected shape (14, 3, N) = (joint, x/y/visible, image), got {joints.shape}",
+    if joints.ndim != 3 or joints.shape[:2] != expected[layout]:
+        raise DataError(f"expected shape {shape_text} = ({layout.replace(',', ', ')}), got {joints.shape}",
                         path=label_file, field="joints")
+    if layout == "xyv,joint,image":
+        joints = joints.transpose(1, 0, 2)
     return joints.astype(np.float64)
 
 
@@ -72,7 +89,7 @@ def read_lspet(root, on_bad_sample="raise", box_padding=1.0, limit=None):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     root = Path(root)
     label_file = root / "joints.mat"
-    joints = load_lspet_joints(label_file)
+    joints = load_joints_mat(label_file)
     n = joints.shape[2] if limit is None else min(limit, joints.shape[2])
     checker = SampleChecker(label_file, LSP14.num_keypoints, on_bad_sample)
     samples = []

@@ -22,6 +22,8 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from kdpose_tf.keypoints import get_keypoint_set
@@ -164,3 +166,57 @@ def pckh(pred, gt, visible, head_sizes, threshold=0.5, joints=None) -> dict:
         joints: joints that enter the mean (MPII's total leaves out pelvis 6 and thorax 7).
     """
     return pck(pred, gt, visible, head_sizes, threshold=threshold, joints=joints)
+
+
+@dataclass(frozen=True)
+class PCKProtocol:
+    """How a benchmark computes PCK, when it differs from `pck`'s defaults.
+
+    Attributes:
+        name: short name, stored in reports ("lsp").
+        torso: (joint name, joint name) whose ground-truth distance normalises the threshold.
+        count_all: count every joint of every sample, whatever its visibility flag.
+        description: one line for reports and the CLI.
+    """
+
+    name: str
+    torso: tuple
+    count_all: bool
+    description: str
+
+
+# The literature's LSP protocol (the one that reproduces the published means of Tompson, Yang, DeepCut,
+# DeeperCut, CPM and Bulat & Tzimiropoulos on the person-centric labels): test images 1001-2000, the
+# box is the whole image, torso = left shoulder to right hip, all 14 joints of all images counted.
+LSP_PROTOCOL = PCKProtocol(
+    name="lsp", torso=("left_shoulder", "right_hip"), count_all=True,
+    description="LSP protocol: torso = left shoulder to right hip, all joints counted, box = whole image",
+)
+PROTOCOLS = {LSP_PROTOCOL.name: LSP_PROTOCOL}
+
+
+def protocol_pck(pred, gt, visible, keypoint_set, protocol, threshold=0.2, joints=None) -> dict:
+    """`pck` under a benchmark's `PCKProtocol` (its torso pair and counting rule).
+
+    Example (the hand-computed case: torso 10 px, threshold 2 px; an occluded joint still counts):
+    >>> from kdpose_tf.keypoints import LSP14
+    >>> gt = np.zeros((1, 14, 2)); gt[0, 9] = (0, 0); gt[0, 2] = (6, 8)   # left shoulder, right hip
+    >>> pred = gt.copy(); pred[0, 0] += (2, 0); pred[0, 1] += (2.1, 0)
+    >>> visible = np.ones((1, 14)); visible[0, 0] = 0
+    >>> r = protocol_pck(pred, gt, visible, LSP14, LSP_PROTOCOL)
+    >>> r["per_joint"][:2].tolist(), r["count"]
+    ([1.0, 0.0], 14)
+    """
+    ks = get_keypoint_set(keypoint_set)
+    if isinstance(protocol, str):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown PCK protocol {protocol!r}; known: {sorted(PROTOCOLS)}")
+        protocol = PROTOCOLS[protocol]
+    missing = [name for name in protocol.torso if name not in ks.names]
+    if missing:
+        raise ValueError(f"protocol {protocol.name!r} needs joints {missing}, which {ks.name} lacks")
+    gt = _as_points("gt", gt, k=ks.num_keypoints)
+    visible = np.ones(gt.shape[:2], bool) if protocol.count_all else np.asarray(visible) > 0
+    a, b = (ks.names.index(name) for name in protocol.torso)
+    torso = _pair_length(gt, None if protocol.count_all else visible, (a, b), "torso", ks)
+    return pck(pred, gt, visible, torso, threshold=threshold, joints=joints)
