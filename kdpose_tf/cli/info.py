@@ -40,6 +40,24 @@ def run_presets(args):
         print("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
     if not args.measure:
         print("\n(published figures; `kdpose presets --measure` builds each model and counts them)")
+    _print_shipped()
+
+
+def _print_shipped():
+    from kdpose_tf.models.presets import list_shipped
+
+    rows = list_shipped()
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row["headline"]))
+    header = ["name (trained weights shipped)", "keypoints", "input", "params (M)"] + keys
+    print("\n| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        cells = [row["name"], row["keypoint_set"], _fmt(row["input_size"]), _fmt((row["parameter_count"] or 0) / 1e6)]
+        cells += [_fmt(row["headline"].get(k)) for k in keys]
+        print("| " + " | ".join(cells) + " |")
+    print("(figures from each preset's model card, metadata.json; `PoseEstimator.from_preset(name)` loads it offline)")
 
 
 def _fmt(v):

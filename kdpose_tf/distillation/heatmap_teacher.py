@@ -49,6 +49,7 @@ from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
 from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, map_keypoints
 from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
+from kdpose_tf.runtimes import openvino
 
 
 class HeatmapTeacher:
@@ -59,22 +60,28 @@ class HeatmapTeacher:
         num_threads: CPU threads of the runtime. Defaults to None (the runtime's choice).
         batch_size: crops per call (OpenVINO reshapes the model's batch; LiteRT runs one by one).
             Defaults to 16.
+        flip_test: average each crop's heatmaps with its mirror image's, flipped back with the
+            left/right joints swapped (HRNet's flip test). The teacher runs once per person when its
+            targets are cached, so this doubles a one-off cost and none of the student's. Default False.
 
     Example:
         >>> t = HeatmapTeacher.from_preset("pp_tinypose_128x96")                       # doctest: +SKIP
         >>> hm = t.predict_crops(crops)   # (N, 32, 24, 17) for (N, 128, 96, 3) RGB 0-255 crops  # doctest: +SKIP
     """
 
-    def __init__(self, config, num_threads=None, batch_size=16):
+    def __init__(self, config, num_threads=None, batch_size=16, flip_test=False):
         if not isinstance(config, TeacherConfig):
             raise TypeError(f"config must be a TeacherConfig, got {type(config).__name__}")
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if num_threads is not None and not (isinstance(num_threads, int) and num_threads > 0):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        if not isinstance(flip_test, bool):
+            raise ValueError(f"flip_test must be True or False, got {flip_test!r}")
         self.config = config.check_files()
         self.keypoint_set = get_keypoint_set(config.keypoint_set)
         self.batch_size = batch_size
+        self.flip_test = flip_test
         if config.path.endswith(".tflite"):
             self._backend = _LiteRTBackend(config, num_threads)
         else:
@@ -111,6 +118,13 @@ class HeatmapTeacher:
         h, w = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (h, w, 3):
             raise ValueError(f"{self.name}: crops must be (N, {h}, {w}, 3) RGB, got {crops.shape}")
+        hm = self._run(crops)
+        if self.flip_test:
+            flipped = self._run(np.ascontiguousarray(crops[:, :, ::-1]))
+            hm = HeatmapCodec.flip_test_average(hm, flipped, self.keypoint_set.flip_index)
+        return hm
+
+    def _run(self, crops):
         c = self.config
         x = crops[..., ::-1] if c.color == "bgr" else crops
         x = (x * c.pixel_scale - np.asarray(c.mean, np.float32)) / np.asarray(c.std, np.float32)
@@ -279,22 +293,9 @@ def ensemble_predict_fn(teachers, codec, keypoint_set, min_score=0.3):
 
 class _OpenVINOBackend:
     def __init__(self, config, num_threads, batch_size):
-        import openvino as ov  # optional dependency (the "teachers" extra); imported only for such teachers
-
-        core = ov.Core()
-        try:
-            model = core.read_model(config.path)
-        except Exception as e:  # openvino raises RuntimeError subclasses with long native messages
-            raise ValueError(f"{config.path}: OpenVINO could not read the model ({str(e).splitlines()[0]})") from None
-        self.input_shape = _check_input(config, [d.get_length() if d.is_static else -1
-                                                 for d in model.inputs[0].get_partial_shape()])
-        model.reshape({model.inputs[0]: [batch_size, *self.input_shape[1:]]})
-        # f32: OpenVINO's CPU plugin otherwise picks bf16 where the CPU has it, which moved PP-TinyPose's
-        # heatmaps by up to 0.05 (peak ~1) against the model's own f32 maths (measured here).
-        props = {"INFERENCE_PRECISION_HINT": "f32"}
-        if num_threads:
-            props["INFERENCE_NUM_THREADS"] = num_threads
-        self.compiled = core.compile_model(model, "CPU", props)
+        model = openvino.read_model(config.path)
+        self.input_shape = _check_input(config, openvino.input_dims(model))
+        self.compiled = openvino.compile_model(model, num_threads, [batch_size, *self.input_shape[1:]])
         self.output = _pick_output(config, [o.get_any_name() for o in self.compiled.outputs])
         shape = list(self.compiled.outputs[self.output].get_partial_shape().to_shape())
         self.output_shape = [1, *shape[1:]]

@@ -18,13 +18,12 @@ True
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
 from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, attach_teacher_heatmaps, ensemble_predict_fn
 from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
-from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS, config_from_model_file
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints, teacher_predict_fn
 from kdpose_tf.export.runner import TFLiteRunner
 
@@ -40,9 +39,10 @@ def is_keypoint_model(runner):
     return len(out) == 4 and out[:2] == (1, 1) and out[3] == 3
 
 
-def teacher_from_file(path, num_threads=None):
+def teacher_from_file(path, num_threads=None, flip_test=False):
     """A teacher for one model file: `KeypointTeacher` for a MoveNet-style .tflite, else a `HeatmapTeacher`
-    whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite)."""
+    whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite); `flip_test`
+    (heatmap teachers) averages each crop with its mirror image."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher model not found: {path}")
@@ -51,25 +51,20 @@ def teacher_from_file(path, num_threads=None):
         if is_keypoint_model(runner):
             return KeypointTeacher(path, num_threads=num_threads or 1)
         # a kdpose_tf export (raw 0-255 pixels in, NHWC heatmaps out); its sidecar names the joints
-        sidecar = path.with_suffix(".json")
-        keypoint_set = "coco17"
-        if sidecar.is_file():
-            keypoint_set = (json.loads(sidecar.read_text()).get("keypoints") or {}).get("set") or keypoint_set
+        from kdpose_tf.export.sidecar import read_sidecar
+
+        keypoint_set = ((read_sidecar(path) or {}).get("keypoints") or {}).get("set") or "coco17"
         return HeatmapTeacher(TeacherConfig(path=str(path), input_size=tuple(runner.input_size), input_layout="nhwc",
                                             output_layout="nhwc", pixel_scale=1.0, mean=(0, 0, 0), std=(1, 1, 1),
-                                            keypoint_set=keypoint_set), num_threads=num_threads)
-    import openvino as ov  # optional dependency: the "teachers" extra
-
-    shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
-    if len(shape) != 4 or not shape[2].is_static or not shape[3].is_static:
-        raise ValueError(f"{path}: expected a (N, 3, H, W) image input with a fixed H and W, got {shape}; "
-                         "describe the model in a teacher.json (kdpose_tf.distillation.heatmap_teacher_config)")
-    return HeatmapTeacher(TeacherConfig(path=str(path), input_size=(shape[2].get_length(), shape[3].get_length())),
-                          num_threads=num_threads)
+                                            keypoint_set=keypoint_set), num_threads=num_threads,
+                              flip_test=flip_test)
+    return HeatmapTeacher(config_from_model_file(path), num_threads=num_threads, flip_test=flip_test)
 
 
-def pretrained_teachers(spec, num_threads=None):
-    """A list of pretrained teachers for `spec` (see the module doc), or None for a Keras teacher."""
+def pretrained_teachers(spec, num_threads=None, flip_test=False):
+    """A list of pretrained teachers for `spec` (see the module doc), or None for a Keras teacher.
+    `flip_test`: every heatmap teacher averages each crop with its mirror image (test-time augmentation
+    on the teacher's side, paid once per person)."""
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
         raise ValueError(f"empty teacher argument {spec!r}")
@@ -82,8 +77,9 @@ def pretrained_teachers(spec, num_threads=None):
         bad = parts[pretrained.index(False)]
         raise ValueError(f"{bad!r} in the teacher list {spec!r} is not a pretrained teacher: expected one of "
                          f"{sorted(TEACHER_PRESETS)}, a folder with teacher.json, or a .xml/.onnx/.tflite file")
-    return [HeatmapTeacher.from_preset(p, num_threads=num_threads) if p in TEACHER_PRESETS or Path(p).is_dir()
-            else teacher_from_file(p, num_threads=num_threads) for p in parts]
+    return [HeatmapTeacher.from_preset(p, num_threads=num_threads, flip_test=flip_test)
+            if p in TEACHER_PRESETS or Path(p).is_dir()
+            else teacher_from_file(p, num_threads=num_threads, flip_test=flip_test) for p in parts]
 
 
 def attach_pretrained(samples, teachers, keypoint_set, min_score=0.3):

@@ -16,6 +16,8 @@ or a `Backbone`) and the weights file holds all of its weights. keras-hub's own 
 config.json once kdpose_tf is imported (registration happens at import).
 
 Where `preset` may be:
+  - the name of a trained preset shipped inside the package (`shipped_presets()`: each model
+    family's ``presets/<name>/`` folder, keras-hub's "presets beside the family"; loads offline),
   - a directory path (always works offline),
   - "hf://..." or "kaggle://..." (downloaded by keras_hub's `get_file` when keras-hub is installed),
   - a catalogue name (`kdpose_tf.models.presets`): the architecture is built from the catalogue;
@@ -45,7 +47,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kdpose_tf.errors import PresetError
+from kdpose_tf.errors import ModelFileError, PresetError
 from kdpose_tf.utils.io import atomic_dir, jsonable
 from kdpose_tf.version import __version__
 
@@ -60,6 +62,7 @@ BACKBONE_PRESETS = {}  # backbone preset name -> {"metadata": {...}, "config": {
 BACKBONE_PRESETS_FOR_CLASS = collections.defaultdict(dict)  # Backbone class -> {name: preset}
 _BACKBONE_CLASS = {}  # backbone preset name -> the class that registered it
 _CATALOGUE = {}  # catalogue (task) name -> (entry, build function)
+_SHIPPED_ROOT = Path(__file__).resolve().parent  # kdpose_tf/models: families keep trained presets in <family>/presets/
 
 
 # ---------------------------------------------------------------------------------- registries
@@ -190,6 +193,42 @@ def save_to_preset(model, directory, metadata=None):
     return directory
 
 
+ALLOWED_MODULES = ("kdpose_tf", "keras")
+
+
+def import_allowed_module(module, where, class_name=None):
+    """Import the `module` a saved config names, only from `ALLOWED_MODULES` (and their submodules).
+
+    A preset's config.json is data: importing whatever module it names would run that module's
+    code (Keras itself only imports from its allowed packages). PresetError naming `where` else.
+    """
+    if not isinstance(module, str) or not any(module == m or module.startswith(m + ".") for m in ALLOWED_MODULES):
+        raise PresetError(f"{where}: module {module!r}" + (f" of class {class_name!r}" if class_name else "")
+                          + f" is not allowed; a preset may only name modules of {' / '.join(ALLOWED_MODULES)}")
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise PresetError(f"{where}: cannot import module {module!r}"
+                          + (f" of class {class_name!r}" if class_name else "") + f": {exc}") from None
+
+
+def load_keras_file(path, compile=False):
+    """`keras.saving.load_model` of an existing `.keras` file, with a ModelFileError naming it when it is
+    not a .keras archive (truncated, random bytes) or cannot be rebuilt; Keras says "File not found"
+    for a file that exists but is not a zip."""
+    import zipfile
+
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: not a .keras model (a .keras file is a zip archive; this one is "
+                             "truncated or another kind of file)")
+    try:
+        return keras.saving.load_model(str(path), compile=compile)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(f"{path}: cannot load this .keras model ({first})") from None
+
+
 def _resolve_class(config, where):
     if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
         raise PresetError(
@@ -198,10 +237,7 @@ def _resolve_class(config, where):
         )
     module = config.get("module")
     if module:
-        try:
-            importlib.import_module(module)  # registers the class (Keras' own "module" field)
-        except ImportError as exc:
-            raise PresetError(f"{where}: cannot import module {module!r} of class {config['class_name']!r}: {exc}")
+        import_allowed_module(module, where, config["class_name"])  # registers the class (Keras' own field)
     registered = config.get("registered_name") or config["class_name"]
     found = keras.saving.get_registered_object(registered)
     if found is None and module:
@@ -244,8 +280,8 @@ class SavedPreset:
         kwargs = {**self.config["config"], **overrides}
         try:
             model = self.cls.from_config(kwargs)
-        except PresetError:
-            raise
+        except PresetError as exc:
+            raise PresetError(exc if str(self.config_path) in str(exc) else f"{self.config_path}: {exc}") from None
         except Exception as exc:
             raise PresetError(f"{self.config_path}: cannot build {self.cls.__name__} from its config: {exc}") from exc
         if load_weights:
@@ -281,6 +317,25 @@ def _download_remote(preset):
     return Path(config_path).parent
 
 
+def shipped_presets() -> dict:
+    """{name: directory} of the trained presets that ship inside the package (weights, config and model
+    card in ``kdpose_tf/models/<family>/presets/<name>/``), sorted by name."""
+    found = {d.parent.name: d.parent for d in _SHIPPED_ROOT.glob(f"*/presets/*/{CONFIG_FILE}")}
+    return dict(sorted(found.items()))
+
+
+def shipped_card(name) -> dict:
+    """The model card (metadata.json) of a shipped preset."""
+    directory = shipped_presets().get(name)
+    if directory is None:
+        raise PresetError(f"{name!r} is not a shipped preset; shipped: {sorted(shipped_presets())}")
+    path = directory / METADATA_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PresetError(f"{path}: unreadable model card ({exc})") from None
+
+
 def locate_preset(preset, load_weights=True):
     """Where `preset` lives: a catalogue name (str) to build without weights, or a `SavedPreset`.
 
@@ -290,6 +345,9 @@ def locate_preset(preset, load_weights=True):
     preset_str = str(preset)
     if preset_str.startswith(_REMOTE_PREFIXES):
         return SavedPreset(_download_remote(preset_str))
+    shipped = shipped_presets()
+    if preset_str in shipped:
+        return SavedPreset(shipped[preset_str])
     if preset_str in _CATALOGUE:
         if not load_weights:
             return preset_str
@@ -304,6 +362,6 @@ def locate_preset(preset, load_weights=True):
     if os.path.isdir(preset_str) or os.sep in preset_str or preset_str.startswith("."):
         return SavedPreset(preset_str)
     raise PresetError(
-        f"unknown preset {preset_str!r}: not a directory, not a remote handle (hf://, kaggle://) and not in the "
-        f"catalogue; expected one of {catalogue_names()}"
+        f"unknown preset {preset_str!r}: not a directory, not a remote handle (hf://, kaggle://), not shipped "
+        f"and not in the catalogue; expected one of {sorted(shipped)} (trained) or {catalogue_names()}"
     )

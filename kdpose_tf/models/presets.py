@@ -166,4 +166,16 @@ def list_presets():
     ]
 
 
+def list_shipped():
+    """Rows for the trained presets shipped inside the package: name, keypoint set, input size and
+    the model card's headline figures (`preset_utils.shipped_card`)."""
+    rows = []
+    for name in preset_utils.shipped_presets():
+        card = preset_utils.shipped_card(name)
+        rows.append({"name": name, "keypoint_set": card.get("keypoint_set"), "input_size": card.get("input_size"),
+                     "parameter_count": card.get("parameter_count"), "description": card.get("description"),
+                     "headline": card.get("headline") or {}})
+    return rows
+
+
 preset_utils.register_catalogue(PRESETS, build)

@@ -1,0 +1,86 @@
+"""The trained presets that ship inside the package: each loads offline by name, scores within one point
+of its model card on PARSE 101-305 (real photos), carries a complete card and recipe, and its int8 export
+loads and runs under LiteRT's XNNPACK delegate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kdpose_tf.cli.recipe import load_recipe
+from kdpose_tf.data.datasets import calibration_crops
+from kdpose_tf.data.lsp import read_lsp
+from kdpose_tf.data.parse import read_parse
+from kdpose_tf.evaluation import BODY12, evaluate, keras_predict_fn
+from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.export.tflite import export_tflite
+from kdpose_tf.keypoints import LSP14, joint_mapping
+from kdpose_tf.metrics.pck import pck, torso_normalizer
+from kdpose_tf.models.pose_estimator import PoseEstimator
+from kdpose_tf.models.preset_utils import WEIGHTS_FILE, shipped_card, shipped_presets
+
+SHIPPED = sorted(shipped_presets())
+CARD_FIELDS = ("training_data", "data_terms", "teacher", "rebuild", "initial_weights", "metrics", "headline")
+
+
+def test_the_two_students_ship():
+    assert {"lsp14_student_128x96", "coco17_student_128x96"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_recipe_and_size(name):
+    card = shipped_card(name)
+    missing = [f for f in CARD_FIELDS if not card.get(f)]
+    assert not missing, f"{name}: model card lacks {missing}"
+    assert "research" in card["data_terms"].lower()  # LSP / LSPET are research-only
+    assert (shipped_presets()[name] / WEIGHTS_FILE).stat().st_size <= 6 * 2**20
+    recipe = load_recipe(name)
+    assert recipe["name"] == name and any(s["name"] == "student" for s in recipe["steps"])
+
+
+def _body12_on_parse(model, parse_test):
+    """Body-12 PCK@0.2 of a model on PARSE test; COCO-17 predictions are mapped onto LSP-14 by joint name."""
+    ks = model.keypoint_set
+    report = evaluate(keras_predict_fn(model), parse_test, model.input_size, model.codec, ks, progress=False) \
+        if ks.name == LSP14.name else None
+    if report is not None:
+        return 100 * report["pck"]["body12"]
+    from kdpose_tf.evaluation import predict_samples
+
+    pred, _ = predict_samples(keras_predict_fn(model), parse_test, model.input_size, model.codec, ks, progress=False)
+    lsp = np.full((len(parse_test), 14, 2), np.nan)
+    for src, dst in joint_mapping(ks, LSP14).items():
+        lsp[:, dst] = pred[:, src]
+    gt = np.stack([s.keypoints for s in parse_test]).astype(np.float64)
+    vis = np.stack([s.visibility for s in parse_test]) > 0
+    per_joint = pck(lsp, gt, vis, torso_normalizer(gt, LSP14, vis), 0.2)["per_joint"]
+    return 100 * float(np.mean([per_joint[LSP14.names.index(n)] for n in BODY12]))
+
+
+@pytest.fixture(scope="module")
+def parse_test(data_dir):
+    return read_parse(data_dir / "parse", "test")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_loads_offline_and_scores_as_its_card_says(name, parse_test, monkeypatch, tmp_path):
+    monkeypatch.setenv("KDPOSE_PRESETS_DIR", str(tmp_path))  # nothing from a user cache
+    model = PoseEstimator.from_preset(name)
+    card = shipped_card(name)
+    measured = _body12_on_parse(model, parse_test)
+    assert abs(measured - card["metrics"]["parse_test"]["body12"]) <= 1.0
+    assert measured > 60  # a trained model (an untrained head scores near 0)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_int8_export_runs_under_xnnpack(name, data_dir, tmp_path, parse_test):
+    model = PoseEstimator.from_preset(name)
+    crops = calibration_crops(read_lsp(data_dir / "lsp", "train", limit=64), model.input_size, 32)
+    path = export_tflite(model, tmp_path / f"{name}.tflite", quantize="int8", representative_data=crops,
+                         keypoint_set=model.keypoint_set.name)
+    runner = TFLiteRunner(path, num_threads=1, xnnpack=True)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["keypoints"]["set"] == model.keypoint_set.name
+    heatmaps = np.asarray(runner(crops[:2]))
+    assert heatmaps.shape[-1] == model.keypoint_set.num_keypoints and np.isfinite(heatmaps).all()
+    assert runner.delegate == "xnnpack"
