@@ -6,6 +6,12 @@ and presets written by kdpose_tf load with `keras.saving.load_model` after `impo
     from kdpose_tf import PoseEstimator, Distiller, HeatmapCodec, COCO17
 """
 
+# First, before anything imports Keras: the `kdpose` command (without --verbose) loads TensorFlow
+# with its native start-up INFO lines kept off the terminal (kdpose_tf/utils/native_logs.py).
+from kdpose_tf.utils.native_logs import quiet_cli_start as _quiet_cli_start
+
+_quiet_cli_start()
+
 from kdpose_tf.version import __version__
 from kdpose_tf.keypoints import COCO17, LSP14, MPII16, KeypointSet, get_keypoint_set
 from kdpose_tf.errors import DataError, KdposeError, PresetError, ShapeMismatchError

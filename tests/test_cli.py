@@ -275,3 +275,30 @@ def test_soup_of_preset_directories_and_a_missing_one(tmp_path, capsys):
     assert main(["soup", str(dirs[0]), str(missing), "--output", str(tmp_path / "x.keras")]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "no such file" in err
+
+
+# a line that TensorFlow's C++ logging (absl: "I0000 ..." / its preamble), TensorFlow's or absl's Python
+# logging ("WARNING:tensorflow:...") or Python's warnings module ("...: UserWarning: ...") writes
+_NOISE = re.compile(r"^[IWEF]\d{4} |absl|^WARNING:|^INFO:|Warning: |oneDNN|deprecated", re.M)
+
+
+def test_a_command_prints_no_tensorflow_absl_or_warning_line(shared_dir):
+    """`kdpose summary` of an imported model in a fresh process: its stderr has no TensorFlow start-up
+    line (oneDNN, absl preamble, CPU features) and no deprecation warning from building the graph
+    (its bilinear resizes); `--verbose` after the command is accepted and shows the native lines."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP_")}
+    env["KDPOSE_SHARED"] = str(shared_dir)
+    cmd = [sys.executable, "-m", "kdpose_tf.cli.main", "summary", "pp_tinypose_128x96"]
+    quiet = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "parameters:" in quiet.stdout
+    assert not _NOISE.search(quiet.stderr), quiet.stderr
+    verbose = subprocess.run(cmd + ["--verbose"], env=env, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 0 and "parameters:" in verbose.stdout, verbose.stderr
+    if platform.machine() in ("x86_64", "AMD64"):  # TensorFlow's x86 wheels log their oneDNN notice on loading
+        assert "oneDNN" in verbose.stderr, "--verbose showed no TensorFlow start-up line: " + verbose.stderr

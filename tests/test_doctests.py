@@ -59,6 +59,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.training",
     "kdpose_tf.utils.args",
     "kdpose_tf.utils.io",
+    "kdpose_tf.utils.native_logs",
     "kdpose_tf.visualization",
 ]
 

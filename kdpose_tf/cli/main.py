@@ -16,19 +16,22 @@
 Every command has --help. Models are given as a `.keras` file, a preset directory or a
 catalogue preset name (students may also be a pretrained model from another framework, imported
 with its weights: pp_tinypose_128x96, .xml, .onnx); data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
-or `buffy:DIR`.
+or `buffy:DIR`. TensorFlow's native log lines (start-up, converter) are hidden unless `--verbose`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from kdpose_tf.cli import demo, evaluate, export, info, train
 from kdpose_tf.cli.common import parse_size, run_command
 from kdpose_tf.training import STRATEGIES
+from kdpose_tf.utils import native_logs
 from kdpose_tf.version import __version__
+
+
+_VERBOSE_HELP = "show TensorFlow's native log lines (start-up, converter), which are hidden by default"
 
 
 def _add_data(p, required=True, name="--data"):
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdpose", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"kdpose_tf {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a teacher or student from ground truth")
@@ -154,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=".tflite file")
     p = sub.add_parser("check-xnnpack", help="quantized ops of a .tflite that XNNPACK (Android's CPU path) refuses")
     p.add_argument("model", help=".tflite file")
+    for p in sub.choices.values():  # --verbose after the command too; SUPPRESS keeps the top-level value
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
     return parser
 
 
@@ -175,9 +181,14 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    return run_command(COMMANDS[args.command], args)
+    # TensorFlow's start-up lines were already kept off stderr when `kdpose_tf` was imported
+    # (native_logs.quiet_cli_start); this covers the converter's lines, also for in-process calls.
+    previous = native_logs.set_quiet(not args.verbose)
+    try:
+        return run_command(COMMANDS[args.command], args)
+    finally:
+        native_logs.set_quiet(previous)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,8 @@ def equalize_activations(model, calibration, dense=False, max_scale=256.0, max_s
     for graph in dict.fromkeys(g for g, *_ in found):  # one probe per graph, in order
         nodes = graph_nodes(graph)
         readers = tensor_readers(graph, nodes)
-        probe = keras.Model(graph.inputs, [_measured_tensor(p, nodes, readers) for g, p, _, _ in found if g is graph])
+        # one image input, called with one array below: a single-tensor input structure, not a list of one
+        probe = keras.Model(graph.inputs[0], [_measured_tensor(p, nodes, readers) for g, p, _, _ in found if g is graph])
         top = None
         for i in range(0, len(calibration), batch_size):
             outs = probe(calibration[i:i + batch_size], training=False)

@@ -46,6 +46,7 @@ import numpy as np
 
 from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
 from kdpose_tf.utils.io import atomic_path, write_json
+from kdpose_tf.utils.native_logs import drops_native_info
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
 IO_DTYPES = ("int8", "uint8", "float32")
@@ -76,8 +77,9 @@ def single_output_model(model):
         )
     if len(inputs) != 1:
         raise ValueError(f"model {model.name!r}: expected 1 image input, got {len(inputs)}")
-    if len(outputs) > 1 or isinstance(model.output, (list, tuple, dict)):
-        model = keras.Model(inputs, outputs[-1], name=f"{model.name}_final")
+    if len(outputs) > 1 or any(isinstance(t, (list, tuple, dict)) for t in (model.output, model.input)):
+        # the image tensor, not a list of one: callers pass one array (Keras warns on a list/tensor mismatch)
+        model = keras.Model(inputs[0], outputs[-1], name=f"{model.name}_final")
     return model
 
 
@@ -145,6 +147,7 @@ def _converter_options(quantize, io_dtype, samples):
     return opts
 
 
+@drops_native_info  # the `kdpose` command keeps the converter's native INFO lines off stderr
 def convert_to_tflite(model, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
                       input_size=None) -> bytes:
     """Convert to flatbuffer bytes (see `export_tflite` for the arguments); writes nothing."""

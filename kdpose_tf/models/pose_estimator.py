@@ -234,8 +234,12 @@ class PoseEstimator(keras.Model):
 
     # ------------------------------------------------------------------ inference
     def inference_model(self):
-        """A single-output functional model (final heatmaps) sharing this model's layers, for export."""
-        return keras.Model(self.inputs, self.outputs[-1], name=f"{self.name}_inference")
+        """A single-output functional model (final heatmaps) sharing this model's layers, for export.
+
+        Its input is the image tensor itself (not a list of one), so calling it on an array or
+        tensor matches its input structure.
+        """
+        return keras.Model(self.inputs[0], self.outputs[-1], name=f"{self.name}_inference")
 
     def _get_codec(self):
         if self.codec is None:

@@ -95,3 +95,15 @@ def test_float_outputs_unchanged_and_int8_error_smaller(tmp_path):
     report = equalize_activations(copy, crops, dense=True)
     assert [r["producer"] for r in report] == ["a", "bn"] and report[0]["max_scale"] > 10
     np.testing.assert_allclose(copy.predict(crops, verbose=0), ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+
+
+def test_measuring_ranges_matches_the_input_structure():
+    """The range probe takes the image array as the model does: Keras warns nothing about a
+    list-of-one input structure called with one array (the warning `kdpose export` printed)."""
+    import warnings
+
+    model = _unbalanced_model()
+    crops = np.random.RandomState(0).uniform(0, 255, (4, 16, 16, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert equalize_activations(model, crops)

@@ -32,6 +32,23 @@ def test_outputs_one_per_stack_final_last():
     assert len(_tiny(num_stacks=1).outputs) == 1
 
 
+def test_export_models_take_one_array_without_a_structure_warning():
+    """`inference_model()` and export's `single_output_model` are called on one image array; their
+    input is that tensor, not a list of one, so Keras warns nothing (it did on every export)."""
+    import warnings
+
+    from kdpose_tf.export.tflite import single_output_model
+
+    model = _tiny(num_stacks=2)
+    x = np.random.RandomState(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(model.inference_model()(x), model(x)[-1], atol=1e-6)
+        np.testing.assert_allclose(single_output_model(model)(x), model(x)[-1], atol=1e-6)
+        listed = keras.Model([model.input], model.outputs[-1])  # a user's model built with a list of one
+        np.testing.assert_allclose(single_output_model(listed)(x), model(x)[-1], atol=1e-6)
+
+
 def test_joints_mse_hand_computed():
     # B=2, heatmaps 1x2 pixels, K=2; squared errors per pixel -> per-joint pixel means:
     # sample 0: joint0 errors (1, 1) -> 1,   joint1 errors (0, 4) -> 2

@@ -122,8 +122,10 @@ class ResizeBilinear(keras.layers.Layer):
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
-            return tf.compat.v1.image.resize_bilinear(
-                x, self.size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
+            # the ResizeBilinear op itself: tf.image.resize has no align_corners, and the
+            # tf.compat.v1 wrapper of the same op logs a deprecation warning on every trace
+            return tf.raw_ops.ResizeBilinear(
+                images=x, size=self.size, align_corners=self.align_corners, half_pixel_centers=not self.align_corners
             )
         if not self.align_corners:
             return keras.ops.image.resize(x, self.size, interpolation="bilinear")
