@@ -1,16 +1,17 @@
 """`Distiller`: heatmap knowledge distillation from a frozen teacher into a student.
 
-A `keras.Model` subclass that overrides `train_step` / `test_step` (Keras 3, TensorFlow
-backend). Like `keras.distillation.Distiller` it wraps a frozen teacher and a trainable
-student, forwards `call` to the student and builds multi-output feature extractors by layer
-name; unlike it, the loss is the pose one: per-joint target weights, every stack of a
-stacked student supervised, KD per stack mapping, weights that follow a schedule (FPD
-constant α, LSHM linear shift, DWPose decay) and trainable feature adapters owned by the
-distiller (so `distiller.student` exports without them).
+A `keras.Model` subclass trained through `fit` on every Keras backend (TensorFlow, JAX,
+PyTorch). Like `keras.distillation.Distiller` it wraps a frozen teacher and a trainable
+student, forwards `call` to the student, builds multi-output feature extractors by layer
+name and puts the whole loss in `compute_loss` (written with `keras.ops` only), so Keras'
+own `train_step` / `test_step` of each backend run it; unlike it, the loss is the pose one:
+per-joint target weights, every stack of a stacked student supervised, KD per stack mapping,
+weights that follow a schedule (FPD constant α, LSHM linear shift, DWPose decay) and
+trainable feature adapters owned by the distiller (so `distiller.student` exports without them).
 
     loss = kd_w(i) · Σ_(a,b) KD(T_a, S_b) + gt_w(i) · Σ_b GT(Y, S_b) + f(i) · Σ_j FEAT_j
 
-with `i` the optimizer's iteration counter, KD = GT = `joints_mse` (KD with the teacher
+with `i` the training step (the optimizer's iteration count, see `Distiller`), KD = GT = `joints_mse` (KD with the teacher
 heatmaps as the target, weighted by the target weights unless `use_target_weight_for_kd`
 is False), `(a, b)` the teacher/student stack pairs of `stack_mapping`, and FEAT_j the
 `FeatureDistillation` terms (their own weights inside). Stacks are summed (intermediate
@@ -42,11 +43,7 @@ supervises (its confident ones, labelled or not), replacing the target weights i
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution
-from keras.src.saving import serialization_lib
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from kdpose_tf.distillation.feature import FeatureDistillation, build_feature_extractor, output_list
 from kdpose_tf.distillation.losses import heatmap_kd_loss, joints_mse
@@ -148,6 +145,17 @@ class Distiller(keras.Model):
     Cached teacher outputs: when the targets dict holds "teacher_heatmaps" (see
     `teacher.cache_teacher_outputs`), they are used and the teacher forward is skipped
     (unless feature terms need teacher features).
+
+    Training step: the schedules read the 0-based step `i` of the optimizer update being
+    computed. JAX runs the train step on a copy of the optimizer's state that the loss cannot
+    read, so the distiller keeps its own counter: set from `optimizer.iterations` whenever
+    Keras resets the metrics (the start of every epoch, `evaluate` and `*_on_batch`, i.e.
+    after a checkpoint or `BackupAndRestore` restored the optimizer) and advanced by one per
+    training batch. It is not saved: checkpoints hold the optimizer's count.
+
+    `call` returns the student's heatmaps, followed by the tapped student features when
+    there are feature terms (one student forward pass feeds every loss term); predict with
+    `distiller.student`.
     """
 
     def __init__(
@@ -188,6 +196,9 @@ class Distiller(keras.Model):
                 "Feature distillation needs a Keras teacher; received teacher=None (teacher heatmaps from "
                 f"the data) with {len(feature_distillations)} feature_distillations."
             )
+        # Inputs reach the student (and the teacher) as given, whatever the global dtype policy: each
+        # model casts them by its own policy; the losses are computed in float32.
+        kwargs.setdefault("autocast", False)
         super().__init__(name=name, **kwargs)
 
         # The teacher is frozen *inside the distiller* (left out of its trainable variables and
@@ -227,12 +238,17 @@ class Distiller(keras.Model):
                 fd.build(tuple(extractors.teacher.outputs[n_t + j].shape), tuple(extractors.student.outputs[n_s + j].shape))
         self._extractors = extractors
 
-        self.loss_tracker = keras.metrics.Mean(name="loss")
+        # "loss" is Keras' own loss tracker (the value compute_loss returns, batch-weighted).
         self.gt_loss_tracker = keras.metrics.Mean(name="gt_loss")
         self.kd_loss_tracker = keras.metrics.Mean(name="kd_loss")
         self.feat_loss_tracker = keras.metrics.Mean(name="feat_loss") if feature_distillations else None
         self.kd_weight_tracker = LastValue(name="kd_weight")
         self.gt_weight_tracker = LastValue(name="gt_weight")
+        # Untracked: left out of the saved weights (checkpoints keep the optimizer's count).
+        self._schedule_state = _Untracked(
+            step=keras.Variable(0, dtype="int32", trainable=False, aggregation="only_first_replica",
+                                name="schedule_step")
+        )
         self.built = True
 
     def _check_heatmap_shapes(self, t_shape, s_shape, a, b):
@@ -276,15 +292,27 @@ class Distiller(keras.Model):
 
     @property
     def non_trainable_variables(self):
+        """Teacher, frozen and non-trainable student variables, and the schedule step (state that a
+        stateless backend such as JAX carries through the train step and writes back)."""
         trainable = {id(v) for v in self.trainable_weights}
-        return [v for v in self.variables if id(v) not in trainable]
+        return [v for v in self.variables if id(v) not in trainable] + [self._schedule_state.step]
 
     @property
     def metrics(self):
-        trackers = [self.loss_tracker, self.gt_loss_tracker, self.kd_loss_tracker]
+        trackers = [self.gt_loss_tracker, self.kd_loss_tracker]
         if self.feat_loss_tracker is not None:
             trackers.append(self.feat_loss_tracker)
-        return trackers + [self.kd_weight_tracker, self.gt_weight_tracker]
+        trackers += [self.kd_weight_tracker, self.gt_weight_tracker]
+        own = {id(m) for m in trackers}
+        # Keras' "loss" tracker (and any compiled metric) first, then the distiller's terms.
+        return [m for m in super().metrics if id(m) not in own] + trackers
+
+    def reset_metrics(self):
+        """Reset the metrics and set the schedule step from the optimizer's iteration count."""
+        super().reset_metrics()
+        if getattr(self, "optimizer", None) is not None:
+            # A host integer, not the optimizer's array: JAX must not get one buffer as two state entries.
+            self._schedule_state.step.assign(int(ops.convert_to_numpy(self.optimizer.iterations)))
 
     def compile(self, optimizer="adam", **kwargs):
         """Compile with an optimizer. The loss is the distiller's own; `loss=` is refused."""
@@ -295,26 +323,24 @@ class Distiller(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def call(self, inputs, training=None):
+        if self.feature_distillations:
+            return self._extractors.student(inputs, training=training)
         return self.student(inputs, training=training)
 
-    def _step(self):
-        if getattr(self, "optimizer", None) is not None:
-            return self.optimizer.iterations
-        return ops.convert_to_tensor(0, "int64")
-
     # ------------------------------------------------------------------ the loss
-    def compute_distillation_losses(self, x, y, training=False, step=None):
+    def compute_distillation_losses(self, x, y, training=False, step=None, y_pred=None):
         """All loss terms for one batch: dict with loss, gt_loss, kd_loss, feat_loss, kd_weight, gt_weight.
 
-        `step` defaults to the optimizer's iteration counter. Values are float32 scalars.
+        `y_pred` is this distiller's `call` output on `x` (computed here when None). `step`
+        defaults to the distiller's schedule step (see the class docstring). Values are
+        float32 scalars.
         """
         y = y if isinstance(y, dict) else ({"heatmaps": y} if y is not None else {})
         nt, ns = self.n_teacher_stacks, self.n_student_stacks
-        if self.feature_distillations:
-            s_out = self._extractors.student(x, training=training)
-            s_heat, s_feat = s_out[:ns], s_out[ns:]
-        else:
-            s_heat, s_feat = _as_list(self.student(x, training=training)), []
+        if y_pred is None:
+            y_pred = self.call(x, training=training)
+        s_out = _as_list(y_pred)
+        s_heat, s_feat = s_out[:ns], s_out[ns:]
         cached = y.get("teacher_heatmaps")
         t_feat = []
         if self.feature_distillations:
@@ -371,7 +397,7 @@ class Distiller(keras.Model):
         for fd, tf_, sf in zip(self.feature_distillations, t_feat, s_feat):
             feat_loss = feat_loss + fd(tf_, sf)
 
-        step = self._step() if step is None else step
+        step = ops.convert_to_tensor(self._schedule_state.step) if step is None else step
         kd_w, gt_w = self.schedule(step)
         kd_w, gt_w = ops.cast(kd_w, "float32"), ops.cast(gt_w, "float32")
         total = kd_w * kd_loss + gt_w * gt_loss
@@ -391,32 +417,31 @@ class Distiller(keras.Model):
 
     def _update_trackers(self, terms, x):
         batch = ops.cast(ops.shape(x)[0], "float32")
-        self.loss_tracker.update_state(terms["loss"], sample_weight=batch)
         self.gt_loss_tracker.update_state(terms["gt_loss"], sample_weight=batch)
         self.kd_loss_tracker.update_state(terms["kd_loss"], sample_weight=batch)
         if self.feat_loss_tracker is not None:
             self.feat_loss_tracker.update_state(terms["feat_loss"], sample_weight=batch)
         self.kd_weight_tracker.update_state(terms["kd_weight"])
         self.gt_weight_tracker.update_state(terms["gt_weight"])
-        return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x, y, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            terms = self.compute_distillation_losses(x, y, training=True)
-            # Per-replica loss: divide by the replica count so the summed gradients equal the
-            # gradient of the global-batch mean (Keras' own compute_loss does the same).
-            loss = scale_loss_for_distribution(terms["loss"])
-            loss = self.optimizer.scale_loss(loss)  # mixed-precision loss scaling (no-op otherwise)
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        return self._update_trackers(terms, x)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The distillation loss of one batch (Keras' train / test step of every backend call this).
 
-    def test_step(self, data):
-        x, y, _ = data_adapter_utils.unpack_x_y_sample_weight(data)
-        terms = self.compute_distillation_losses(x, y, training=False)
-        return self._update_trackers(terms, x)
+        Updates the term trackers, advances the schedule step on a training batch and returns
+        the per-replica loss: under a `tf.distribute` strategy with n replicas, loss / n, so the
+        summed gradients are those of the global-batch mean (as Keras' own losses do).
+        `sample_weight` is not used (joints are weighted by the targets' weights).
+        """
+        terms = self.compute_distillation_losses(x, y, training=training, y_pred=y_pred)
+        if training:
+            self._schedule_state.step.assign_add(1)
+        self._update_trackers(terms, x)
+        loss = terms["loss"]
+        # `distribute_strategy` exists on the TensorFlow backend only; the others shard one global batch.
+        replicas = getattr(getattr(self, "distribute_strategy", None), "num_replicas_in_sync", 1)
+        if replicas > 1:
+            loss = ops.multiply(loss, ops.cast(1.0 / replicas, loss.dtype))
+        return loss
 
     # ------------------------------------------------------------------ config
     def get_config(self):
@@ -427,18 +452,18 @@ class Distiller(keras.Model):
             )
         alpha = self._alpha_arg
         if isinstance(alpha, WeightSchedule):
-            alpha = serialization_lib.serialize_keras_object(alpha)
+            alpha = keras.saving.serialize_keras_object(alpha)
         elif callable(alpha):
             raise NotImplementedError("A plain callable `alpha` cannot be serialized; use a WeightSchedule.")
         return {
             "name": self.name,
-            "teacher": None if self.teacher is None else serialization_lib.serialize_keras_object(self.teacher),
-            "student": serialization_lib.serialize_keras_object(self.student),
+            "teacher": None if self.teacher is None else keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
             "alpha": alpha,
             "use_target_weight_for_kd": self.use_target_weight_for_kd,
             "stack_mapping": self.stack_mapping,
             "resize_teacher": self.resize_teacher,
-            "feature_distillations": [serialization_lib.serialize_keras_object(fd) for fd in self.feature_distillations],
+            "feature_distillations": [keras.saving.serialize_keras_object(fd) for fd in self.feature_distillations],
         }
 
     @classmethod
@@ -446,10 +471,10 @@ class Distiller(keras.Model):
         config = dict(config)
         for key in ("teacher", "student"):
             if config.get(key) is not None:
-                config[key] = serialization_lib.deserialize_keras_object(config[key])
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         if isinstance(config.get("alpha"), dict):
-            config["alpha"] = serialization_lib.deserialize_keras_object(config["alpha"])
+            config["alpha"] = keras.saving.deserialize_keras_object(config["alpha"])
         config["feature_distillations"] = [
-            serialization_lib.deserialize_keras_object(fd) for fd in config.get("feature_distillations", [])
+            keras.saving.deserialize_keras_object(fd) for fd in config.get("feature_distillations", [])
         ]
         return cls(**config)

@@ -11,6 +11,7 @@ teacher; the student's backbone is frozen, its head re-initialised and trained a
 
 Example (tiny conv models on 32x32 crops; 3 stage-1 epochs, so r(t) = 1, 2/3, 1/3, then 1 stage-2 epoch):
     >>> import numpy as np
+    >>> import tensorflow as tf
     >>> def tiny(name, width):
     ...     x = keras.Input((32, 32, 3))
     ...     f = keras.layers.Conv2D(width, 3, strides=4, padding="same", activation="relu",
@@ -39,7 +40,6 @@ import numbers
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from kdpose_tf.distillation.distiller import Distiller
 from kdpose_tf.distillation.feature import FeatureDistillation
@@ -97,12 +97,16 @@ def frozen_copy(model):
 def _steps_per_epoch(train_data, steps_per_epoch):
     if steps_per_epoch is not None:
         return steps_per_epoch
-    if isinstance(train_data, tf.data.Dataset):
-        n = int(train_data.cardinality())
-        if n > 0:
-            return n
+    if isinstance(train_data, keras.utils.PyDataset):
+        n = train_data.num_batches or 0
+    else:  # a tf.data.Dataset knows its batch count (negative when infinite or unknown)
+        cardinality = getattr(train_data, "cardinality", None)
+        n = int(cardinality()) if callable(cardinality) else 0
+    if n > 0:
+        return n
     raise ValueError(
-        "Cannot infer steps_per_epoch from train_data (needs a finite tf.data.Dataset); pass steps_per_epoch."
+        "Cannot infer steps_per_epoch from train_data (needs a finite tf.data.Dataset or a keras.utils.PyDataset "
+        "with a length); pass steps_per_epoch."
     )
 
 
@@ -130,7 +134,8 @@ def two_stage_distill(
     Args:
         teacher: frozen teacher `keras.Model` (images -> heatmaps or list of heatmaps).
         student: student `keras.Model` (trained in place).
-        train_data: batched `tf.data.Dataset` of `(images, {"heatmaps", "target_weight"})`.
+        train_data: batched `tf.data.Dataset` or `keras.utils.PyDataset` of
+            `(images, {"heatmaps", "target_weight"})`.
         epochs: stage-1 epochs (t_max of the decay).
         stage2_fraction: stage-2 epochs as a fraction of `epochs` (at least 1). Defaults to 0.2.
         validation_data: passed to both `fit` calls. Defaults to None.
@@ -231,7 +236,7 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
         alpha, beta, gamma: α (L_fea), β (logit KD), γ (stage 2) of the paper, as in `two_stage_distill`.
         feature_layers: (teacher layer, student layer) names for L_fea, or None (no L_fea).
         optimizer_fn: `(total_steps) -> optimizer`. Default Adam(1e-3).
-        strategy: tf.distribute strategy whose scope builds the distillers (default: current).
+        strategy: tf.distribute strategy whose scope builds the distillers (default: none, the current one).
         batch_size, **fit_kwargs: passed to `fit_resumable`.
 
     Returns:
@@ -242,12 +247,12 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     if feature_layers is not None and (len(feature_layers) != 2 or not all(feature_layers)):
         raise ValueError(f"feature_layers must be (teacher layer, student layer) names or None, got {feature_layers!r}")
     optimizer_fn = optimizer_fn or (lambda steps: keras.optimizers.Adam(1e-3))
-    strategy = strategy or tf.distribute.get_strategy()
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
     spe = max(1, len(samples) // batch_size)
     # A PoseEstimator's head is its `head`; other models: the layers after the feature layer.
     head = resolve_head_layers(student, feature_layer=None if hasattr(student, "head") or not feature_layers
                                else feature_layers[1])
-    with strategy.scope():
+    with scope():
         stage1 = stage1_distiller(teacher, student, epochs, spe, feature_layers, alpha, beta)
         stage1.compile(optimizer=optimizer_fn(spe * epochs))
     history = fit_resumable(stage1, samples, codec, keypoint_set, Path(run_dir) / "stage1", epochs=epochs,
@@ -255,7 +260,7 @@ def run_two_stage(teacher, student, samples, codec, keypoint_set, run_dir, epoch
     epochs2 = stage2_epochs(epochs, stage2_fraction)
     # Stage 2's teacher is the trained student itself, never a keypoint teacher's joints.
     samples = strip_teacher_keypoints(samples)
-    with strategy.scope(), stage2_distiller(student, head, gamma) as stage2:
+    with scope(), stage2_distiller(student, head, gamma) as stage2:
         stage2.compile(optimizer=optimizer_fn(spe * epochs2))
         history2 = fit_resumable(stage2, samples, codec, keypoint_set, Path(run_dir) / "stage2", epochs=epochs2,
                                  batch_size=batch_size, **fit_kwargs)
