@@ -16,6 +16,7 @@ class DataError(KdposeError, ValueError):
     """
 
     def __init__(self, message, path=None, field=None, annotation_id=None):
+        self.message = message  # without the file / annotation / field prefix
         self.path = None if path is None else str(path)
         self.field = field
         self.annotation_id = annotation_id
@@ -36,3 +37,11 @@ class PresetError(KdposeError, ValueError):
 
 class ShapeMismatchError(KdposeError, ValueError):
     """Teacher and student outputs (or features) cannot be compared as they are."""
+
+
+class ModelFileError(KdposeError, ValueError):
+    """A model file (.keras, .tflite, .xml / .bin, .onnx) is missing, truncated or not of its format."""
+
+
+class RunDirError(KdposeError, ValueError):
+    """A run directory cannot be resumed: its state is corrupt, or it holds another run."""

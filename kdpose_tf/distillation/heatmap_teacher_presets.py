@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
-from kdpose_tf.errors import PresetError
+from kdpose_tf.errors import ModelFileError, PresetError
 from kdpose_tf.utils.shared import shared_dir
 
 TEACHER_PRESETS = {
@@ -59,7 +59,32 @@ def resolve_teacher_config(preset):
             raise PresetError(f"teacher preset {preset!r}: {e}; set KDPOSE_SHARED to the folder holding "
                               "models/") from None
     folder = Path(preset)
+    if folder.suffix.lower() in (".xml", ".onnx"):
+        return config_from_model_file(folder)
     if folder.is_dir():
         return TeacherConfig.from_json(folder / "teacher.json").check_files()
-    raise PresetError(f"unknown teacher preset {str(preset)!r}: expected one of {sorted(TEACHER_PRESETS)} or a "
-                      "folder holding teacher.json")
+    raise PresetError(f"unknown teacher preset {str(preset)!r}: expected one of {sorted(TEACHER_PRESETS)}, a "
+                      "folder holding teacher.json, or an .xml / .onnx model file")
+
+
+def config_from_model_file(path):
+    """The `TeacherConfig` of a bare ``.xml`` (with its ``.bin``) or ``.onnx`` heatmap model: the config's
+    defaults (RGB, ImageNet mean / std, NCHW, COCO-17) at the input size the model declares.
+
+    A missing file or ``.bin`` is a FileNotFoundError, a file OpenVINO cannot read (truncated, not
+    a model) or one without a fixed (N, 3, H, W) input a `ModelFileError`; any other model needs a
+    ``teacher.json``.
+    """
+    path = Path(path)
+    TeacherConfig(path=str(path), input_size=(1, 1)).check_files()
+    import openvino as ov  # optional dependency: the "teachers" extra
+
+    try:
+        shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
+    except (RuntimeError, IndexError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelFileError(f"{path}: OpenVINO cannot read this model ({first[:200]})") from None
+    if len(shape) != 4 or not shape[2].is_static or not shape[3].is_static:
+        raise ModelFileError(f"{path}: expected a (N, 3, H, W) image input with a fixed H and W, got {shape}; "
+                             "describe the model in a teacher.json (kdpose_tf.distillation.heatmap_teacher_config)")
+    return TeacherConfig(path=str(path), input_size=(shape[2].get_length(), shape[3].get_length()))
