@@ -20,8 +20,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+from kdpose_tf.errors import ModelFileError
+from kdpose_tf.export.runner import read_tflite
 from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
 from kdpose_tf.utils.io import write_json
 
@@ -49,11 +53,12 @@ def _tensor_entry(t):
 
 
 def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None,
-                 runtime_check=True, xnnpack_fixes=None) -> dict:
+                 runtime_check=True, xnnpack_fixes=None, data=None, model_file=None) -> dict:
     """Build the sidecar dict of an exported model from its own tensor details.
 
     Args:
-        tflite_path: the exported .tflite (read, not modified).
+        tflite_path: the exported .tflite (read, not modified; with `data`, only the runtime check runs
+            it, so it may be the temporary file the export is about to move into place).
         keypoint_set: `KeypointSet` of the K heatmap channels (names / skeleton / flip pairs), or None.
         stride: input pixels per heatmap pixel; default: input height / heatmap height.
         quantize: the export variant ("none", "int8", ...), recorded as is.
@@ -63,9 +68,12 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             record the outcome under "runtime" (default True; see `kdpose_tf.export.delegates`).
         xnnpack_fixes: the list `kdpose_tf.export.xnnpack_compat.fix_requantization_scales` returned
             for this file (recorded as is), or None when the pass did not run.
+        data: the model's bytes, when the caller holds them (read from `tflite_path` otherwise).
+        model_file: the model's file name recorded in the sidecar (default: `tflite_path`'s).
 
     Returns:
-        dict with keys: format_version, model_file, variant, target, input, output, normalization,
+        dict with keys: format_version, model_file, model_sha256 (of the bytes described: a reader
+        can tell a sidecar from a model it does not describe), variant, target, input, output, normalization,
         heatmap, keypoints, decoding, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
         from the static check; "fixes": `xnnpack_fixes`; "not_delegated": ADD / SUB / MUL XNNPACK leaves to
         the builtin kernels}), runtime (with `runtime_check`;
@@ -75,8 +83,9 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
     from kdpose_tf.export.runner import model_io, model_tensors
 
     tflite_path = Path(tflite_path)
-    tensors = model_tensors(tflite_path)
-    io = model_io(tflite_path)
+    data = read_tflite(tflite_path if data is None else data)
+    tensors = model_tensors(data)
+    io = model_io(data)
     if len(io["inputs"]) != 1:
         raise ValueError(f"{tflite_path}: expected 1 input tensor, got {len(io['inputs'])}")
     inp = tensors[io["inputs"][0]]
@@ -93,7 +102,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         stride = H // h if h else None
     info = {
         "format_version": SIDECAR_VERSION,
-        "model_file": tflite_path.name,
+        "model_file": model_file or tflite_path.name,
+        "model_sha256": hashlib.sha256(data).hexdigest(),
         "variant": quantize,
         "target": target,
         "input": {**_tensor_entry(inp), "height": H, "width": W, "layout": "NHWC", "color": "RGB"},
@@ -119,7 +129,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             "skeleton": [list(e) for e in keypoint_set.skeleton],
             "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
         }
-    static = check_xnnpack_compat(tflite_path)
+    static = check_xnnpack_compat(data)
     info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes,
                               "not_delegated": static["not_delegated"]}
     if runtime_check:
@@ -130,6 +140,27 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         info["runtime"] = runtime
     if extra:
         info.update(extra)
+    return info
+
+
+def read_sidecar(tflite_path) -> dict | None:
+    """The sidecar beside `tflite_path` (None when there is none), checked against the model: a sidecar
+    whose `model_sha256` is not the file's (an export interrupted between its two renames, or
+    another model copied over) is a ModelFileError rather than a wrong input type or joint list."""
+    tflite_path = Path(tflite_path)
+    path = tflite_path.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not a JSON object")
+    digest = info.get("model_sha256")
+    if digest is not None and digest != hashlib.sha256(tflite_path.read_bytes()).hexdigest():
+        raise ModelFileError(f"{path} describes another model than {tflite_path} (model_sha256 differs): an export "
+                             "was interrupted between writing the two, or one was replaced; export again")
     return info
 
 

@@ -335,19 +335,24 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         report = check_edgetpu(data)
         if not report.ok:
             raise ValueError(f"model is not Edge TPU compatible:\n{report.summary()}")
+    # The pair is committed sidecar first, then the model: a kill between the two renames leaves the
+    # old model beside a sidecar whose model_sha256 names the new bytes (`read_sidecar` refuses the
+    # pair), never a new model beside an old sidecar that cannot know it is stale. The sidecar is built
+    # from `data` in memory (the runtime check runs the temporary file), never from the final file
+    # another export may be replacing.
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
-    if sidecar is not False and sidecar is not None:
-        from kdpose_tf.export.sidecar import make_sidecar
+        if sidecar is not False and sidecar is not None:
+            from kdpose_tf.export.sidecar import make_sidecar
 
-        extra = dict(sidecar) if isinstance(sidecar, dict) else {}
-        if equalized is not None:
-            extra.setdefault("activation_equalization", equalized)
-        if folded:
-            extra.setdefault("folded_batchnorms", folded)
-        info = make_sidecar(path, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
-                            extra=extra, xnnpack_fixes=fixes)
-        write_json(sidecar_path(path), info)
+            extra = dict(sidecar) if isinstance(sidecar, dict) else {}
+            if equalized is not None:
+                extra.setdefault("activation_equalization", equalized)
+            if folded:
+                extra.setdefault("folded_batchnorms", folded)
+            info = make_sidecar(tmp, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
+                                extra=extra, xnnpack_fixes=fixes, data=data, model_file=path.name)
+            write_json(sidecar_path(path), info)
     return path
 
 

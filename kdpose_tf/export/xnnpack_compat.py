@@ -66,7 +66,7 @@ import numpy as np
 
 from kdpose_tf.export.quant_graph import ACTIVATION_TYPES as _ACTIVATION_TYPES
 from kdpose_tf.export.quant_graph import QuantSubgraph
-from kdpose_tf.export.runner import model_ops, model_tensors
+from kdpose_tf.export.runner import model_ops, model_tensors, read_tflite
 from kdpose_tf.utils.io import write_bytes
 
 REQUANTIZATION_LIMIT = 256.0  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: refused when >= this
@@ -126,13 +126,9 @@ def _num_subgraphs(buf):
     return schema.Model.GetRootAs(buf, 0).SubgraphsLength()
 
 
-def _as_bytes(source):
-    return bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
-
-
 def _all_ops(source):
     """(subgraph index, its tensors, op) for every op of a .tflite path or bytes, in execution order."""
-    buf = _as_bytes(source)
+    buf = read_tflite(source)
     for sg in range(_num_subgraphs(buf)):
         tensors = model_tensors(buf, sg)
         for op in model_ops(buf, sg):
@@ -420,7 +416,7 @@ def fix_requantization_scales(source, max_rounds: int = 1000):
         scale)}. What could not be fixed stays in `find_requantization_issues(result)` (refused ops)
         and `find_delegation_issues(result)` (ADD / SUB / MUL left to the builtin kernels).
     """
-    buf = bytearray(_as_bytes(source))
+    buf = bytearray(read_tflite(source))
     fixes = []
     for sg in range(_num_subgraphs(buf)):
         fixes += _fix_subgraph(QuantSubgraph(buf, sg, SAME_PARAMS_OPS), sg, max_rounds)
