@@ -129,7 +129,7 @@ def read_buffy(root, on_bad_sample="raise"):
         for frame, sticks, line in parse_sticks_file(path):
             ann_id = f"{tag}/{frame}" if frame is not None else f"{tag}/line{line}"
             if isinstance(sticks, str):
-                checker.fail(sticks, "sticks", ann_id)
+                checker.fail(sticks, "sticks", ann_id, reason=sticks.split(": ", 1)[-1].split(", got")[0])
                 continue
             if not np.all(np.isfinite(sticks)):
                 checker.fail("contains NaN or inf", "sticks", ann_id)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kdpose_tf.data.sample import PoseSample
@@ -28,6 +29,19 @@ def _default_image_dir(path: Path) -> Path:
         if candidate.is_dir():
             return candidate
     return path.parent
+
+
+DUPLICATED_IMAGE_ID = "image id appears more than once in 'images'"
+
+
+def inside_folder(folder, name):
+    """`folder / name` when `name` is a relative path that stays inside `folder` (read lexically, so an
+    image linked from elsewhere is fine); None for an absolute name or one climbing out with '..'."""
+    if not isinstance(name, str) or not name or os.path.isabs(name):
+        return None
+    if os.path.normpath(name).split(os.sep)[0] in ("..", "."):
+        return None
+    return Path(folder) / name
 
 
 def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sample="raise", min_keypoints=1,
@@ -67,10 +81,15 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
     image_dir = Path(image_dir) if image_dir else _default_image_dir(path)
     checker = SampleChecker(path, ks.num_keypoints, on_bad_sample)
 
-    images = {}
+    images, duplicated = {}, set()
     for img in data["images"]:
         if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
             raise DataError(f"image entry needs 'id' and 'file_name', got {img!r:.120}", path=path, field="images")
+        if img["id"] in images:  # which file its annotations belong to is unknowable
+            if on_bad_sample == "raise":
+                raise DataError(f"image id {img['id']!r} appears more than once ({images[img['id']]['file_name']!r} "
+                                f"and {img['file_name']!r}); expected unique ids", path=path, field="images")
+            duplicated.add(img["id"])
         images[img["id"]] = img
 
     samples, missing_files = [], {}
@@ -86,6 +105,10 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
         if img is None:
             checker.fail(f"image_id {ann.get('image_id')!r} is not in 'images'", "image_id", ann_id)
             continue
+        if img["id"] in duplicated:
+            checker.fail(f"image id {img['id']!r} appears more than once in 'images'", "image_id", ann_id,
+                         reason=DUPLICATED_IMAGE_ID)
+            continue
         parsed = checker.keypoints(ann_id, ann.get("keypoints"))
         if parsed is None:
             continue
@@ -93,13 +116,18 @@ def read_coco(annotation_file, image_dir=None, keypoint_set="coco17", on_bad_sam
         if int((visibility > 0).sum()) < min_keypoints:
             checker.report.filter(f"fewer than {min_keypoints} labelled joints")
             continue
-        image_path = image_dir / img["file_name"]
+        image_path = inside_folder(image_dir, img["file_name"])
+        if image_path is None:
+            checker.fail(f"{img['file_name']!r} lies outside the image folder {image_dir}; expected a relative path inside it", "file_name",
+                         ann_id, reason="outside the image folder", example=img["file_name"])
+            continue
         if check_images:
             exists = missing_files.get(image_path)
             if exists is None:
                 exists = missing_files[image_path] = image_path.exists()
             if not exists:
-                checker.fail(f"image file {image_path} not found", "file_name", ann_id)
+                checker.fail(f"image file {image_path} not found", "file_name", ann_id,
+                             reason="image file not found", example=image_path.name)
                 continue
         size = (img["width"], img["height"]) if "width" in img and "height" in img else None
         checked = checker.check(ann_id, keypoints, visibility, ann.get("bbox"), size,

@@ -168,7 +168,7 @@ def load_dataset(spec, on_bad_sample="skip"):
             f"no such file or folder; a dataset is a COCO JSON file or folder, or 'KIND:PATH[:EXTRA]' with "
             f"KIND in {SPEC_KINDS}", path=spec)
     data.samples = _drop_unreadable_images(data.samples, on_bad_sample)
-    if isinstance(data.coco_gt, str) and data.samples.report.skipped.get(UNREADABLE):
+    if isinstance(data.coco_gt, str) and data.samples.report.skipped:  # skipped people are no misses in AP
         data.coco_gt = _restrict_coco_gt(data.coco_gt, {s.image_id for s in data.samples})
     return data
 
@@ -219,10 +219,11 @@ def _drop_unreadable_images(samples, on_bad_sample):
     kept = [s for s in samples if str(s.image_path) not in bad]
     for s in samples:
         if str(s.image_path) in bad:
-            report.skip(UNREADABLE, example=bad[str(s.image_path)])
+            report.skip(UNREADABLE, example=f"{Path(str(s.image_path)).name}: {bad[str(s.image_path)].message}")
     report.kept = len(kept)
     if not kept:
-        raise DataError(f"no usable samples: every image is unreadable\n{report}", path=report.source)
+        raise DataError(f"no usable samples, every image is unreadable: {report.skipped_summary()}",
+                        path=report.source)
     print(report)
     return SampleList(kept, report)
 

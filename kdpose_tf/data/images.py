@@ -4,6 +4,7 @@ Accepted: JPEG, PNG, BMP, WebP, TIFF as OpenCV decodes them; grayscale is expand
 alpha is dropped, 16-bit images are scaled to 8 bits. Rejected with a `DataError` naming the
 file: missing files, empty files, files that are not images, truncated JPEG/PNG files (checked
 by their end markers: OpenCV decodes a truncated JPEG silently, with grey rows at the bottom).
+`check_image_file` makes the same checks when a dataset is loaded.
 
 Example:
 >>> image = read_image("person.jpg")   # doctest: +SKIP
@@ -54,20 +55,26 @@ def _check_bytes(data: bytes, size: int, path) -> None:
     _check_complete(data, path)
 
 
-def check_image_file(path) -> None:
-    """Raise DataError for a missing, empty or truncated JPEG/PNG file, without decoding it.
+_NOT_DECODABLE = "not a decodable image (expected JPEG, PNG, BMP, WebP or TIFF)"
 
-    Reads the first and last KiB only, so a whole dataset can be checked when it is loaded (the
-    checks `read_image` makes on the bytes, minus decoding).
+
+def check_image_file(path) -> None:
+    """Raise DataError for a file `read_image` would refuse: missing, empty, truncated JPEG/PNG, or not
+    decodable (random bytes, a text file), so that a dataset is checked when it is loaded.
+
+    The decode is OpenCV's at 1/8 scale in grey (`IMREAD_REDUCED_GRAYSCALE_8`): the same decoder
+    reading the same entropy-coded data as `read_image`, without the full-size inverse DCT and
+    colour conversion. Measured on one core: LSPET (16 KB JPEGs) 0.42 ms per image against 0.82 ms
+    for a full decode, COCO (160 KB) 3.5 against 4.8 ms; the header and end-marker checks alone
+    cost 0.02 ms.
     """
     path = Path(path)
     with _read_errors(path):
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(16, size - 1024))
-            tail = f.read()
-    _check_bytes(head + tail, size, path)
+        data = path.read_bytes()
+    _check_bytes(data, len(data), path)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+    if image is None or image.size == 0:
+        raise DataError(_NOT_DECODABLE, path=path, field="image")
 
 
 def read_image(path) -> np.ndarray:
@@ -82,7 +89,7 @@ def read_image(path) -> np.ndarray:
     _check_bytes(data, len(data), path)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise DataError("not a decodable image (expected JPEG, PNG, BMP, WebP or TIFF)", path=path, field="image")
+        raise DataError(_NOT_DECODABLE, path=path, field="image")
     if image.size == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         raise DataError(f"image has zero size {image.shape}", path=path, field="image")
     if image.dtype == np.uint16:

@@ -91,7 +91,8 @@ def read_mpii_json(json_file, image_dir=None, on_bad_sample="raise"):
                 sizes[image_path] = None
         size = sizes[image_path]
         if size is None:
-            checker.fail(f"image file {image_path} not found or unreadable", "image", idx)
+            checker.fail(f"image file {image_path} not found or unreadable", "image", idx,
+                         reason="image file not found or unreadable", example=Path(name).name)
             continue
         checked = checker.check(idx, keypoints, visibility, bbox, size, box_field="center/scale")
         if checked is None:

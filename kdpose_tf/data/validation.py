@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from kdpose_tf.data.images import image_size
 from kdpose_tf.errors import DataError
 
 POLICIES = ("raise", "skip")
+VISIBILITY_FLAGS = (0, 1, 2)  # COCO: not labelled, labelled but hidden, labelled and visible
 
 
 def load_json(path):
@@ -55,9 +57,9 @@ class LoadReport:
     def skip(self, reason, example=None):
         self.skipped[reason] += 1
         if example is not None:
-            self.examples.setdefault(reason, [])
-            if len(self.examples[reason]) < 3:
-                self.examples[reason].append(example)
+            examples = self.examples.setdefault(reason, [])
+            if len(examples) < 3 and example not in examples:  # one image with several people is one example
+                examples.append(example)
 
     def repair(self, reason, count=1):
         self.repaired[reason] += count
@@ -65,6 +67,14 @@ class LoadReport:
     def filter(self, reason, count=1):
         """Count annotations left out by design (crowd regions, too few joints): never an error."""
         self.filtered[reason] += count
+
+    def skipped_summary(self) -> str:
+        """The skips on one line, grouped by reason with their count and first examples."""
+        def examples(reason):
+            names = ", ".join(str(e) for e in self.examples.get(reason, []))
+            return f" (e.g. {names})" if names else ""
+
+        return "; ".join(f"{n} {reason}{examples(reason)}" for reason, n in self.skipped.most_common())
 
     def __str__(self):
         lines = [f"{self.source}: kept {self.kept} samples, skipped {sum(self.skipped.values())}"]
@@ -120,11 +130,17 @@ class SampleChecker:
         self.report = LoadReport(self.path)
         self._seen_ids = set()
 
-    def fail(self, message, field_name, annotation_id):
-        """Raise under "raise"; under "skip" count the reason and return None."""
+    def fail(self, message, field_name, annotation_id, reason=None, example=None):
+        """Raise under "raise"; under "skip" count the reason and return None.
+
+        The report groups skips by `reason` (default: the field and the message up to its first
+        parenthesis), so a reason must not name the item: that goes in `example` (default the
+        annotation id), of which the report keeps the first few.
+        """
         if self.policy == "raise":
             raise DataError(message, path=self.path, field=field_name, annotation_id=annotation_id)
-        self.report.skip(f"{field_name}: {message.split(' (')[0]}", annotation_id)
+        reason = reason or message.split(' (')[0]
+        self.report.skip(f"{field_name}: {reason}", annotation_id if example is None else example)
         return None
 
     def image_size(self, image_path, annotation_id):
@@ -132,7 +148,8 @@ class SampleChecker:
         try:
             return image_size(image_path)
         except DataError as e:
-            return self.fail(f"image file {image_path}: {e}", "image", annotation_id)
+            return self.fail(f"image file {image_path}: {e}", "image", annotation_id,
+                             reason=e.message.split(" (")[0], example=Path(str(image_path)).name)
 
     def keypoints(self, annotation_id, raw, field_name="keypoints", stride=3):
         """Parse a flat [x, y, v]*K (stride 3) or [x, y]*K (stride 2) list into (K,2), (K,)."""
@@ -149,6 +166,11 @@ class SampleChecker:
         vis = arr[:, 2] if stride == 3 else np.full(self.num_keypoints, 2.0)
         if not np.all(np.isfinite(arr)):
             return self.fail("contains NaN or inf", field_name, annotation_id)
+        odd = ~np.isin(vis, VISIBILITY_FLAGS)
+        if odd.any():
+            j = int(np.flatnonzero(odd)[0])
+            return self.fail(f"visibility flags must be 0, 1 or 2 (joint {j} has {vis[j]:g})", field_name,
+                             annotation_id)
         return arr[:, :2], vis
 
     def check(self, annotation_id, keypoints, visibility, bbox, image_size=None, box_field="bbox",
@@ -205,7 +227,10 @@ class SampleChecker:
         """
         self.report.kept = len(samples)
         if not samples and raise_if_empty:
-            raise DataError(f"no usable samples ({sum(self.report.skipped.values())} skipped)\n{self.report}",
+            detail = (self.report.skipped_summary()
+                      or "; ".join(f"{n} left out: {reason}" for reason, n in self.report.filtered.most_common())
+                      or "no person in the file")
+            raise DataError(f"no usable samples, {sum(self.report.skipped.values())} skipped: {detail}",
                             path=self.path)
         if verbose and (self.report.skipped or self.report.repaired):
             print(self.report)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.errors import DataError
 from kdpose_tf.keypoints import COCO17, get_keypoint_set
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -146,6 +147,7 @@ def load_coco_gt(gt):
 
     if isinstance(gt, COCO):
         return gt
+    path = None
     if isinstance(gt, (str, Path)):
         path = Path(gt)
         if not path.is_file():
@@ -157,6 +159,9 @@ def load_coco_gt(gt):
             "ground truth must be a COCO keypoints JSON path, a dict with 'images' and 'annotations', "
             f"or a pycocotools COCO; got {type(gt).__name__}"
         )
+    if not isinstance(gt.get("categories"), list) or not gt["categories"]:
+        raise DataError("no 'categories' list: OKS AP needs the person category its annotations name; add it "
+                        "or score with PCK only (--metrics pck)", path=path, field="categories")
     coco = COCO()
     coco.dataset = copy.deepcopy(gt)
     with contextlib.redirect_stdout(io.StringIO()):
