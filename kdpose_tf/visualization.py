@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -82,10 +83,17 @@ def draw_keypoints(image, keypoints, scores=None, keypoint_set="coco17", thresho
     return canvas
 
 
-def save_png(path, image):
-    """Write an RGB (H, W, 3) or grey (H, W) uint8 image as PNG, atomically. Returns the path."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def save_image(path, image):
+    """Write an RGB (H, W, 3) or grey (H, W) uint8 image, atomically, in the format its suffix names
+    (`IMAGE_SUFFIXES`; JPEG at quality 95). Another suffix is a ValueError. Returns the path."""
     import cv2
 
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"{path}: unknown image extension {suffix or '(none)'!r}; expected one of {IMAGE_SUFFIXES}")
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 3:
         img = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
@@ -93,12 +101,20 @@ def save_png(path, image):
         img = np.clip(img, 0, 255).astype(np.uint8)
     else:
         raise ValueError(f"image must be (H, W, 3) RGB or (H, W) grey, got shape {img.shape}")
-    ok, buf = cv2.imencode(".png", img)
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, img, params)
     if not ok:
-        raise ValueError(f"could not encode an image of shape {img.shape} as PNG")
+        raise ValueError(f"could not encode an image of shape {img.shape} as {suffix}")
     from kdpose_tf.utils.io import write_bytes
 
     return write_bytes(path, buf.tobytes())
+
+
+def save_png(path, image):
+    """Write an RGB (H, W, 3) or grey (H, W) uint8 image as PNG, atomically (`save_image`). Returns the path."""
+    if Path(path).suffix.lower() != ".png":
+        raise ValueError(f"{path}: save_png writes PNG; give a .png path (save_image writes other formats)")
+    return save_image(path, image)
 
 
 def _history_dict(history):

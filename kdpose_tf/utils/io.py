@@ -7,8 +7,10 @@ crash leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +24,7 @@ def atomic_path(path, suffix=None):
     The temporary keeps the target's suffix so writers that check extensions work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path)
     suffix = "".join(path.suffixes) if suffix is None else suffix  # keeps ".weights.h5" whole
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:len(path.name) - len(suffix)]}.", suffix=".tmp" + suffix,
                                dir=path.parent)
@@ -36,11 +38,25 @@ def atomic_path(path, suffix=None):
             os.replace(tmp, path)
         else:
             os.replace(tmp, path)
+    except OSError as e:  # a full disk or a write error names the file being written, not its temporary
+        if e.filename not in (None, tmp):
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _make_parent(path):
+    """Create `path`'s folder; a file in the way is NotADirectoryError naming it (mkdir says "File exists")."""
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder, cannot write inside it", str(parent))
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_bytes(path, data: bytes):
@@ -77,12 +93,24 @@ def write_json(path, obj, indent=2):
     return write_text(path, json.dumps(jsonable(obj), indent=indent, sort_keys=False) + "\n")
 
 
+def _new_dir(parent, prefix):
+    """A new, empty directory `parent/<prefix><random>.tmp` made with the umask's permissions
+    (`tempfile.mkdtemp` makes 0700: a preset directory would stay private to its writer)."""
+    while True:
+        tmp = Path(parent) / f"{prefix}{secrets.token_hex(6)}.tmp"
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def atomic_dir(path):
     """Yield a temporary directory beside `path`; on success replace `path` with it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _make_parent(path)
+    tmp = _new_dir(path.parent, f".{path.name}.")
     try:
         yield tmp
         if path.exists():
