@@ -45,6 +45,7 @@ import tensorflow as tf
 
 from kdpose_tf.errors import PresetError
 from kdpose_tf.models.pose_estimator import PoseEstimator
+from kdpose_tf.models.preset_utils import load_keras_file
 
 
 def load_teacher(source, compile=False):
@@ -69,7 +70,7 @@ def load_teacher(source, compile=False):
                 raise FileNotFoundError(f"Teacher file {path} does not exist (expected a saved .keras model).")
             import kdpose_tf.distillation.feature  # noqa: F401  (registers kdpose_tf objects)
 
-            model = keras.saving.load_model(path, compile=compile)
+            model = load_keras_file(path, compile=compile)
         else:
             model = _from_preset(str(source))
     else:

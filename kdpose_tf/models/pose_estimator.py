@@ -6,7 +6,6 @@ hourglass, ECCV 2016): a person crop goes in, K heatmaps at 1/4 resolution come 
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import keras
@@ -288,6 +287,6 @@ def _serialize_codec(codec):
     }
 
 
-def _deserialize_codec(spec):
-    cls = getattr(importlib.import_module(spec["module"]), spec["class_name"])
-    return cls.from_config(spec["config"])
+def _deserialize_codec(spec, where="codec"):
+    module = preset_utils.import_allowed_module(spec["module"], where, spec["class_name"])
+    return getattr(module, spec["class_name"]).from_config(spec["config"])
