@@ -41,6 +41,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.models.hrnet.hrnet_backbone",
     "kdpose_tf.models.hrnet.hrnet_layers",
     "kdpose_tf.models.hrnet.hrnet_presets",
+    "kdpose_tf.models.layers.bias",
     "kdpose_tf.models.layers.inverted_residual",
     "kdpose_tf.models.layers.norm",
     "kdpose_tf.models.layers.pooling",

@@ -8,11 +8,15 @@ a_k is a scalar,
 
     BN(sum_k a_k conv(x, W_k)) = sum_k a_k conv(x, W_k * s) + (beta - mean * s),  s = gamma / sqrt(var + eps)
 
-exactly (per output channel s). `fold_kernel_sum_batchnorm` moves s into each kernel and leaves the BN
-an identity scale (gamma 1, mean 0, variance 1 - eps, beta the shift), which the converter drops: one
-full-size MUL less per dynamic convolution (62 in the proposal student). The float model computes the
-same function (up to float rounding); `export_tflite` applies it to a copy of the weights and restores
-them after conversion, like activation equalization (the model you trained is left as it was).
+exactly (per output channel s). `fold_kernel_sum_batchnorm` moves s into each kernel and returns the
+export graph: a clone of the model that shares every layer but the folded BNs, each of which is a
+`BiasAdd` of its shift there, so the converted graph has an ADD and no MUL in its place: one full-size
+MUL less per dynamic convolution (62 in the proposal student). That is structural, not a rounding
+outcome: a BN with unit statistics left in the graph would still multiply by ``rsqrt(var + eps)``,
+which is exactly 1.0 or not depending on the CPU's kernels (on AVX-512 Xeons it is not, and the
+converter kept the MUL). The model passed in is changed in place as well (kernels scaled, each BN left
+computing its shift alone), so it computes the same function up to float rounding; `export_tflite`
+converts the clone and restores the weights afterwards (the model you trained is left as it was).
 
 Example:
 >>> import numpy as np, keras
@@ -23,12 +27,17 @@ Example:
 >>> bn.set_weights([np.full(8, 2.0), np.full(8, 0.5), np.full(8, -1.0), np.full(8, 0.25)])  # scale 4, shift 4.5
 >>> images = np.random.RandomState(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
 >>> before = model.predict(images, verbose=0)
->>> [f["batchnorm"] for f in fold_kernel_sum_batchnorm(model)]
+>>> folded, report = fold_kernel_sum_batchnorm(model)
+>>> [f["batchnorm"] for f in report]
 ['d_bn']
->>> bool(np.allclose(before, model.predict(images, verbose=0), rtol=1e-5, atol=1e-4))
+>>> type(folded.get_layer("d_bn")).__name__, round(float(folded.get_layer("d_bn").bias.numpy()[0]), 3)
+('BiasAdd', 4.5)
+>>> folded.get_layer("d_kernel0") is model.get_layer("d_kernel0")   # every other layer is shared
 True
->>> float(bn.gamma.numpy()[0]), round(float(bn.beta.numpy()[0]), 3)   # the scale moved into the kernels
-(1.0, 4.5)
+>>> bool(np.allclose(before, folded.predict(images, verbose=0), rtol=1e-5, atol=1e-4))
+True
+>>> bool(np.allclose(before, model.predict(images, verbose=0), rtol=1e-5, atol=1e-4))   # in place too
+True
 """
 
 from __future__ import annotations
@@ -38,19 +47,9 @@ import numpy as np
 
 from kdpose_tf.export.equalization import scale_output_channels
 from kdpose_tf.models.graph import functional_graphs, graph_nodes, tensor_readers
+from kdpose_tf.models.layers.bias import BiasAdd
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-
-
-def _identity_variance(epsilon):
-    """The float32 v closest to 1 - epsilon with v + epsilon == 1 exactly (so rsqrt gives exactly 1)."""
-    eps = np.float32(epsilon)
-    v = np.float32(1) - eps
-    for _ in range(64):
-        if np.float32(v + eps) == np.float32(1):
-            return v
-        v = np.nextafter(v, np.float32(2) if np.float32(v + eps) < 1 else np.float32(0), dtype=np.float32)
-    raise ValueError(f"no float32 variance v with v + {epsilon} == 1")
 
 
 def _producer(tensor):
@@ -128,27 +127,57 @@ def batchnorm_affine(bn):
 
 
 def fold_kernel_sum_batchnorm(model, found=None):
-    """Fold each BN found by `find_kernel_sums` into its kernels (weights changed in place).
+    """Fold each BN found by `find_kernel_sums` into its kernels and build the export graph without it.
+
+    The kernels are scaled in place and each folded BN is left computing its shift alone (gamma 1,
+    variance 1 - eps; the shift in beta, or as -mean when the BN has no beta), so `model` computes the
+    same function up to float rounding. The returned clone shares every other layer (and so the
+    scaled kernels) with `model`; in it each folded BN is a `BiasAdd` of its shift under the BN's name,
+    an exact ADD whatever the CPU. Nested functional models are cloned too (`keras.models.clone_model`,
+    recursive).
 
     Args:
-        model: the model (searched with `find_kernel_sums` unless `found` is given).
+        model: a functional model (searched with `find_kernel_sums` unless `found` is given).
         found: `find_kernel_sums(model)`'s result, when the caller has it already.
 
     Returns:
-        [{"batchnorm": name, "kernels": [conv names]}] of what was folded.
+        (export model, [{"batchnorm": name, "kernels": [conv names]}] of the BNs it no longer has).
+        With nothing to fold: (`model` itself, []).
+
+    Raises:
+        RuntimeError: when a folded BN is still in the clone (the clone would not compute `model`'s function).
     """
-    report = []
-    for bn, convs in find_kernel_sums(model) if found is None else found:
-        if not bn.center and np.any(bn.moving_mean.numpy() != 0):  # the shift needs a beta to live in
-            continue
+    found = find_kernel_sums(model) if found is None else found
+    shifts = {}
+    for bn, convs in found:
         s, shift = batchnorm_affine(bn)
         for conv in convs:
             scale_output_channels(conv, s)
-        if bn.center:
-            bn.beta.assign(shift)
         if bn.scale:
             bn.gamma.assign(np.ones_like(s))
-        bn.moving_mean.assign(np.zeros_like(s))
-        bn.moving_variance.assign(np.full_like(s, _identity_variance(bn.epsilon)))
-        report.append({"batchnorm": bn.name, "kernels": [conv.name for conv in convs]})
-    return report
+        if bn.center:
+            bn.beta.assign(shift)
+            bn.moving_mean.assign(np.zeros_like(s))
+        else:
+            bn.moving_mean.assign(-shift)  # (x - (-shift)) * 1
+        bn.moving_variance.assign(np.full_like(s, np.float32(1) - np.float32(bn.epsilon)))
+        shifts[id(bn)] = shift
+    if not found:
+        return model, []
+    replaced = []
+
+    def clone_layer(layer):
+        if id(layer) not in shifts:
+            return layer
+        bias = BiasAdd(name=layer.name, dtype=layer.dtype_policy)
+        bias.build((None, int(shifts[id(layer)].shape[0])))
+        bias.bias.assign(shifts[id(layer)])
+        replaced.append(layer)
+        return bias
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    left = [layer.name for graph in functional_graphs(clone) for layer in graph.layers if id(layer) in shifts]
+    if left or len(replaced) != len(found):
+        raise RuntimeError(f"fold_kernel_sum_batchnorm: the export clone of {model.name} still holds "
+                           f"BatchNormalization {left or [bn.name for bn, _ in found]}")
+    return clone, [{"batchnorm": bn.name, "kernels": [conv.name for conv in convs]} for bn, convs in found]

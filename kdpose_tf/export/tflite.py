@@ -276,10 +276,11 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             shuffle and concat (exact, cheap; large gains on unbalanced layers, small on trained nets:
             distilled PP-TinyPose student int8 heatmap error -6 %, our BatchNorm students unchanged);
             "all": channels read by any conv; False: off. The sidecar records it
-            (`activation_equalization`). Before that, every variant but "int8-qat" folds the
-            BatchNormalization after a dynamic-kernel sum (Dite-HRNet) into its kernels
-            (`kdpose_tf.export.bn_folding`, exact; sidecar `folded_batchnorms`), and the weights are
-            restored after conversion.
+            (`activation_equalization`). After that, every variant but "int8-qat" folds the
+            BatchNormalization after a dynamic-kernel sum (Dite-HRNet) into its kernels and converts
+            a clone in which each such BN is an exact bias add (`kdpose_tf.export.bn_folding`;
+            sidecar `folded_batchnorms`: how many left the graph); the weights are restored after
+            conversion.
 
     Returns:
         Path of the written model. `export_info(path)` gives ops, versions and tensor types.
@@ -313,15 +314,16 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     saved = model.get_weights() if sums or equalizing else None  # the caller's weights, restored below
     equalized = folded = None
     try:
-        if sums:
-            folded = len(fold_kernel_sum_batchnorm(flat, sums))
-        if equalizing:
+        if equalizing:  # before the fold: a folded BN's equalization scale then lands in its kernels too
             from kdpose_tf.export.equalization import equalize_activations
 
             crops = np.concatenate(_calibration_samples(representative_data, _input_hw(flat, input_size), num_calibration))
             pairs = equalize_activations(flat, crops[:64], dense=equalize == "all")
             equalized = {"pairs": len(pairs), "dense": equalize == "all", "max_scale": max((p["max_scale"] for p in pairs), default=1.0)}
             representative_data = crops
+        if sums:  # the export graph: each folded BN is a BiasAdd there, the other layers are flat's own
+            flat, report = fold_kernel_sum_batchnorm(flat, sums)
+            folded = len(report)
         data = convert_to_tflite(flat, quantize, representative_data, num_calibration, io_dtype, input_size)
     finally:
         if saved is not None:
