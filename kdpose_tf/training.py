@@ -7,7 +7,7 @@ drives the distillation schedules), epoch number, learning curves and data order
 
 What is saved after every epoch, atomically, in `run_dir`:
     checkpoint.weights.h5   model weights + optimizer variables (Keras `save_weights`)
-    state.json              {"epoch", "history", "seed", "steps_per_epoch", ...}
+    state.json              {"epoch", "history", "seed", "steps_per_epoch", "identity", ...}
 The data order of epoch e is a permutation drawn from `seed + e`, so a resumed run sees
 the same samples in the same order as an uninterrupted one; augmentation noise differs.
 
@@ -46,6 +46,7 @@ A new process (here a fresh model) asked for 4 epochs resumes at epoch 3, optimi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -53,6 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdpose_tf.errors import RunDirError
 from kdpose_tf.utils import io
 
 CHECKPOINT_NAME = "checkpoint.weights.h5"
@@ -97,11 +99,40 @@ def read_run_state(run_dir) -> dict | None:
         return None
     try:
         state = json.loads(state_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{state_path}: corrupt run state ({e}); delete the run directory to start over") from e
-    if not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), dict):
-        raise ValueError(f"{state_path}: expected keys 'epoch' (int) and 'history' (dict), got {sorted(state)}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{state_path}: corrupt run state ({e}); {_START_FRESH.format(run_dir=run_dir)}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or \
+            not isinstance(state.get("history"), dict):
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise RunDirError(f"{state_path}: expected keys 'epoch' (int) and 'history' (dict), got {keys}; "
+                          + _START_FRESH.format(run_dir=run_dir))
     return state
+
+
+_START_FRESH = "to start fresh, give another run directory (--run-dir) or delete {run_dir}"
+
+
+def samples_fingerprint(samples) -> str:
+    """A short hash of what training reads from `samples`: image file names, boxes, joints and flags.
+
+    File names rather than paths, so the same data read from another folder is the same run.
+    """
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(Path(str(s.image_path)).name.encode())
+        for array in (s.bbox, s.keypoints, s.visibility):
+            h.update(np.ascontiguousarray(array, np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_run_identity(run_dir, saved, identity):
+    """Raise RunDirError, saying what differs, when the `identity` of a run is not the one (`saved`)
+    its run directory was started with."""
+    differences = [f"{key} {saved.get(key)!r} there, {identity.get(key)!r} now"
+                   for key in sorted(set(saved) | set(identity)) if saved.get(key) != identity.get(key)]
+    if differences:
+        raise RunDirError(f"{run_dir} holds another run ({'; '.join(differences)}): it is not resumed; "
+                          + _START_FRESH.format(run_dir=run_dir))
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -156,6 +187,7 @@ def fit_resumable(
     verbose="auto",
     steps_per_epoch=None,
     dataset_fn=None,
+    run_identity=None,
 ):
     """Train a compiled `model` (PoseEstimator or Distiller) with resume-after-kill.
 
@@ -174,6 +206,10 @@ def fit_resumable(
         callbacks: extra Keras callbacks.
         steps_per_epoch: default len(train_samples) // batch_size (at least 1).
         dataset_fn: override of `kdpose_tf.data.pipeline.make_dataset` (tests, caching).
+        run_identity: JSON-serialisable dict of what else defines the run (model, data spec, learning
+            rate, ...; the command line passes its arguments). Saved in state.json with the seed,
+            batch size, steps per epoch, sample count and `samples_fingerprint`; a run directory
+            started with another identity is not resumed (RunDirError saying what differs).
 
     Returns:
         dict of learning curves over all epochs, the resumed ones included.
@@ -182,6 +218,8 @@ def fit_resumable(
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not train_samples:
         raise ValueError("train_samples is empty: nothing to train on")
     dataset_fn = dataset_fn or make_dataset
@@ -189,18 +227,26 @@ def fit_resumable(
     run_dir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = steps_per_epoch or max(1, len(train_samples) // batch_size)
 
+    identity = json.loads(json.dumps(io.jsonable({
+        **(run_identity or {}), "seed": seed, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+        "num_samples": len(train_samples), "data_fingerprint": samples_fingerprint(train_samples)})))
     state = read_run_state(run_dir)
     first_epoch, history = 0, {}
     if state is not None:
         first_epoch, history = state["epoch"], state["history"]
-        if state.get("steps_per_epoch") not in (None, steps_per_epoch) or state.get("seed") not in (None, seed):
-            raise ValueError(
-                f"{run_dir}: the saved run used steps_per_epoch={state.get('steps_per_epoch')}, "
-                f"seed={state.get('seed')}; this call asks for {steps_per_epoch}, {seed}. "
-                "Use the same settings to resume, or another run directory."
-            )
+        saved = state.get("identity")
+        if saved is None:  # written before identities were recorded: its seed and steps per epoch only
+            saved = {k: state[k] for k in ("seed", "steps_per_epoch") if state.get(k) is not None}
+            check_run_identity(run_dir, saved, {k: identity[k] for k in saved})
+        else:
+            check_run_identity(run_dir, saved, identity)
         _build_for_restore(model, train_samples[:1], codec, keypoint_set, dataset_fn)
-        model.load_weights(str(run_dir / CHECKPOINT_NAME))
+        try:
+            model.load_weights(str(run_dir / CHECKPOINT_NAME))
+        except (OSError, ValueError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunDirError(f"{run_dir / CHECKPOINT_NAME}: cannot restore this checkpoint ({first}); "
+                              + _START_FRESH.format(run_dir=run_dir)) from None
         if first_epoch >= epochs:
             return history
 
@@ -213,7 +259,8 @@ def fit_resumable(
     if val_samples:
         val_ds = dataset_fn(val_samples, codec, keypoint_set, batch_size=batch_size, training=False, shuffle=False)
     checkpoint = ResumableCheckpoint(
-        run_dir, history, extra_state={"seed": seed, "steps_per_epoch": steps_per_epoch, "epochs": epochs}
+        run_dir, history,
+        extra_state={"seed": seed, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "identity": identity},
     )
     model.fit(
         train_ds,

@@ -28,6 +28,28 @@ def parse_size(text: str) -> tuple:
     return tuple(parts)
 
 
+def positive_int(text: str) -> int:
+    """An argument that counts something (epochs, batch size): an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argument such as the learning rate: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def load_data(spec: str, on_bad_sample: str = "skip", option: str = "--data"):
     """Read a data argument through the library's one loader, `kdpose_tf.data.datasets.load_dataset`.
 
@@ -73,10 +95,9 @@ def load_model(spec: str, **overrides):
     `overrides` (keypoint_set, num_keypoints, input_size) apply to catalogue names only: a
     `.keras` file or preset directory is a trained model and keeps its own.
     """
-    import keras
-
     from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
     from kdpose_tf.models.pose_estimator import PoseEstimator
+    from kdpose_tf.models.preset_utils import load_keras_file
 
     path = Path(spec)
     if is_pretrained_source(spec):
@@ -84,7 +105,7 @@ def load_model(spec: str, **overrides):
     if path.suffix == ".keras":
         if not path.exists():
             raise CLIError(f"model file {path} does not exist")
-        return keras.saving.load_model(str(path), compile=False)
+        return load_keras_file(path)
     if path.is_dir():  # a trained preset: its own keypoint set and size (overrides would break its weights)
         return PoseEstimator.from_preset(str(path))
     if spec.endswith(".tflite"):
@@ -128,11 +149,28 @@ def model_input_size(model) -> tuple:
     return int(shape[1]), int(shape[2])
 
 
+def _interrupted(args) -> str:
+    """What Ctrl-C left behind, for the one line the command prints."""
+    if args.command in ("train", "distill"):
+        where = f" in {args.run_dir}" if getattr(args, "run_dir", None) else ""
+        return (f"interrupted; every finished epoch is saved{where}: rerunning the same command resumes from the "
+                "last one")
+    return "interrupted; no file was replaced (files are written under temporary names): rerun the same command"
+
+
 def run_command(fn, args) -> int:
-    """Run a command; user-facing errors print one clear line and exit 2."""
+    """Run a command: every expected failure prints one line (`kdpose <command>: error: ...`) and exits 2,
+    Ctrl-C one line saying how to go on (exit 130), never a traceback."""
     try:
         result = fn(args)
+    except KeyboardInterrupt:
+        print(f"kdpose {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return 130
     except (KdposeError, FileNotFoundError, argparse.ArgumentTypeError) as e:
         print(f"kdpose {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full output folder, a permission: the file and the system's reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"kdpose {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     return 0 if result is None else int(result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kdpose_tf.cli.common import CLIError, data_summary, load_data, load_model
@@ -36,10 +35,9 @@ def load_predictor(spec: str, keypoint_set=None):
             return (*teacher_evaluation([teacher], keypoint_set or teacher.keypoint_set), own)
         shape = runner.input_details["shape"]
         size = (int(shape[1]), int(shape[2]))
-        sidecar = Path(spec).with_suffix(".json")
-        keypoint_set = None
-        if sidecar.exists():
-            keypoint_set = (json.loads(sidecar.read_text()).get("keypoints") or {}).get("set")
+        from kdpose_tf.export.sidecar import read_sidecar
+
+        keypoint_set = ((read_sidecar(spec) or {}).get("keypoints") or {}).get("set")
         out = runner.output_details["shape"] if hasattr(runner, "output_details") else None
         heatmap_size = (int(out[1]), int(out[2])) if out is not None else None
         return runner, size, HeatmapCodec(input_size=size, heatmap_size=heatmap_size), keypoint_set
@@ -67,18 +65,24 @@ def run_evaluate(args):
     from kdpose_tf.evaluation import evaluate
     from kdpose_tf.utils import io
 
+    requested = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else None
+    unknown = set(requested or ()) - {"pck", "pckh", "coco"}
+    if unknown:
+        raise CLIError(f"--metrics accepts pck, pckh, coco; got {sorted(unknown)}")
     data = load_data(args.data, on_bad_sample=args.on_bad_sample)
     samples, keypoint_set = data.samples, data.keypoint_set
+    metrics = requested or default_metrics(keypoint_set)
+    coco_gt = data.coco_gt
+    if "coco" in metrics and coco_gt is not None:  # read and checked before the inference, not after it
+        from kdpose_tf.metrics.coco import load_coco_gt
+
+        coco_gt = load_coco_gt(coco_gt)
     predict_fn, size, codec, model_keypoints = load_predictor(args.model, keypoint_set)
     if model_keypoints is not None and model_keypoints != keypoint_set.name:
         raise CLIError(f"--model {args.model} predicts {model_keypoints} joints but --data {args.data} is "
                        f"labelled with {keypoint_set.name}; evaluate on data with the model's joints")
-    metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else default_metrics(keypoint_set)
-    unknown = set(metrics) - {"pck", "pckh", "coco"}
-    if unknown:
-        raise CLIError(f"--metrics accepts pck, pckh, coco; got {sorted(unknown)}")
     results = evaluate(predict_fn, samples, size, codec, keypoint_set, metrics=metrics,
-                       flip_test=args.flip_test, coco_gt=data.coco_gt)
+                       flip_test=args.flip_test, coco_gt=coco_gt)
     print(f"{args.model} on {len(samples)} people of {args.data}" + (" (flip test)" if args.flip_test else ""))
     if "pck" in results:
         print(f"  PCK: {results['pck']['protocol_description']}")

@@ -25,7 +25,7 @@ import argparse
 import sys
 
 from kdpose_tf.cli import demo, evaluate, export, info, train
-from kdpose_tf.cli.common import parse_size, run_command
+from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
 from kdpose_tf.training import STRATEGIES
 from kdpose_tf.utils import native_logs
 from kdpose_tf.version import __version__
@@ -42,9 +42,9 @@ def _add_data(p, required=True, name="--data"):
 
 def _add_training(p):
     p.add_argument("--input-size", type=parse_size, default=None, help="HxW crop size, e.g. 256x192")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
+    p.add_argument("--epochs", type=positive_int, default=20)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (cosine decay)")
     p.add_argument("--val-data", default=None, help="optional validation data (same forms as --data)")
     p.add_argument("--run-dir", default=None, help="checkpoints and curves; an interrupted run there resumes")
     p.add_argument("--output", default=None, help="write the trained model to this .keras file")
@@ -110,11 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input/output type of int8 models (default uint8: camera pixels)")
     p.add_argument("--target", choices=("cpu", "edgetpu"), default="cpu")
     _add_data(p, required=False, name="--calibration-data")
-    p.add_argument("--num-calibration", type=int, default=300, help="representative crops for int8")
+    p.add_argument("--num-calibration", type=positive_int, default=300, help="representative crops for int8")
     p.add_argument("--equalize", choices=("depthwise", "all", "none"), default="depthwise",
                    help="int8: per-channel rescaling between convolutions before calibration, exact in float "
                         "(default depthwise: pairs feeding a depthwise conv; all: every conv pair)")
-    p.add_argument("--qat-epochs", type=int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
+    p.add_argument("--qat-epochs", type=positive_int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
 
     p = sub.add_parser("import", help="a pretrained OpenVINO / ONNX pose model as a trainable Keras model")
     p.add_argument("model", help="pp_tinypose_128x96 | pp_tinypose_256x192 (presets), a folder with teacher.json, "
@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
     p.add_argument("--image", required=True)
     p.add_argument("--box", default=None, help="person box x,y,w,h in pixels (default: the whole image)")
-    p.add_argument("--output", default=None, help="PNG to write (default: <image>_pose.png)")
+    p.add_argument("--output", default=None, help="image to write, in the format its extension names (.png, .jpg, ...; "
+                                                  "default: <image>_pose.png); never the input image")
     p.add_argument("--flip-test", action="store_true")
     p.add_argument("--threshold", type=float, default=0.2, help="minimum joint score to draw")
 

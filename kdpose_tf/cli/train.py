@@ -24,6 +24,29 @@ def _training_data(args):
     return data.samples, data.keypoint_set, val
 
 
+# Arguments that do not change what a run trains: where it writes, and how the work is spread.
+_NOT_IDENTITY = ("run_dir", "output", "preset_out", "distribute")
+
+
+def run_identity(args) -> dict:
+    """What a `kdpose train` / `distill` run was started with (its other arguments: model, data, batch
+    size, epochs, lr, seed, method, teacher, input size, ...). `fit_resumable` records it in the run
+    directory and refuses to resume a run directory started with another."""
+    from kdpose_tf.utils.io import jsonable
+
+    return jsonable({k: v for k, v in sorted(vars(args).items()) if k not in _NOT_IDENTITY})
+
+
+def default_run_dir(args, name) -> str:
+    """runs/<name>_<hash of the run identity>: the same command resumes its own run, another one
+    never shares it."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(run_identity(args), sort_keys=True).encode()).hexdigest()[:10]
+    return str(Path("runs") / f"{name}_{digest}")
+
+
 def _codec_for(model, input_size):
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
 
@@ -55,8 +78,8 @@ def _finish(args, model, history, extra_metadata=None):
 def run_train(args):
     from kdpose_tf.training import fit_resumable, make_optimizer
 
+    args.run_dir = args.run_dir or default_run_dir(args, "train_" + Path(args.model).stem)
     samples, keypoint_set, val = _training_data(args)
-    args.run_dir = args.run_dir or str(Path("runs") / ("train_" + Path(args.model).stem))
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
     with strategy.scope():
@@ -65,7 +88,7 @@ def run_train(args):
     codec = _codec_for(model, model_input_size(model))
     history = fit_resumable(
         model, samples, codec, keypoint_set, args.run_dir, epochs=args.epochs, batch_size=args.batch_size,
-        val_samples=val, augment=_augment(args), seed=args.seed,
+        val_samples=val, augment=_augment(args), seed=args.seed, run_identity=run_identity(args),
     )
     _finish(args, model, history, {"training_data": args.data, "epochs": args.epochs})
 
@@ -103,8 +126,8 @@ def run_distill(args):
 
     if bool(args.teacher_feature) != bool(args.student_feature):
         raise CLIError("feature distillation needs both --teacher-feature and --student-feature")
+    args.run_dir = args.run_dir or default_run_dir(args, f"distill_{args.method}_{Path(args.student).stem}")
     samples, keypoint_set, val = _training_data(args)
-    args.run_dir = args.run_dir or str(Path("runs") / f"distill_{args.method}_{Path(args.student).stem}")
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
     pretrained = pretrained_teachers(args.teacher)
@@ -129,7 +152,8 @@ def run_distill(args):
             overrides.setdefault("input_size", model_input_size(teacher))   # unless --input-size says otherwise
         student = load_model(args.student, **overrides)
     codec = _codec_for(student, model_input_size(student))
-    common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed)
+    common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed,
+                  run_identity=run_identity(args))
     if args.method == "dwpose":
         from kdpose_tf.distillation import dwpose
 
