@@ -104,7 +104,7 @@ def measure(name, crops_for, calibration):
     t0 = time.perf_counter()
     model = build(name, input_size=size)
     trained_like(model)  # the trained graph's ops: a fresh BN's zero shift is dropped by the converter
-    fold_kernel_sum_batchnorm(single_output_model(model))  # as export_tflite does before converting
+    model, _ = fold_kernel_sum_batchnorm(single_output_model(model))  # the graph export_tflite converts
     crops = crops_for(size, calibration)
     row = {"preset": name, "input": f"{size[0]}x{size[1]}", "params": int(model.count_params())}
     with tempfile.TemporaryDirectory() as tmp:
