@@ -58,6 +58,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.models.students",
     "kdpose_tf.models.summary",
     "kdpose_tf.training",
+    "kdpose_tf.tracking",
     "kdpose_tf.utils.args",
     "kdpose_tf.utils.io",
     "kdpose_tf.utils.native_logs",

@@ -6,7 +6,7 @@
     kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
     kdpose import     a pretrained pose model from OpenVINO / ONNX (e.g. pp_tinypose_128x96) as a trainable Keras model
     kdpose soup       average the weights of several trained seeds of one model (model soup)
-    kdpose predict    draw predicted keypoints on an image (PNG)
+    kdpose predict    skeletons on a photo, a folder or a video: people detected, COCO JSON
     kdpose demo       the whole workflow on a synthetic (or given) dataset, with a report
     kdpose summary    parameters and FLOPs of a model
     kdpose presets    the built-in preset catalogue
@@ -25,6 +25,7 @@ import argparse
 import sys
 
 from kdpose_tf.cli import demo, evaluate, export, info, train
+from kdpose_tf.cli import predict
 from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
 from kdpose_tf.training import STRATEGIES
 from kdpose_tf.utils import native_logs
@@ -128,14 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="a .keras file to write")
     p.add_argument("--preset-dir", default=None, help="a preset folder to write (config.json + weights)")
 
-    p = sub.add_parser("predict", help="draw predicted keypoints on an image")
+    p = sub.add_parser("predict", help="skeletons on a photo, a folder of photos or a video (people detected)")
+    p.add_argument("input", nargs="?", default=None,
+                   help="an image, a folder of images or a video (.mp4, ...): the people in it are detected "
+                        "(RTMDet-nano, --detector) and each gets a skeleton; a video follows one person")
     p.add_argument("--model", required=True, help=".keras file, preset directory or .tflite file")
-    p.add_argument("--image", required=True)
-    p.add_argument("--box", default=None, help="person box x,y,w,h in pixels (default: the whole image)")
+    p.add_argument("--image", default=None,
+                   help="one person on one image instead: the --box, or the whole image (no detector)")
+    p.add_argument("--box", default=None, help="person box x,y,w,h in pixels: no detection (with --image: default "
+                                               "the whole image; on a video: the first frame's person)")
     p.add_argument("--output", default=None, help="image to write, in the format its extension names (.png, .jpg, ...; "
-                                                  "default: <image>_pose.png); never the input image")
+                                                  "default: <image>_pose.png); never the input image; for a folder "
+                                                  "the folder to write (default <folder>_pose), for a video the .mp4; "
+                                                  "the JSON (COCO keypoint results) goes beside it")
     p.add_argument("--flip-test", action="store_true")
     p.add_argument("--threshold", type=float, default=0.2, help="minimum joint score to draw")
+    p.add_argument("--detector", default=None, help="person detector: an RTMDet .onnx with its pipeline.json "
+                                                    "(default: KDPOSE_SHARED's models/rtmdet_nano_person)")
+    p.add_argument("--max-people", type=positive_int, default=20, help="at most this many people per image")
+    p.add_argument("--box-threshold", type=predict.fraction, default=0.3, help="minimum person box score")
+    p.add_argument("--no-smoothing", action="store_true", help="video: no One Euro filter on the joints")
 
     p = sub.add_parser("demo", help="teacher -> distilled student -> int8 TFLite, with a report")
     p.add_argument("--data", default=None, help="a real COCO-format dataset instead of the synthetic one")
@@ -169,7 +182,7 @@ COMMANDS = {
     "train": train.run_train,
     "distill": train.run_distill,
     "evaluate": evaluate.run_evaluate,
-    "predict": evaluate.run_predict,
+    "predict": predict.run_predict,
     "export": export.run_export,
     "import": export.run_import,
     "check-edgetpu": export.run_check_edgetpu,

@@ -3,8 +3,10 @@
 Everything an app needs to run the model without Python: input size and dtype, the pixel
 convention (raw 0-255 RGB: normalisation is inside the graph), the (scale, zero_point) of the
 input and output tensors, heatmap size and stride, the joint names, skeleton edges and flip
-pairs, and the decoding recipe (per-channel argmax, a quarter-pixel shift towards the higher
-neighbour, times the stride; the SimpleBaseline / MMPose "MSRAHeatmap" post-processing).
+pairs, the decoding recipe (per-channel argmax, a quarter-pixel shift towards the higher
+neighbour, times the stride; the SimpleBaseline / MMPose "MSRAHeatmap" post-processing), and the video
+tracker's settings (`kdpose_tf.tracking.TRACKING`: crop margins, when the person is lost, the One Euro
+filter), so an app follows a person with the values the desktop pipeline was measured with.
 
 TFLite metadata (`tflite-support`'s MetadataWriter) would embed similar information in the
 flatbuffer, but `pip install tflite-support` (0.4.4, the last release) would downgrade protobuf to
@@ -20,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 from kdpose_tf.errors import ModelFileError
 from kdpose_tf.export.runner import read_tflite
 from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
+from kdpose_tf.tracking import TRACKING
 from kdpose_tf.utils.io import write_json
 
 SIDECAR_VERSION = 1
@@ -74,7 +78,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
     Returns:
         dict with keys: format_version, model_file, model_sha256 (of the bytes described: a reader
         can tell a sidecar from a model it does not describe), variant, target, input, output, normalization,
-        heatmap, keypoints, decoding, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
+        heatmap, keypoints, decoding, tracking, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
         from the static check; "fixes": `xnnpack_fixes`; "not_delegated": ADD / SUB / MUL XNNPACK leaves to
         the builtin kernels}), runtime (with `runtime_check`;
         {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
@@ -121,6 +125,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
                     "dequantize": "value = (q - zero_point) * scale with output.quantization"},
         "keypoints": None,
         "decoding": DECODING,
+        "tracking": copy.deepcopy(TRACKING),
     }
     if keypoint_set is not None:
         info["keypoints"] = {
