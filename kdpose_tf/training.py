@@ -291,8 +291,8 @@ def average_weights(models, into=None):
 
     For students fine-tuned from the same starting weights (several seeds of one `kdpose distill`
     recipe), the averaged model is one network of the same size and speed, and shipping it needs no
-    seed picked on the test set. Measured here (`benchmarks/results/distill_gpu_finetune.md`): the
-    soup of 3 distilled PP-TinyPose 128x96 seeds scores 72.4 body-12 PCK, the seeds' mean 72.5.
+    seed picked on the test set. It is not a way to gain accuracy: on distilled PP-TinyPose students
+    it matched the seeds' mean (`benchmarks/results/distill_gpu_finetune.md`).
 
     Args:
         models: two or more Keras models with the same variables (paths and shapes).

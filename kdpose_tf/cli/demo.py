@@ -25,10 +25,9 @@ import numpy as np
 from kdpose_tf.cli.common import CLIError, load_data
 
 # Fraction of the training people whose joints are labelled (the teacher sees the rest too). At 5 %
-# (32 people) this 178 k-parameter student reaches its own ceiling (~58 % PCK) from the labels alone
-# and the teacher added nothing measurable (three runs: +0.8, -0.5, -0.2 points); at 2 % (13 people)
-# the labels alone leave it at 31-36 % and distillation at 60 % (two runs, 2026-11-26): the label-scarce
-# setting is where a teacher has something to give.
+# this 178 k-parameter student reaches its own ceiling from the labels alone and the teacher adds
+# nothing measurable; at 2 % the labels alone leave it far below the distilled student: the
+# label-scarce setting is where a teacher has something to give (runs: benchmarks/results/README.md).
 LABEL_FRACTION = 0.02
 NOISE_PCK = 2.0  # PCK points: below this the distilled-vs-scratch gap of one demo run is not called a gain
 FULL = dict(teacher_epochs=16, student_epochs=12, train_images=640, val_images=96, batch_size=32, size=64,

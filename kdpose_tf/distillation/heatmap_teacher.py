@@ -2,7 +2,8 @@
 
 A top-down heatmap model trained elsewhere (PP-TinyPose, SimpleBaseline, an exported student)
 teaches a Keras student through the data, like `keypoint_teacher` but with its whole heatmaps
-(the "logits" of FPD, Zhang et al. CVPR 2019; methods.md §2), not only its joints:
+(the "logits" of Fast Pose Distillation: Zhang, Zhu, Ye, "Fast Human Pose Estimation", CVPR 2019),
+not only its joints:
 
 1. `HeatmapTeacher` runs the model with the preprocessing stated in a `TeacherConfig` (input
    size, RGB/BGR, pixel scale, mean/std, NCHW/NHWC in and out, which output, keypoint set).

@@ -11,7 +11,8 @@ reaches `min_score`), and `Distiller(teacher=None, student)` distils from them. 
 teacher heatmaps this keeps random augmentation, and the teacher supervises joints that have
 no ground truth (the legs of upper-body sets such as BUFFY) whenever it sees them.
 
-This is the keypoint form of FPD-style heatmap distillation (methods.md §2), with the teacher's
+This is the keypoint form of FPD-style heatmap distillation (Zhang, Zhu, Ye, "Fast Human Pose
+Estimation", CVPR 2019), with the teacher's
 heatmaps rendered from its keypoints (as DWPose renders SimCC/heatmap targets from a teacher).
 
 Supported teacher outputs: MoveNet single-pose, (1, 1, K, 3) rows of (y, x, score) normalised

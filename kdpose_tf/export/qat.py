@@ -397,5 +397,5 @@ def quantization_aware_finetune(model, samples, keypoint_set, epochs, calibratio
     distiller.compile(optimizer=keras.optimizers.Adam(lr))
     data = make_dataset(samples, model.codec, keypoint_set, batch_size=batch_size, training=True,
                         drop_remainder=True)
-    distiller.fit(data, epochs=epochs)
+    distiller.fit(data, epochs=epochs, shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
     return qat_student

@@ -1,4 +1,8 @@
-"""One-call builders of the seed proposal's student and teacher (docs/methods.md §5).
+"""One-call builders of the project proposal's student and teacher.
+
+The student combines Dite-HRNet (Li et al., IJCAI 2022), Polarized Self-Attention (Liu et al.,
+arXiv:2107.00782) and PP-PicoDet's depthwise CSP-PAN (Yu et al., arXiv:2111.00902); the teacher
+is HRNet-W48-style (Sun et al., CVPR 2019), distilled with FPD (Zhang et al., CVPR 2019).
 
 Student: Dite-HRNet with branch widths (32, 64, 128, 256) (stem to 32 channels; stem + 3
 multi-branch stages = the "4 stages" of HRNet's counting), `PolarizedSelfAttention` inside every

@@ -1,6 +1,7 @@
 """`HRNetBackbone`: the high-resolution network of Sun et al., CVPR 2019 (HRNet-W32 / W48).
 
-Topology (the pose variant of the reference implementation, methods.md section 5):
+Topology (the pose variant of the authors' reference implementation, "Deep High-Resolution
+Representation Learning for Human Pose Estimation", Sun, Xiao, Liu, Wang, CVPR 2019):
 
 - stem: two 3x3 stride-2 conv-BN-ReLU to `stem_width` (64) channels (1/4 resolution);
 - stage 1: `stage_blocks[0]` bottleneck blocks of width `stage1_filters` (64 -> 256 channels);

@@ -10,7 +10,8 @@ each followed by BatchNormalization with PyTorch's momentum 0.1 / epsilon 1e-5):
   branches (identity, strided 3x3 convs down, 1x1 conv + BN + nearest upsampling up; sum; ReLU).
 
 Both residual blocks accept `psa=True` to place a `PolarizedSelfAttention` right after the
-first 3x3 conv (+BN+ReLU) of the block (the seed proposal's ablation, methods.md section 5).
+first 3x3 conv (+BN+ReLU) of the block (where the project proposal places PSA, Liu et al.,
+arXiv:2107.00782; configurable so the placement can be ablated).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Polarized Self-Attention (PSA).
 
 Liu, Xu, Zhang, Fu, Zhang: "Polarized Self-Attention: Towards High-quality Pixel-wise
-Regression", arXiv:2107.00782 (2021). See docs/methods.md §5.
+Regression", arXiv:2107.00782 (2021), in its sequential layout (channel branch, then spatial branch).
 
 For an input X of shape (H, W, C):
 

@@ -11,20 +11,20 @@ Pose Estimation", IJCAI 2022. Layouts follow the authors' ``ditehrnet.py``:
   is identical and the graph is static (full-int8 TFLite with builtin ops). Each product is a MUL
   by a (1, 1, 1, 1) scalar and the sum a chain of ADDs, both delegated to XNNPACK. The BN after
   the sum cannot be folded by TFLite (it reads an ADD, not a conv); `export_tflite` folds its scale
-  into the K kernels first (`kdpose_tf.export.bn_folding`). (Until
-  2026-11 the K kernels were one conv with depth multiplier K and `KernelAggregate` summed them
-  as a broadcast MUL and a SUM over a size-K last axis: 2.8x slower in XNNPACK int8 at 64x48x16,
-  and the depth-multiplier conv alone was 1.5x slower than K plain ones.) The weights moved: a
-  Dite model saved before (one ``{name}_conv`` of K*C channels) does not load into the new graph,
-  Keras names the missing ``{name}_kernel{k}`` layers; the zoo ships no Dite weights.
-  `KernelAggregate` stays registered for code that used it directly.
+  into the K kernels first (`kdpose_tf.export.bn_folding`). Not one conv with depth multiplier K
+  summed by `KernelAggregate` (a broadcast MUL and a SUM over a size-K last axis): XNNPACK runs
+  both slowly in int8 (benchmarks/results/README.md, "Delegate-friendly layers"). A Dite model
+  saved with that older layout (one ``{name}_conv`` of K*C channels) does not load into this
+  graph, Keras names the missing ``{name}_kernel{k}`` layers; the zoo ships no Dite weights.
+  `KernelAggregate` stays registered for code that uses it directly.
 * dynamic split convolution (DSC): channel groups with kernels 3, 5, 7, 9 (groups 1/1/2/4 and
   K = 4/4/2/1 kernels for branches 0..3), then channel shuffle.
 * global context modelling (GCM): softmax-weighted global pooling, SE-style gating, BN
-  (`GatedBatchNormalization`: BN(x * gate) with the BN scale folded into the gate at inference).
-  Since 2026-11-26; before, a `Multiply` and a `BatchNormalization`. Keras 3 keys saved weights by
-  class name and order, so a Dite model saved before then does not load into the new graph (Keras
-  reports the objects it could not load); as above, the zoo ships no Dite weights.
+  (`GatedBatchNormalization`: BN(x * gate) with the BN scale folded into the gate at inference,
+  so TFLite runs no full-size MUL and ADD for a BatchNorm it cannot fold). Keras 3 keys saved
+  weights by class name and order, so a Dite model saved with the older `Multiply` +
+  `BatchNormalization` layout does not load into this graph (Keras reports the objects it could
+  not load); as above, the zoo ships no Dite weights.
 * dense context modelling (DCM): softmax-weighted pooling of every branch down to the smallest
   branch size, joint gating across branches. The reference reshapes NCHW memory in a way that
   mixes channels and positions; this implementation uses the intended window pooling

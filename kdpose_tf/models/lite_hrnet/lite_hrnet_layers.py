@@ -70,11 +70,10 @@ class ChannelShuffle(keras.layers.Layer):
 
     Implemented as reshape (B, H*W, g, C/g) -> transpose -> reshape, 4-D at most so it
     converts to TFLite builtins (XNNPACK takes the int8 TRANSPOSE). Spatial size must be static.
-    Measured alternative, not taken: a 1x1 conv with a constant permutation matrix is exact and
-    about 2x faster in XNNPACK (0.05 vs 0.10 ms at 64x48x40), but adds C^2*H*W MACs per shuffle:
-    +240 M MACs (+120 %) for Lite-HRNet-18, which the Edge TPU would execute. Whole int8 models with
-    every shuffle as that conv (XNNPACK, 1 thread, interleaved, 2026-11-26): Lite-HRNet-18 256x192
-    11.6 -> 10.5 ms, Lite-HRNet-18 mobile 128x96 3.33 -> 3.27 ms, the proposal student unchanged.
+    Not a 1x1 conv with a constant permutation matrix: that is exact and faster per shuffle in
+    XNNPACK, but adds C^2*H*W multiply-adds per shuffle (about +120 % for Lite-HRNet-18), which the
+    Edge TPU would execute, and on whole int8 models it gains little at the mobile input size
+    (measurements: benchmarks/results/README.md, "Delegate-friendly layers").
 
     Args:
         groups: number of groups (default 2); must divide the channel count.

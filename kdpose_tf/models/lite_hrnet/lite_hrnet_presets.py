@@ -67,7 +67,7 @@ backbone_presets = {
             "description": "Mobile-first student: the Lite-HRNet-18 topology at 128x96. Chosen from "
             "benchmarks/results/latency.md: the zoo student whose int8 graph runs almost entirely in XNNPACK (1261 of 1267 ops) "
             "(no dynamic kernels, softmax or LayerNorm outside it). 192x144 is not possible (4 branches need H, W "
-            "divisible by 32); 128x96 is where it runs clearly under MoveNet Lightning int8 (0.63x, XNNPACK, 1 thread, 2026-11-26). "
+            "divisible by 32); 128x96 is where it runs clearly under MoveNet Lightning int8's latency (XNNPACK, 1 thread). "
             "PARSE accuracy of this network at 128x96: benchmarks/results/distill_gpu.md.",
             "paper": "https://arxiv.org/abs/2104.06403",
             "params": 1.1e6,

@@ -1,7 +1,7 @@
 """`DepthwiseCSPPAN`: the depthwise CSP-PAN neck of PP-PicoDet.
 
 Yu et al., "PP-PicoDet: A Better Real-Time Object Detector on Mobile Devices", arXiv:2111.00902
-(2021), see docs/methods.md §5. 1x1 convs bring every input level to the same channel count; a
+(2021). 1x1 convs bring every input level to the same channel count; a
 top-down path (nearest 2x upsampling + concat + CSP block) and a bottom-up path (depthwise kxk
 stride-2 downsample + concat + CSP block); every CSP block is built from 1x1 convs and a
 depthwise kxk + pointwise pair; optionally one extra stride-2 level.
