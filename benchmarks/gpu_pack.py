@@ -33,94 +33,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.io
 
 from kdpose_tf.data.datasets import real_benchmark_split
 from kdpose_tf.data.images import read_image
-from kdpose_tf.data.sample import TEACHER_KEYPOINTS, PoseSample
+from kdpose_tf.data.lspet import read_lspet
+from kdpose_tf.data.sample import TEACHER_KEYPOINTS
 from kdpose_tf.data.transforms import affine_points, box_to_center_scale, get_affine_transform
+from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, map_heatmaps
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints
 from kdpose_tf.keypoints import COCO17, LSP14, joint_mapping
 from kdpose_tf.utils.io import write_bytes
 from kdpose_tf.utils.shared import shared_dir
 
-try:  # the package's LSPET reader once it lands; this file's own reader until then
-    from kdpose_tf.data.lspet import read_lspet
-except ImportError:
-    read_lspet = None
-
-try:  # the package's heatmap teacher once it lands; a minimal OpenVINO runner until then
-    from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
-except ImportError:
-    HeatmapTeacher = None
-
-import openvino as ov
-
 PADDING = 1.25
-MIN_JOINTS = 4
 QUANT_FLOOR = 6
 SOURCES = ("lspet", "parse", "buffy", "coco")
 PP_PRESETS = {"pp256": "pp_tinypose_256x192", "pp128": "pp_tinypose_128x96"}
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
-
-
-class _OpenVinoHeatmapTeacher:
-    """PP-TinyPose IR through OpenVINO: uint8 RGB crops (N, H, W, 3) -> COCO-17 heatmaps (N, h, w, 17).
-
-    Stand-in with `HeatmapTeacher.predict_crops`'s contract (RGB / 255, ImageNet mean / std, NCHW).
-    """
-
-    def __init__(self, xml, batch=16):
-        core = ov.Core()
-        model = core.read_model(str(xml))
-        _, _, h, w = (int(d) for d in model.inputs[0].get_partial_shape().to_shape())
-        self.input_size = (h, w)
-        self.batch = batch
-        model.reshape({model.inputs[0]: [batch, 3, h, w]})
-        self.compiled = core.compile_model(model, "CPU")
-        self.heatmaps = next(o for o in self.compiled.outputs if len(o.get_partial_shape()) == 4)
-
-    def predict_crops(self, crops):
-        crops = np.asarray(crops)
-        n = len(crops)
-        out = []
-        for start in range(0, n, self.batch):
-            part = crops[start : start + self.batch].astype(np.float32) / 255.0
-            k = len(part)
-            x = np.zeros((self.batch, *self.input_size, 3), np.float32)
-            x[:k] = (part - MEAN) / STD
-            out.append(self.compiled(x.transpose(0, 3, 1, 2))[self.heatmaps][:k])
-        return np.concatenate(out).transpose(0, 2, 3, 1)
-
-
-def heatmap_teacher(key, models):
-    if HeatmapTeacher is not None:
-        return HeatmapTeacher.from_preset(PP_PRESETS[key])
-    return _OpenVinoHeatmapTeacher(models / PP_PRESETS[key] / "model.xml")
-
-
-def read_lspet_samples(root):
-    """LSPET as LSP-14 `PoseSample`s (1-based MATLAB pixels -> 0-based; box = labelled joints)."""
-    if read_lspet is not None:
-        return list(read_lspet(root, on_bad_sample="skip"))
-    joints = scipy.io.loadmat(str(Path(root) / "joints.mat"))["joints"]  # (14, 3, 8000)
-    out = []
-    for i in range(joints.shape[2]):
-        kp = joints[:, :2, i].astype(np.float32) - 1.0
-        vis = np.where(joints[:, 2, i] > 0, 2.0, 0.0).astype(np.float32)
-        kp[vis == 0] = 0.0
-        if (vis > 0).sum() < MIN_JOINTS:
-            continue
-        lab = kp[vis > 0]
-        x0, y0 = lab.min(0)
-        x1, y1 = lab.max(0)
-        out.append(PoseSample(
-            image_path=str(Path(root) / "images" / f"im{i + 1:05d}.jpg"), bbox=[x0, y0, x1 - x0, y1 - y0],
-            keypoints=kp, visibility=vis, keypoint_set=LSP14.name, image_id=i + 1, annotation_id=i + 1,
-            extra={"dataset": "lspet"},
-        ))
-    return out
 
 
 def source_of(sample):
@@ -128,14 +56,6 @@ def source_of(sample):
     if name not in SOURCES:
         raise ValueError(f"{sample.image_path}: extra['dataset'] is {name!r}; expected one of {SOURCES}")
     return name
-
-
-def map_heatmaps(hm17):
-    """COCO-17 heatmaps (N, h, w, 17) -> LSP-14 order (N, h, w, 14); zeros where COCO lacks the joint."""
-    out = np.zeros((*hm17.shape[:3], LSP14.num_keypoints), np.float32)
-    for src, dst in joint_mapping(COCO17, LSP14).items():
-        out[..., dst] = hm17[..., src]
-    return out
 
 
 def quantize(hm, floor=QUANT_FLOOR):
@@ -158,7 +78,7 @@ def pack(samples, input_size, models, jpeg_quality, progress_every=500):
     t0 = time.time()
     with_mn = attach_teacher_keypoints(samples, movenet, LSP14, min_score=0.3, progress=False)
     print(f"MoveNet: {len(samples)} people in {time.time() - t0:.0f} s", flush=True)
-    teachers = {k: heatmap_teacher(k, models) for k in PP_PRESETS}
+    teachers = {k: HeatmapTeacher.from_preset(PP_PRESETS[k]) for k in PP_PRESETS}
     n, k = len(samples), LSP14.num_keypoints
     out = {
         "kp": np.zeros((n, k, 2), np.float32), "vis": np.zeros((n, k), np.float32),
@@ -199,7 +119,7 @@ def pack(samples, input_size, models, jpeg_quality, progress_every=500):
         for key, hm in (("pp256", hm256), ("pp128", hm128)):
             if hm.shape[1:3] != (h // 4, w // 4):
                 raise ValueError(f"{key}: heatmaps {hm.shape[1:3]} do not match the student grid {(h // 4, w // 4)}")
-            hms[key].append(map_heatmaps(hm))
+            hms[key].append(map_heatmaps(hm, COCO17, LSP14)[0])  # zeros where COCO lacks the joint
         if (start // chunk) % max(1, progress_every // chunk) == 0:
             print(f"  {start + len(part)}/{n} people, {time.time() - t0:.0f} s", flush=True)
     offsets = np.cumsum([0] + [len(b) for b in jpegs]).astype(np.int64)
@@ -243,7 +163,7 @@ def main():
         return write_student_init(args.student_init, args.input_size, args.out)
     root = shared_dir()
     train, _ = real_benchmark_split(root)
-    lspet = read_lspet_samples(root / "data" / "lspet")
+    lspet = list(read_lspet(root / "data" / "lspet", on_bad_sample="skip"))
     samples = lspet + list(train)
     if args.limit:
         by_source = {}

@@ -1,12 +1,8 @@
 """Train issue-11 students on a GPU with Keras 3 on JAX, from a pack written by gpu_pack.py.
 
-The lent GPU machine has JAX, numpy and OpenCV but no TensorFlow, so this script uses only the
-parts of kdpose_tf that run on any Keras backend (models, codec, transforms, keypoints). When
-TensorFlow is absent it registers ``kdpose_tf`` as a bare namespace package (its ``__init__``
-imports the distiller) and an empty ``tensorflow`` stand-in, because some modules on the import
-path of ``kdpose_tf.models`` import tensorflow at module level without using it there. The
-weights it writes (``.weights.h5``) are backend-agnostic and load into the same preset built
-with TensorFlow.
+The lent GPU machine has JAX, numpy and OpenCV but no TensorFlow; kdpose_tf imports and trains
+without it (Keras on JAX). The weights it writes (``.weights.h5``) are backend-agnostic and load
+into the same preset built with TensorFlow.
 
 Each person's base crop, ground-truth joints and teacher outputs are augmented together, in
 numpy / cv2: random scale (0.75-1.25), rotation (+-30 deg, p = 0.6) and horizontal flip (p = 0.5)
@@ -38,14 +34,12 @@ RUN.weights.h5, RUN.npz (the same weights by variable path) and RUN.json (per-ep
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 import cv2
@@ -54,21 +48,6 @@ import numpy as np
 
 # the folder holding kdpose_tf: the repository, or KDPOSE_PACKAGE_ROOT (a committed snapshot)
 REPO = Path(os.environ.get("KDPOSE_PACKAGE_ROOT") or Path(__file__).resolve().parents[1]).resolve()
-if importlib.util.find_spec("tensorflow") is None:  # the GPU machine: Keras on JAX, no TensorFlow
-    # kdpose_tf/__init__.py, data/pipeline.py (via evaluation, imported by pose_estimator) and
-    # models/preset_utils.py import tensorflow at module level but use it only inside functions this
-    # script never calls (pipeline.py reads tf.data.AUTOTUNE for a default argument); a stand-in
-    # with just that lets them import, and any real use fails loudly.
-    # kdpose_tf and kdpose_tf.distillation become bare namespace packages: both __init__s import the
-    # TensorFlow-only Distiller; `PoseEstimator.from_preset` reads the imported-model preset names there.
-    for _name in ("kdpose_tf", "kdpose_tf.distillation"):
-        _pkg = types.ModuleType(_name)
-        _pkg.__path__ = [str(REPO.joinpath(*_name.split(".")))]
-        sys.modules.setdefault(_name, _pkg)
-    # The stand-in is removed again right after those imports: Keras itself probes for tensorflow.
-    _tf = types.ModuleType("tensorflow (absent: stand-in of gpu_train.py)")
-    _tf.data = types.SimpleNamespace(AUTOTUNE=-1)
-    sys.modules.setdefault("tensorflow", _tf)
 sys.path.insert(0, str(REPO))
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec  # noqa: E402
@@ -77,8 +56,6 @@ from kdpose_tf.keypoints import LSP14  # noqa: E402
 from kdpose_tf.models.losses import per_joint_mse  # noqa: E402
 from kdpose_tf.models import PoseEstimator  # noqa: E402  (kdpose_tf.models registers the catalogue)
 
-if sys.modules.get("tensorflow") is not None and not hasattr(sys.modules["tensorflow"], "__version__"):
-    del sys.modules["tensorflow"]  # the stand-in above
 
 METHODS = {  # method -> teacher: None (labels only), "movenet" (joints) or heatmap keys averaged
     "scratch": None,

@@ -47,12 +47,12 @@ A new process (here a fresh model) asked for 4 epochs resumes at epoch 3, optimi
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kdpose_tf.errors import RunDirError
 from kdpose_tf.utils import io
@@ -72,11 +72,29 @@ def make_optimizer(lr, total_steps):
 STRATEGIES = ("none", "mirrored", "multiworker", "tpu")
 
 
+class _NoStrategy:
+    """"none" on a backend without tf.distribute: one replica, a scope that changes nothing."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def make_strategy(name="none"):
     """The `tf.distribute` strategy called `name` (one of `STRATEGIES`; "none": the default one).
 
     "multiworker" reads TF_CONFIG; "tpu" connects to the TPU cluster the environment names.
+    On another Keras backend (JAX, PyTorch) only "none" exists: one replica, a no-op `scope()`.
     """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if name in (None, "none"):
+            return _NoStrategy()
+        raise ValueError(f"distribution strategy {name!r} is a tf.distribute one and needs the TensorFlow backend; "
+                         f"Keras runs on {backend!r} (KERAS_BACKEND)")
+    import tensorflow as tf  # tf.distribute exists only with TensorFlow
+
     if name in (None, "none"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -205,7 +223,8 @@ def fit_resumable(
         seed: seed of the data order and augmentation. Default 0.
         callbacks: extra Keras callbacks.
         steps_per_epoch: default len(train_samples) // batch_size (at least 1).
-        dataset_fn: override of `kdpose_tf.data.pipeline.make_dataset` (tests, caching).
+        dataset_fn: override of `kdpose_tf.data.pipeline.make_training_data` (tf.data on TensorFlow,
+            a `keras.utils.PyDataset` on the other backends) for tests and caching.
         run_identity: JSON-serialisable dict of what else defines the run (model, data spec, learning
             rate, ...; the command line passes its arguments). Saved in state.json with the seed,
             batch size, steps per epoch, sample count and `samples_fingerprint`; a run directory
@@ -214,7 +233,7 @@ def fit_resumable(
     Returns:
         dict of learning curves over all epochs, the resumed ones included.
     """
-    from kdpose_tf.data.pipeline import make_dataset
+    from kdpose_tf.data.pipeline import make_training_data
 
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -222,7 +241,7 @@ def fit_resumable(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not train_samples:
         raise ValueError("train_samples is empty: nothing to train on")
-    dataset_fn = dataset_fn or make_dataset
+    dataset_fn = dataset_fn or make_training_data
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps_per_epoch = steps_per_epoch or max(1, len(train_samples) // batch_size)

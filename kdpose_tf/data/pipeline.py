@@ -1,11 +1,18 @@
-"""tf.data pipeline for top-down heatmap training, plus inference crops and their inverse map.
+"""Training batches for top-down heatmap models, plus inference crops and their inverse map.
 
-`make_dataset` turns a list of `PoseSample`s into batches
-`(images float32 (B, H, W, 3) in [0, 255], {"heatmaps": (B, h, w, K), "target_weight": (B, K)})`
-with static shapes. Each element is produced by a NumPy/OpenCV worker (read image, affine crop,
-augmentation, heatmap encoding) wrapped in `tf.numpy_function` and mapped in parallel; the
-result is deterministic for a fixed `seed` (per-element generators are seeded with
-(seed, position in the stream, sample index) and map order is deterministic).
+A list of `PoseSample`s becomes batches
+`(images float32 (B, H, W, 3) in [0, 255], {"heatmaps": (B, h, w, K), "target_weight": (B, K)})`.
+Each element is made by one NumPy/OpenCV worker (`PoseExamples`: read image, affine crop,
+augmentation, heatmap encoding, teacher targets warped like the labels), used by two data paths:
+
+- `make_dataset`: a `tf.data.Dataset` (the worker in `tf.numpy_function`, mapped in parallel,
+  static shapes); needs TensorFlow.
+- `PoseBatches`: a `keras.utils.PyDataset` (the worker on a thread pool per batch); needs no
+  TensorFlow, for Keras on JAX or PyTorch.
+
+`make_training_data` picks the one for the current Keras backend. Both are deterministic for a
+fixed `seed`: each element's generator is seeded with (seed, position in the stream, sample
+index), so without shuffling both paths yield the same batches.
 
 Example:
 >>> from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
@@ -19,9 +26,10 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from kdpose_tf.data.transforms import (
     AugmentConfig,
@@ -82,6 +90,107 @@ def _check_samples(samples, keypoint_set):
         raise DataError(f"image file not found{more}", path=missing[0], field="image_path")
 
 
+class PoseExamples:
+    """The per-element work of both data paths: `examples(position, index)` -> NumPy arrays.
+
+    Reads sample `index`'s image, crops and augments it with a generator seeded by
+    (seed, position, index), encodes the heatmaps and, when the samples carry a teacher's joints
+    or heatmaps, warps and flips those like the labels.
+
+    Args:
+        samples: list of `PoseSample` (checked: joint count, image files).
+        codec: `HeatmapCodec`.
+        keypoint_set: `KeypointSet` or its name.
+        augment: `AugmentConfig`.
+        seed: int seed.
+        cache_images: keep decoded images in memory. Default False.
+
+    Returns (of a call): image float32 (H, W, 3), heatmaps (h, w, K), target weight (K,), then
+    with a teacher its heatmaps (h, w, K) and weight (K,); `targets(outs)` names them.
+    """
+
+    def __init__(self, samples, codec, keypoint_set, augment, seed, cache_images=False):
+        keypoint_set = get_keypoint_set(keypoint_set)
+        samples = list(samples)
+        _check_samples(samples, keypoint_set)
+        self.codec, self.keypoint_set, self.augment, self.seed = codec, keypoint_set, augment, int(seed)
+        self.input_size, self.heatmap_size = tuple(codec.input_size), tuple(codec.heatmap_size)
+        self.num_keypoints = keypoint_set.num_keypoints
+        self.source = _ImageSource(cache_images)
+        self.paths = [s.image_path for s in samples]
+        self.boxes = np.stack([s.bbox for s in samples]).astype(np.float64)
+        self.kps = np.stack([s.keypoints for s in samples]).astype(np.float64)
+        self.viss = np.stack([s.visibility for s in samples]).astype(np.float64)
+        self.ann_ids = [s.annotation_id for s in samples]
+        k = self.num_keypoints
+        self.teacher_kps = _teacher_keypoints(samples, k)
+        self.teacher_hms = _teacher_heatmaps(samples, k)
+        if self.teacher_kps is not None and self.teacher_hms is not None:
+            raise DataError("samples carry both teacher keypoints and teacher heatmaps; attach one kind (an ensemble "
+                            "of keypoint and heatmap teachers goes through attach_teacher_heatmaps)",
+                            path=samples[0].image_path, annotation_id=samples[0].annotation_id)
+        self.has_teacher = self.teacher_kps is not None or self.teacher_hms is not None
+        self.num_outputs = 5 if self.has_teacher else 3
+        # student heatmap pixel u -> its input-crop pixel stride·u (the codec's convention)
+        self.hm_to_crop = np.array([[codec.stride[0], 0.0, 0.0], [0.0, codec.stride[1], 0.0]])
+        self.flip_index = np.asarray(keypoint_set.flip_index)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def _teacher_targets(self, index, out):
+        if self.teacher_kps is not None:
+            return self.codec.encode(out[3], np.isfinite(out[3]).all(axis=1).astype(np.float64))
+        t_hm, t_matrix, t_weight = self.teacher_hms
+        crop_matrix, flipped = out[-2], out[-1]
+        # student heatmap pixel -> crop -> image -> teacher grid, then resampled onto the student grid
+        to_teacher = compose_affine(t_matrix[index], compose_affine(invert_affine(crop_matrix), self.hm_to_crop))
+        hm = warp_heatmaps(t_hm[index].astype(np.float32), invert_affine(to_teacher), self.heatmap_size)
+        weight = t_weight[index]
+        if flipped:  # the flip is in crop_matrix; left/right channels swap like the labels
+            hm, weight = hm[..., self.flip_index], weight[self.flip_index]
+        return np.ascontiguousarray(hm), weight.astype(np.float32)
+
+    def __call__(self, position, index):
+        position, index = int(position), int(index)
+        image = self.source(self.paths[index])
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError("read_image returned no (H, W, 3) image", path=self.paths[index],
+                            annotation_id=self.ann_ids[index])
+        rng = np.random.default_rng([self.seed, position, index])
+        extra = None if self.teacher_kps is None else self.teacher_kps[index]
+        out = augmented_crop(
+            image, self.kps[index], self.viss[index], self.boxes[index], self.input_size, self.keypoint_set,
+            self.augment, rng, extra_keypoints=extra, return_transform=self.teacher_hms is not None,
+        )
+        heatmaps, weight = self.codec.encode(out[1], out[2])
+        if not self.has_teacher:
+            return out[0].astype(np.float32), heatmaps, weight
+        return (out[0].astype(np.float32), heatmaps, weight, *self._teacher_targets(index, out))
+
+    def targets(self, outs):
+        """`(images, {"heatmaps", "target_weight"[, "teacher_heatmaps", "teacher_weight"]})` from a call's
+        outputs (or the same outputs batched)."""
+        targets = {"heatmaps": outs[1], "target_weight": outs[2]}
+        if self.has_teacher:
+            targets.update(teacher_heatmaps=outs[3], teacher_weight=outs[4])
+        return outs[0], targets
+
+
+def _example_args(keypoint_set, batch_size, training, augment, seed):
+    """Checked arguments shared by both data paths: (keypoint_set, augment, seed)."""
+    keypoint_set = get_keypoint_set(keypoint_set)
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if augment is not None and not isinstance(augment, AugmentConfig):
+        raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
+    if augment is None:
+        augment = AugmentConfig() if training else AugmentConfig.none()
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
+    return keypoint_set, augment, int(seed)
+
+
 def make_dataset(
     samples,
     codec,
@@ -91,12 +200,12 @@ def make_dataset(
     augment=None,
     shuffle=True,
     seed=None,
-    num_parallel_calls=tf.data.AUTOTUNE,
+    num_parallel_calls=None,
     repeat=False,
     drop_remainder=False,
     cache_images=False,
 ):
-    """Build the training / validation `tf.data.Dataset`.
+    """Build the training / validation `tf.data.Dataset` (needs TensorFlow; see `PoseBatches` otherwise).
 
     Args:
         samples: list of `PoseSample`.
@@ -107,7 +216,7 @@ def make_dataset(
         augment: `AugmentConfig`; default None = `AugmentConfig()` when training, else `AugmentConfig.none()`.
         shuffle: shuffle samples every epoch (only when training). Default True.
         seed: int seed for shuffling and augmentation; None = a random one.
-        num_parallel_calls: parallelism of the map. Default AUTOTUNE.
+        num_parallel_calls: parallelism of the map. Default None = AUTOTUNE.
         repeat: repeat forever. Default False.
         drop_remainder: drop the last partial batch. Default False.
         cache_images: keep decoded images in memory after first use. Default False.
@@ -123,91 +232,99 @@ def make_dataset(
         DataError: naming the file, for a missing image (at construction) or an unreadable one
             (while iterating; tf.data re-raises it as a tf error whose message holds the DataError's).
     """
-    keypoint_set = get_keypoint_set(keypoint_set)
-    if not (isinstance(batch_size, (int, np.integer)) and batch_size > 0):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if augment is not None and not isinstance(augment, AugmentConfig):
-        raise ValueError(f"augment must be an AugmentConfig or None, got {type(augment).__name__}")
-    samples = list(samples)
-    _check_samples(samples, keypoint_set)
-    if augment is None:
-        augment = AugmentConfig() if training else AugmentConfig.none()
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0] & 0x7FFFFFFF)
-    seed = int(seed)
+    import tensorflow as tf  # the tf.data path only; PoseBatches needs no TensorFlow
 
-    in_h, in_w = codec.input_size
-    hm_h, hm_w = codec.heatmap_size
-    k = keypoint_set.num_keypoints
-    source = _ImageSource(cache_images)
-    paths = [s.image_path for s in samples]
-    boxes = np.stack([s.bbox for s in samples]).astype(np.float64)
-    kps = np.stack([s.keypoints for s in samples]).astype(np.float64)
-    viss = np.stack([s.visibility for s in samples]).astype(np.float64)
-    ann_ids = [s.annotation_id for s in samples]
-    teacher_kps = _teacher_keypoints(samples, k)
-    teacher_hms = _teacher_heatmaps(samples, k)
-    if teacher_kps is not None and teacher_hms is not None:
-        raise DataError("samples carry both teacher keypoints and teacher heatmaps; attach one kind (an ensemble "
-                        "of keypoint and heatmap teachers goes through attach_teacher_heatmaps)",
-                        path=samples[0].image_path, annotation_id=samples[0].annotation_id)
-    has_teacher = teacher_kps is not None or teacher_hms is not None
-    # student heatmap pixel u -> its input-crop pixel stride·u (the codec's convention)
-    hm_to_crop = np.array([[codec.stride[0], 0.0, 0.0], [0.0, codec.stride[1], 0.0]])
-    flip_index = np.asarray(keypoint_set.flip_index)
-
-    def teacher_targets(index, out):
-        if teacher_kps is not None:
-            return codec.encode(out[3], np.isfinite(out[3]).all(axis=1).astype(np.float64))
-        t_hm, t_matrix, t_weight = teacher_hms
-        crop_matrix, flipped = out[-2], out[-1]
-        # student heatmap pixel -> crop -> image -> teacher grid, then resampled onto the student grid
-        to_teacher = compose_affine(t_matrix[index], compose_affine(invert_affine(crop_matrix), hm_to_crop))
-        hm = warp_heatmaps(t_hm[index].astype(np.float32), invert_affine(to_teacher), (hm_h, hm_w))
-        weight = t_weight[index]
-        if flipped:  # the flip is in crop_matrix; left/right channels swap like the labels
-            hm, weight = hm[..., flip_index], weight[flip_index]
-        return np.ascontiguousarray(hm), weight.astype(np.float32)
-
-    def work(position, index):
-        position, index = int(position), int(index)
-        image = source(paths[index])
-        if image is None or image.ndim != 3 or image.shape[2] != 3:
-            raise DataError("read_image returned no (H, W, 3) image", path=paths[index], annotation_id=ann_ids[index])
-        rng = np.random.default_rng([seed, position, index])
-        extra = None if teacher_kps is None else teacher_kps[index]
-        out = augmented_crop(
-            image, kps[index], viss[index], boxes[index], (in_h, in_w), keypoint_set, augment, rng,
-            extra_keypoints=extra, return_transform=teacher_hms is not None,
-        )
-        heatmaps, weight = codec.encode(out[1], out[2])
-        if not has_teacher:
-            return out[0].astype(np.float32), heatmaps, weight
-        return (out[0].astype(np.float32), heatmaps, weight, *teacher_targets(index, out))
+    keypoint_set, augment, seed = _example_args(keypoint_set, batch_size, training, augment, seed)
+    examples = PoseExamples(samples, codec, keypoint_set, augment, seed, cache_images)
+    in_h, in_w = examples.input_size
+    hm_h, hm_w = examples.heatmap_size
+    k = examples.num_keypoints
 
     def map_fn(position, index):
-        n_out = 5 if has_teacher else 3
-        outs = tf.numpy_function(work, [position, index], [tf.float32] * n_out, stateful=False)
+        outs = tf.numpy_function(examples, [position, index], [tf.float32] * examples.num_outputs, stateful=False)
         outs[0].set_shape((in_h, in_w, 3))
         for hm in outs[1::2]:
             hm.set_shape((hm_h, hm_w, k))
         for w in outs[2::2]:
             w.set_shape((k,))
-        targets = {"heatmaps": outs[1], "target_weight": outs[2]}
-        if has_teacher:
-            targets.update(teacher_heatmaps=outs[3], teacher_weight=outs[4])
-        return outs[0], targets
+        return examples.targets(outs)
 
-    n = len(samples)
+    n = len(examples)
     ds = tf.data.Dataset.range(n)
     if training and shuffle:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.enumerate()
-    ds = ds.map(map_fn, num_parallel_calls=num_parallel_calls, deterministic=True)
+    parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    ds = ds.map(map_fn, num_parallel_calls=parallel, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+class PoseBatches(keras.utils.PyDataset):
+    """The batches of `make_dataset` as a `keras.utils.PyDataset`: the same `PoseExamples` worker,
+    no TensorFlow (Keras on JAX or PyTorch trains from it with `fit`).
+
+    Batch i holds the samples at stream positions i·B .. i·B + B − 1, so without shuffling it
+    equals `make_dataset`'s batch i (same seed, same augmentation). With `training` and
+    `shuffle`, the order is a permutation drawn from (seed, epoch), redrawn at each epoch's end.
+    The elements of a batch are made on a thread pool (OpenCV releases the GIL); Keras' own
+    `workers` stays 1, so `fit(steps_per_epoch=...)` can read one long stream across epochs.
+
+    Args:
+        samples, codec, keypoint_set, batch_size, training, augment, shuffle, seed,
+        drop_remainder, cache_images: as in `make_dataset`.
+        num_threads: threads making one batch. Default None = min(batch_size, CPU count).
+    """
+
+    def __init__(self, samples, codec, keypoint_set, batch_size=32, training=True, augment=None, shuffle=True,
+                 seed=None, drop_remainder=False, cache_images=False, num_threads=None):
+        super().__init__()
+        keypoint_set, augment, seed = _example_args(keypoint_set, batch_size, training, augment, seed)
+        self.examples = PoseExamples(samples, codec, keypoint_set, augment, seed, cache_images)
+        self.batch_size, self.drop_remainder = int(batch_size), bool(drop_remainder)
+        self.shuffle = bool(training and shuffle)
+        self.seed, self.epoch = seed, 0
+        self.num_threads = num_threads or max(1, min(self.batch_size, os.cpu_count() or 1))
+        self._pool = None
+        self._draw_order()
+
+    def _draw_order(self):
+        n = len(self.examples)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+
+    def __len__(self):
+        n = len(self.examples)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        positions = range(i * self.batch_size, min((i + 1) * self.batch_size, len(self.examples)))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="pose_batches")
+        outs = list(self._pool.map(lambda p: self.examples(p, self.order[p]), positions))
+        batch = [np.stack(column).astype(np.float32, copy=False) for column in zip(*outs)]
+        return self.examples.targets(batch)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.epoch += 1
+            self._draw_order()
+
+    def __getstate__(self):  # the thread pool stays with its process
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
+
+
+def make_training_data(samples, codec, keypoint_set, **kwargs):
+    """`make_dataset` (tf.data) on the TensorFlow backend, `PoseBatches` on the others; same arguments
+    (those of `make_dataset` that `PoseBatches` takes)."""
+    if keras.backend.backend() == "tensorflow":
+        return make_dataset(samples, codec, keypoint_set, **kwargs)
+    return PoseBatches(samples, codec, keypoint_set, **kwargs)
 
 
 def _carried_by_all(samples, key, what):

@@ -13,6 +13,7 @@ the exact crops they were computed on.
 
 Example (tiny 1x1-conv models on 32x32 crops; the teacher saved to a temporary .keras file):
     >>> import tempfile
+    >>> import tensorflow as tf
     >>> from kdpose_tf.distillation.distiller import Distiller
     >>> def tiny(name):
     ...     x = keras.Input((32, 32, 3))
@@ -41,7 +42,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kdpose_tf.errors import PresetError
 from kdpose_tf.models.pose_estimator import PoseEstimator
@@ -92,7 +92,7 @@ def _from_preset(preset):
 
 
 def _first_dim(structure):
-    return int(tf.nest.flatten(structure)[0].shape[0])
+    return int(keras.tree.flatten(structure)[0].shape[0])
 
 
 def cache_teacher_outputs(teacher, dataset, verbose=False):
@@ -106,8 +106,9 @@ def cache_teacher_outputs(teacher, dataset, verbose=False):
 
     Returns:
         `tf.data.Dataset` of `(images, {**targets, "teacher_heatmaps": hm})` with the same
-        batch sizes; `hm` is a tensor, or a tuple of tensors (one per teacher stack).
+        batch sizes; `hm` is a tensor, or a tuple of tensors (one per teacher stack). Needs TensorFlow.
     """
+    import tensorflow as tf  # the cache is a tf.data.Dataset
     if not isinstance(teacher, keras.Model):
         raise ValueError(f"`teacher` must be a keras.Model; received {type(teacher).__name__}.")
     images, targets, outputs, sizes = [], [], [], []

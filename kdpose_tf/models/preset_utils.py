@@ -42,10 +42,10 @@ import datetime
 import importlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
 from kdpose_tf.errors import ModelFileError, PresetError
 from kdpose_tf.utils.io import atomic_dir, jsonable
@@ -175,7 +175,9 @@ def save_to_preset(model, directory, metadata=None):
     meta = {
         "kdpose_tf_version": __version__,
         "keras_version": keras.version(),
-        "tensorflow_version": tf.__version__,
+        # The TensorFlow the model was saved with; None when saved on another backend without it.
+        "tensorflow_version": getattr(sys.modules.get("tensorflow"), "__version__", None),
+        "keras_backend": keras.backend.backend(),
         "class_name": type(model).__name__,
         "parameter_count": int(model.count_params()),
         "keypoint_set": getattr(keypoint_set, "name", keypoint_set),
