@@ -65,8 +65,11 @@ def lsp14_predictions(spec, samples, flip_test=False):
     from kdpose_tf.evaluation import predict_samples
     from kdpose_tf.keypoints import LSP14, joint_mapping
 
+    from kdpose_tf.data.datasets import to_keypoint_set
+
     fn, size, codec, ks = predictor(spec)
-    pred, _ = predict_samples(fn, samples, size, codec, ks, flip_test=flip_test, progress=False)
+    people = samples if ks.name == LSP14.name else to_keypoint_set(samples, ks)  # the same boxes, the model's joints
+    pred, _ = predict_samples(fn, people, size, codec, ks, flip_test=flip_test, progress=False)
     if ks.name == LSP14.name:
         return pred
     out = np.full((len(samples), LSP14.num_keypoints, 2), np.nan)
@@ -113,7 +116,7 @@ def int8_export(spec, calibration, work):
 def main(argv=None):
     from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.data.lsp import read_lsp
-    from kdpose_tf.data.parse import read_parse
+    from kdpose_tf.data.datasets import load_samples
     from kdpose_tf.evaluation import BODY12
     from kdpose_tf.keypoints import LSP14
     from kdpose_tf.utils.io import write_json, write_text
@@ -126,12 +129,15 @@ def main(argv=None):
     p.add_argument("--out", default="shipped_students")
     p.add_argument("--cards", action="store_true", help="write each shipped preset's figures into its model card")
     p.add_argument("--install", action="append", default=[], help="WORK/NAME: a recipe's preset to ship")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N people of each test set (smoke run)")
     args = p.parse_args(argv)
     for built in args.install:
         install(Path(built))
     models = dict(m.split("=", 1) for m in args.model)
     data = shared_dir() / "data"
-    tests = {"lsp_test": read_lsp(data / "lsp", "test"), "parse_test": read_parse(data / "parse", "test")}
+    tests = {"lsp_test": load_samples(f"lsp:{data / 'lsp'}:test"), "parse_test": load_samples(f"parse:{data / 'parse'}:test")}
+    if args.limit:
+        tests = {k: v[:args.limit] for k, v in tests.items()}
     calibration = calibration_crops(read_lsp(data / "lsp", "train"), (128, 96), 300)
     body = [LSP14.names.index(n) for n in BODY12]
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -220,6 +226,28 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def store_float16(weights_file):
+    """Rewrite a Keras weights file with float16 storage (half the size; Keras casts back to the variables'
+    float32 on load). The model card's figures are measured on the weights as stored."""
+    import h5py
+
+    with h5py.File(weights_file, "r+") as f:
+        arrays = []
+        f.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset)
+                     and obj.dtype == np.float32 else None)
+        for name in arrays:
+            data = f[name][()]
+            del f[name]
+            f.create_dataset(name, data=data.astype(np.float16))
+    tmp = weights_file.with_suffix(".repack")
+    with h5py.File(weights_file, "r") as src, h5py.File(tmp, "w") as dst:  # h5py does not reclaim deleted space
+        for key in src:
+            src.copy(src[key], dst, name=key)
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+    tmp.replace(weights_file)
+
+
 def install(built):
     """Copy the preset a recipe built (WORK/NAME) into the package and complete its model card."""
     import shutil
@@ -231,6 +259,7 @@ def install(built):
     recipe = json.loads((target / "recipe.json").read_text())
     for f in built.iterdir():
         shutil.copy2(f, target / f.name)
+    store_float16(target / "model.weights.h5")
     card = json.loads((target / METADATA_FILE).read_text())
     card.pop("date_saved", None)
     card.update(recipe["card"])

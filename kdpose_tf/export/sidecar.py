@@ -29,6 +29,7 @@ from pathlib import Path
 
 from kdpose_tf.errors import ModelFileError
 from kdpose_tf.export.runner import read_tflite
+from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
 from kdpose_tf.tracking import TRACKING
 from kdpose_tf.utils.io import write_json
@@ -98,6 +99,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         raise ValueError(f"{tflite_path}: expected 4-D input and output, got {inp['shape']} and {out['shape']}")
     _, H, W, _ = inp["shape"]
     _, h, w, K = out["shape"]
+    if isinstance(keypoint_set, str):
+        keypoint_set = get_keypoint_set(keypoint_set)
     if keypoint_set is not None and keypoint_set.num_keypoints != K:
         raise ValueError(
             f"keypoint_set {keypoint_set.name!r} has {keypoint_set.num_keypoints} joints but the model outputs {K} heatmaps"

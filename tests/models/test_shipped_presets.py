@@ -10,7 +10,7 @@ import pytest
 from kdpose_tf.cli.recipe import load_recipe
 from kdpose_tf.data.datasets import calibration_crops
 from kdpose_tf.data.lsp import read_lsp
-from kdpose_tf.data.parse import read_parse
+from kdpose_tf.data.datasets import load_samples
 from kdpose_tf.evaluation import BODY12, evaluate, keras_predict_fn
 from kdpose_tf.export.runner import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
@@ -59,7 +59,7 @@ def _body12_on_parse(model, parse_test):
 
 @pytest.fixture(scope="module")
 def parse_test(data_dir):
-    return read_parse(data_dir / "parse", "test")
+    return load_samples(f"parse:{data_dir / 'parse'}:test")  # as `kdpose evaluate` reads it
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -84,3 +84,23 @@ def test_int8_export_runs_under_xnnpack(name, data_dir, tmp_path, parse_test):
     heatmaps = np.asarray(runner(crops[:2]))
     assert heatmaps.shape[-1] == model.keypoint_set.num_keypoints and np.isfinite(heatmaps).all()
     assert runner.delegate == "xnnpack"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_predict_by_name_on_a_photo(name, data_dir, tmp_path, capsys):
+    """`kdpose predict --model NAME --image photo.jpg` right after install: the joints land on the person."""
+    from kdpose_tf.cli.main import main
+
+    photo = data_dir / "lsp" / "images" / "im1001.jpg"  # one person, the whole image is the box
+    out = tmp_path / "pose.png"
+    assert main(["predict", "--model", name, "--image", str(photo), "--output", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if "score=" in line]
+    test = read_lsp(data_dir / "lsp", "test", limit=1)[0]
+    predicted = {line.split(":")[0].strip(): (float(line.split("x=")[1].split()[0]), float(line.split("y=")[1].split()[0]))
+                 for line in lines}
+    torso = np.linalg.norm(test.keypoints[9] - test.keypoints[2])
+    near = [np.linalg.norm(np.subtract(predicted[j], test.keypoints[LSP14.names.index(j)])) <= 0.5 * torso
+            for j in BODY12 if j in predicted]
+    assert len(near) == 12 and np.mean(near) >= 0.75
