@@ -46,7 +46,7 @@ def test_bad_lspet_files_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="joints.mat.*LSPET labels file not found"):
         read_lspet(tmp_path)
     scipy.io.savemat(str(tmp_path / "joints.mat"), {"joints": np.zeros((14, 2, 3))})
-    with pytest.raises(DataError, match=r"expected shape \(14, 3, N\).*got \(14, 2, 3\)"):
+    with pytest.raises(DataError, match=r"expected shape 14x3xN = \(joint, xyv, image\), got \(14, 2, 3\)"):
         read_lspet(tmp_path)
     scipy.io.savemat(str(tmp_path / "joints.mat"), {"joints": np.ones((14, 3, 2)) * 5})
     with pytest.raises(DataError, match="im00001.jpg"):

@@ -170,8 +170,8 @@ def test_load_samples_dispatch(data_dir):
     s = load_samples(f"mpii:{mp}/test_mpii.json:{mp}")
     assert len(s) == len(json.loads((mp / "test_mpii.json").read_text())) and s[0].keypoint_set == "mpii16"
     assert load_samples(f"buffy:{data_dir}/buffy")[0].extra["dataset"] == "buffy"
-    with pytest.raises(ValueError, match="unknown dataset kind 'lsp'"):
-        load_samples(f"lsp:{data_dir}")
+    with pytest.raises(ValueError, match="unknown dataset kind 'lspx'"):
+        load_samples(f"lspx:{data_dir}")
     with pytest.raises(ValueError, match="KIND:PATH"):
         load_samples("no-colon")
 
