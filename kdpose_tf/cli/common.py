@@ -110,6 +110,10 @@ def load_model(spec: str, **overrides):
         return PoseEstimator.from_preset(str(path))
     if spec.endswith(".tflite"):
         raise CLIError(f"{spec}: a TFLite model cannot be trained; give a .keras file, preset directory or preset name")
+    from kdpose_tf.models.preset_utils import shipped_presets
+
+    if spec in shipped_presets():  # a trained preset shipped with the package: its weights, size and joints
+        return PoseEstimator.from_preset(spec)
     return PoseEstimator.from_preset(spec, load_weights=False, **overrides)
 
 

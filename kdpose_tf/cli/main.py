@@ -6,6 +6,7 @@
     kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
     kdpose import     a pretrained pose model from OpenVINO / ONNX (e.g. pp_tinypose_128x96) as a trainable Keras model
     kdpose soup       average the weights of several trained seeds of one model (model soup)
+    kdpose recipe     rebuild a shipped preset from the shared data, step by step (resumable)
     kdpose predict    skeletons on a photo, a folder or a video: people detected, COCO JSON
     kdpose demo       the whole workflow on a synthetic (or given) dataset, with a report
     kdpose summary    parameters and FLOPs of a model
@@ -24,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdpose_tf.cli import demo, evaluate, export, info, train
+from kdpose_tf.cli import demo, evaluate, export, info, recipe, train
 from kdpose_tf.cli import predict
 from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
 from kdpose_tf.training import STRATEGIES
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-fraction", type=float, default=0.2, help="dwpose: stage-2 epochs / stage-1 epochs")
     p.add_argument("--teacher-feature", default=None, help="feature distillation: teacher layer name")
     p.add_argument("--student-feature", default=None, help="feature distillation: student layer name")
+    p.add_argument("--teacher-flip-test", action="store_true",
+                   help="pretrained teachers: average each crop's heatmaps with its mirror image's (computed once)")
     p.add_argument("--resize-teacher", action="store_true",
                    help="resize teacher heatmaps bilinearly when their size differs from the student's")
     _add_data(p)
@@ -156,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a very short run (smoke test)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("recipe", help="rebuild a shipped preset from the shared data, step by step (resumable)")
+    p.add_argument("recipe", help="a shipped preset name, a preset directory or a recipe .json file")
+    p.add_argument("--work", required=True, help="working folder for the steps' models and run directories")
+    p.add_argument("--shared", default=None, help="the shared data folder (default: KDPOSE_SHARED or ../shared)")
+    p.add_argument("--skip-controls", action="store_true", help="skip the labels-only control runs")
+    p.add_argument("--dry-run", action="store_true", help="print the steps without running them")
+
     p = sub.add_parser("soup", help="average the weights of several trained seeds of one model (model soup)")
     p.add_argument("models", nargs="+", help=".keras files or preset directories of the same architecture")
     p.add_argument("--output", default=None, help="write the averaged model to this .keras file")
@@ -188,6 +198,7 @@ COMMANDS = {
     "check-edgetpu": export.run_check_edgetpu,
     "check-xnnpack": export.run_check_xnnpack,
     "soup": train.run_soup,
+    "recipe": recipe.run_recipe,
     "demo": demo.run_demo,
     "summary": info.run_summary,
     "presets": info.run_presets,

@@ -130,7 +130,7 @@ def run_distill(args):
     samples, keypoint_set, val = _training_data(args)
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
-    pretrained = pretrained_teachers(args.teacher)
+    pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test)
     if pretrained is not None:
         # Pretrained models from other frameworks (heatmap presets, .xml/.onnx/.tflite, ensembles): their
         # targets are computed once and travel with the samples (warped by each augmentation).

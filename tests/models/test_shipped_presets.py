@@ -47,7 +47,10 @@ def _body12_on_parse(model, parse_test):
         return 100 * report["pck"]["body12"]
     from kdpose_tf.evaluation import predict_samples
 
-    pred, _ = predict_samples(keras_predict_fn(model), parse_test, model.input_size, model.codec, ks, progress=False)
+    from kdpose_tf.data.datasets import to_keypoint_set
+
+    people = to_keypoint_set(parse_test, ks)  # the same boxes, the model's joints
+    pred, _ = predict_samples(keras_predict_fn(model), people, model.input_size, model.codec, ks, progress=False)
     lsp = np.full((len(parse_test), 14, 2), np.nan)
     for src, dst in joint_mapping(ks, LSP14).items():
         lsp[:, dst] = pred[:, src]
