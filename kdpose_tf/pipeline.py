@@ -31,8 +31,10 @@ from kdpose_tf.data.images import read_image
 from kdpose_tf.evaluation import keras_predict_fn, predict_boxes
 from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.metrics.coco import coco_results
+from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.runtimes.detector import PersonDetector
 from kdpose_tf.tracking import PersonTracker
+from kdpose_tf.visualization import draw_keypoints
 
 
 class TopDown:
@@ -82,8 +84,6 @@ def top_down(model, compiled=True, flip_test=False):
             raise ValueError("the model does not say which joints it predicts (keypoint_set None); give them")
         return TopDown(predict_fn, size, codec, keypoint_set, flip_test)
     if isinstance(model, (str, Path)):
-        from kdpose_tf.models.pose_estimator import PoseEstimator
-
         model = PoseEstimator.from_preset(str(model))
     key = (bool(compiled), bool(flip_test))
     cached = _TOP_DOWN.get(model, {})
@@ -180,8 +180,6 @@ def draw_people(image, people, keypoint_set, threshold=0.2, boxes=True):
     """The image (RGB uint8) with every person's skeleton (`kdpose_tf.visualization.draw_keypoints`) and,
     with `boxes`, the person box in grey."""
     import cv2
-
-    from kdpose_tf.visualization import draw_keypoints
 
     canvas = np.ascontiguousarray(np.asarray(image, np.uint8).copy())
     for person in people:

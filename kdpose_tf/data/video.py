@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from kdpose_tf.errors import DataError
+from kdpose_tf.utils.io import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 DEFAULT_FPS = 30.0  # when a file does not state its frame rate
@@ -89,8 +90,6 @@ class VideoWriter:
         self._stack = None
 
     def __enter__(self):
-        from kdpose_tf.utils.io import atomic_path
-
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.path))
         self._writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)

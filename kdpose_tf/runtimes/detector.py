@@ -28,6 +28,7 @@ import numpy as np
 
 from kdpose_tf.errors import DataError, ModelFileError
 from kdpose_tf.runtimes import openvino
+from kdpose_tf.utils.shared import shared_dir
 
 # where the detector lives inside the shared folder (utils/shared.py), and the config it needs beside it
 DEFAULT_DETECTOR = Path("models") / "rtmdet_nano_person" / "end2end.onnx"
@@ -36,8 +37,6 @@ PIPELINE_FILE = "pipeline.json"
 
 def default_detector_path():
     """The shared folder's RTMDet-nano person detector; DataError saying how to give one when it is absent."""
-    from kdpose_tf.utils.shared import shared_dir
-
     root = shared_dir(required=False)
     path = None if root is None else root / DEFAULT_DETECTOR
     if path is None or not path.is_file():
