@@ -147,7 +147,7 @@ def main(argv=None):
         args.size, args.num_calibration = 64, 16
     out = Path(args.out or ("/tmp/quantized_accuracy" if args.quick else RESULTS / "quantized_accuracy"))
 
-    from kdpose_tf.export.qat import quantization_aware_finetune
+    from kdpose_tf.distillation.qat_finetune import quantization_aware_finetune
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops, real_benchmark_split
     from kdpose_tf.evaluation import evaluate, keras_predict_fn

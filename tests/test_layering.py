@@ -38,7 +38,6 @@ PLACEMENT = {
     "kdpose_tf.export": "export",
     "kdpose_tf.distillation": "distillation",
     "kdpose_tf.training": "training",
-    "kdpose_tf.training_qat": "training",     # QAT fine-tuning: an export-side clone trained by the Distiller
     "kdpose_tf.cli": "cli",
     "kdpose_tf": "cli",                       # the package facade (kdpose_tf/__init__.py) re-exports the top
 }

@@ -10,7 +10,7 @@ from kdpose_tf.cli.common import CLIError, import_model, load_data, load_model, 
 
 def run_export(args):
     from kdpose_tf.data.datasets import calibration_crops
-    from kdpose_tf.export.qat import quantization_aware_finetune
+    from kdpose_tf.distillation.qat_finetune import quantization_aware_finetune
     from kdpose_tf.export.tflite import export_tflite
 
     model = load_model(args.model)

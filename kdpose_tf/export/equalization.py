@@ -11,9 +11,9 @@ What: for a convolution P (or a BatchNormalization, whose gamma and beta scale i
 channel i of P's output (kernel and bias) is multiplied by s_i and every convolution reading that channel
 has its weights for it divided by s_i. Channels are followed from P through the ops that commute with a
 positive per-channel scale: ReLU (relu(s*x) = s*relu(x)), zero padding, nearest / bilinear upsampling,
-pooling, and the channel routing of ShuffleNet-style blocks (`ChannelSplit`, `ChannelShuffle`,
-`Concatenate`: the channel's new index is followed), until each copy of the channel reaches a
-convolution. A channel that reaches anything else (an Add, a model output) keeps s_i = 1. The float
+pooling, and the channel routing of ShuffleNet-style blocks (layers with a `channel_routes` method,
+`ChannelSplit`, `ChannelShuffle`, and `Concatenate`: the channel's new index is followed), until each
+copy of the channel reaches a convolution. A channel that reaches anything else (an Add, a model output) keeps s_i = 1. The float
 model is unchanged (up to rounding); the int8 model now sees the channels of those tensors over
 (nearly) the same range. s_i = clip(R / r_i, 1, max_scale), r_i = channel i's largest |activation| at
 P's output (after its ReLU) on calibration crops and R = the largest r_i. This is the data-driven,
@@ -45,15 +45,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kdpose_tf.models.graph import graph_nodes, tensor_readers
-from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
-from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
+from kdpose_tf.models.graph import graph_nodes, is_functional, tensor_readers
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
-# ops that act on each channel alone and commute with a positive scale of it
-_PER_CHANNEL = (keras.layers.ZeroPadding2D, Upsample, ResizeBilinear, keras.layers.UpSampling2D,
-                keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
-_ROUTING = (ChannelSplit, ChannelShuffle, keras.layers.Concatenate)  # move channels, keep their values
+# Keras ops that act on each channel alone and commute with a positive scale of it; a kdpose_tf layer
+# says so itself (`channelwise = True`: Upsample, ResizeBilinear).
+_PER_CHANNEL = (keras.layers.ZeroPadding2D, keras.layers.UpSampling2D, keras.layers.MaxPooling2D,
+                keras.layers.AveragePooling2D)
 
 
 def _linear(layer):
@@ -83,24 +81,29 @@ def _is_producer(layer):
 
 def _graphs(model):
     """`model` and the functional models nested in it (a PoseEstimator's backbone) that read its images."""
-    from kdpose_tf.models.graph import _is_functional
-
     yield model
     for layer in model.layers:
-        if _is_functional(layer) and len(layer.inputs) == 1 and tuple(layer.inputs[0].shape) == tuple(
+        if is_functional(layer) and len(layer.inputs) == 1 and tuple(layer.inputs[0].shape) == tuple(
                 model.inputs[0].shape):
             yield layer
 
 
+def _per_channel(layer):
+    return isinstance(layer, _PER_CHANNEL) or getattr(type(layer), "channelwise", False) is True
+
+
+def _routing(layer):
+    """A layer that moves channels and keeps their values: one with a `channel_routes` method (ChannelSplit,
+    ChannelShuffle) or a channels-last Concatenate."""
+    if isinstance(layer, keras.layers.Concatenate):
+        return layer.axis in (-1, 3)
+    return callable(getattr(layer, "channel_routes", None))
+
+
 def _channel_routes(layer, inputs, position, channels):
     """[(output index, source channel per output channel, -1 = another input's)] of a routing layer."""
-    if isinstance(layer, ChannelSplit):
-        starts = np.cumsum([0] + list(layer.sizes))
-        return [(k, channels[starts[k]:starts[k + 1]]) for k in range(len(layer.sizes))]
-    if isinstance(layer, ChannelShuffle):
-        ids = np.arange(len(channels), dtype=np.float32).reshape(1, 1, 1, -1)
-        perm = keras.ops.convert_to_numpy(layer(ids)).reshape(-1).astype(int)  # output j = input perm[j]
-        return [(0, channels[perm])]
+    if not isinstance(layer, keras.layers.Concatenate):
+        return layer.channel_routes(channels)
     sizes = [int(t.shape[-1]) for t in inputs]  # Concatenate (channels last)
     out = np.full(sum(sizes), -1)
     out[sum(sizes[:position]):sum(sizes[:position + 1])] = channels
@@ -123,10 +126,9 @@ def _trace(producer, readers, outputs, nodes):
         for layer in readers.get(key, []):
             if len(nodes.get(id(layer), [])) != 1:
                 blocked[mine] = True
-            elif _plain_relu(layer) or isinstance(layer, _PER_CHANNEL):
+            elif _plain_relu(layer) or _per_channel(layer):
                 stack.append(((id(layer), 0), channels))
-            elif isinstance(layer, _ROUTING) and (not isinstance(layer, keras.layers.Concatenate) or
-                                                 layer.axis in (-1, 3)):
+            elif _routing(layer):
                 inputs = nodes[id(layer)][0].input_tensors
                 ids = [id(t._keras_history.operation) == key[0] and t._keras_history.tensor_index == key[1]
                        for t in inputs]

@@ -31,7 +31,8 @@ quantisation step of the output (see tests/export/test_qat.py).
 
 Quantization-aware distillation: pass the QAT model as the Distiller's student with the float
 teacher (`Distiller(teacher, quantize_model(student, calib), alpha=...)`);
-`quantization_aware_finetune` does that in one call (what `kdpose export --quantize int8-qat` runs).
+`kdpose_tf.distillation.qat_finetune.quantization_aware_finetune` does that in one call (what
+`kdpose export --quantize int8-qat` runs). This module knows models, not how they are trained.
 
 Example:
 >>> qat = quantize_model(student, calibration_data=crops[:32])   # doctest: +SKIP
@@ -44,8 +45,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kdpose_tf.data.pipeline import make_dataset
-from kdpose_tf.distillation.distiller import Distiller
 from kdpose_tf.export.bn_folding import batchnorm_affine
 from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the public QAT names live here)
     ActivationFakeQuant,
@@ -55,9 +54,8 @@ from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the publi
     QuantRescaling,
     _WeightQuantMixin,
 )
-from kdpose_tf.models.graph import graph_nodes, layer_consumers, node_inputs
+from kdpose_tf.models.graph import flatten_functional, graph_nodes, layer_consumers, node_inputs
 from kdpose_tf.models.layers.norm import GatedBatchNormalization
-from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 
 
 def _activation_quantizers(model):
@@ -78,10 +76,14 @@ _QUANT_CLASSES = {
 _FUSED_ACTIVATIONS = ("linear", "relu", "relu6")  # TFLite fuses these into CONV_2D / DEPTHWISE_CONV_2D / FC
 _ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.LeakyReLU)
 # Layers whose output needs no range of its own (they pass the input's scale through: TFLite's
-# RESHAPE / TRANSPOSE / PAD / SPLIT / STRIDED_SLICE keep the input's quantisation).
+# RESHAPE / TRANSPOSE / PAD / SPLIT / STRIDED_SLICE keep the input's quantisation). A kdpose_tf layer
+# that only moves channels says so with a `channel_routes` method (ChannelSplit, ChannelShuffle).
 _PASSTHROUGH = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.MaxPooling2D, keras.layers.Dropout,
-                keras.layers.InputLayer, keras.layers.Identity, keras.layers.ZeroPadding2D, ChannelSplit,
-                ChannelShuffle)
+                keras.layers.InputLayer, keras.layers.Identity, keras.layers.ZeroPadding2D)
+
+
+def _passthrough(layer):
+    return isinstance(layer, _PASSTHROUGH) or callable(getattr(layer, "channel_routes", None))
 
 
 def _fused_activation(layer):
@@ -145,8 +147,6 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         raise ValueError(f"quantize_model needs a functional keras.Model, got {type(model).__name__}")
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         # A PoseEstimator holds its backbone as a nested functional model: expand it in place.
-        from kdpose_tf.models.graph import flatten_functional
-
         model = flatten_functional(model)
     nodes = graph_nodes(model)  # calls in this graph only (flattening adds a second call to each layer)
     consumers = layer_consumers(model, nodes)
@@ -202,7 +202,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         return new
 
     def needs_range(layer):
-        if isinstance(layer, _PASSTHROUGH):
+        if _passthrough(layer):
             return False
         if id(layer) in split_activation:
             return True  # its output is the sigmoid's: no ReLU fuses into LOGISTIC
@@ -294,7 +294,7 @@ def _same_scale_groups(model, nodes, consumers, needs_range, ema_decay):
 
     def owner(tensor):
         layer = tensor._keras_history.operation
-        while isinstance(layer, _PASSTHROUGH) and not isinstance(layer, keras.layers.InputLayer) \
+        while _passthrough(layer) and not isinstance(layer, keras.layers.InputLayer) \
                 and len(nodes.get(id(layer), [])) == 1:
             layer = node_inputs(model, layer, nodes)[0]._keras_history.operation
         if isinstance(layer, keras.layers.InputLayer):
@@ -371,31 +371,3 @@ def calibrate(qat_model, data, batch_size=8):
         for layer in quant_layers:
             layer.calibrating = False
     return qat_model
-
-
-def quantization_aware_finetune(model, samples, keypoint_set, epochs, calibration, batch_size=16, lr=1e-4):
-    """Fake-quant copy of `model`, fine-tuned by distillation from the float model itself.
-
-    Quantization-aware distillation: the QAT clone (ranges set on `calibration[:64]`) is the
-    student, the float `model` the teacher (FPD, alpha 0.5), trained on `samples`.
-
-    Args:
-        model: the float PoseEstimator (with a `codec`).
-        samples: list of PoseSample to fine-tune on.
-        keypoint_set: KeypointSet of the samples (flip pairs for augmentation).
-        epochs: fine-tuning epochs; 0 returns the calibrated clone untrained.
-        calibration: (N, H, W, 3) float32 crops in [0, 255] for the initial activation ranges.
-        batch_size: default 16. lr: Adam learning rate, default 1e-4.
-
-    Returns:
-        the QAT model, for `export_tflite(..., quantize="int8-qat")`.
-    """
-    qat_student = quantize_model(model, calibration_data=calibration[:64])
-    if epochs <= 0:
-        return qat_student
-    distiller = Distiller(teacher=model, student=qat_student, alpha=0.5)
-    distiller.compile(optimizer=keras.optimizers.Adam(lr))
-    data = make_dataset(samples, model.codec, keypoint_set, batch_size=batch_size, training=True,
-                        drop_remainder=True)
-    distiller.fit(data, epochs=epochs, shuffle=False)  # the tf.data pipeline shuffles; Keras would only warn
-    return qat_student

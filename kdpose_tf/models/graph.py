@@ -28,7 +28,8 @@ from __future__ import annotations
 import keras
 
 
-def _is_functional(op) -> bool:
+def is_functional(op) -> bool:
+    """Whether `op` is a functional Keras model (a graph of layer calls that can be read and replayed)."""
     return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(op, "_run_through_graph")
 
 
@@ -36,7 +37,7 @@ def _replay(model, inputs):
     """Re-apply `model`'s graph to `inputs`, expanding nested functional models in place."""
 
     def operation_fn(op):
-        if _is_functional(op):
+        if is_functional(op):
             return lambda *args, **kwargs: _replay(op, args[0] if len(args) == 1 else list(args))
         return op
 
@@ -95,7 +96,7 @@ def flatten_functional(model, name=None):
     Raises:
         TypeError: when `model` is not functional (a subclassed model has no graph to flatten).
     """
-    if not _is_functional(model):
+    if not is_functional(model):
         raise TypeError(f"flatten_functional needs a functional keras.Model, got {type(model).__name__}")
     inputs = [keras.Input(batch_shape=tuple(x.shape), dtype=x.dtype, name=x.name) for x in model.inputs]
     outputs = _replay(model, inputs if len(inputs) > 1 else inputs[0])
@@ -107,8 +108,8 @@ def functional_graphs(model):
     seen, stack = set(), [model]
     while stack:
         graph = stack.pop(0)
-        if id(graph) in seen or not _is_functional(graph):
+        if id(graph) in seen or not is_functional(graph):
             continue
         seen.add(id(graph))
         yield graph
-        stack.extend(layer for layer in graph.layers if _is_functional(layer))
+        stack.extend(layer for layer in graph.layers if is_functional(layer))

@@ -8,7 +8,7 @@ import tensorflow as tf
 from kdpose_tf.models.layers.pooling import BlockPool
 from kdpose_tf.models.lite_hrnet.dite_hrnet_layers import ContextPool, KernelAggregate, dynamic_conv_bn
 from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
-from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle
+from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 from kdpose_tf.models.lite_hrnet.lite_hrnet_presets import backbone_presets
 
 TINY = dict(widths=(16, 32, 64, 128), stem_width=16, stage_modules=(1, 1, 1), blocks_per_module=1,
@@ -87,6 +87,20 @@ def test_channel_shuffle_matches_torch_semantics():
     # PyTorch: view(b, g, c/g, h, w).transpose(1, 2) -> output channel j*g + i = input i*(c/g) + j
     ref = x.reshape(2, 3, 2, 3, 4).transpose(0, 1, 2, 4, 3).reshape(2, 3, 2, 12)
     np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_channel_routes_say_where_each_channel_goes(groups):
+    """The routing the export passes read (QAT keeps the input's scale, equalization follows channels) is
+    what the layers compute: output channel j of route k copies input channel routes[k][1][j]."""
+    x = np.random.RandomState(groups).uniform(size=(1, 2, 2, 12)).astype("float32")
+    ids = np.arange(12) + 100  # channel ids, not positions
+    (k, source), = ChannelShuffle(groups, name="sh").channel_routes(ids)
+    np.testing.assert_array_equal(np.asarray(ChannelShuffle(groups, name="sh2")(x)), x[..., source - 100])
+    split = ChannelSplit([5, 7], name="split")
+    for (k, source), part in zip(split.channel_routes(ids), split(x)):
+        np.testing.assert_array_equal(np.asarray(part), x[..., source - 100])
+    assert [k for k, _ in split.channel_routes(ids)] == [0, 1]
 
 
 def test_context_pool_matches_numpy():

@@ -45,6 +45,9 @@ def repeat_pixels(x, fy, fx):
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
 class Upsample(keras.layers.Layer):
+    # Each channel alone, commuting with a positive per-channel scale (export/equalization.py follows it).
+    channelwise = True
+
     def __init__(self, size=2, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
         size = (size, size) if isinstance(size, int) else tuple(size)
@@ -107,6 +110,8 @@ class ResizeBilinear(keras.layers.Layer):
     >>> np.asarray(y)[0, :, :, 0].tolist()
     [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]]
     """
+
+    channelwise = True  # see Upsample.channelwise
 
     def __init__(self, size, align_corners=True, **kwargs):
         size = tuple(size) if isinstance(size, (list, tuple)) else None

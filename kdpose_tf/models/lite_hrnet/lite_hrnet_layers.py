@@ -14,6 +14,7 @@ Batch norm uses PyTorch's defaults (momentum 0.1 -> Keras 0.9, epsilon 1e-5).
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from kdpose_tf.models.layers.pooling import BlockPool
@@ -57,6 +58,15 @@ class ChannelSplit(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return [tuple(input_shape[:-1]) + (s,) for s in self.sizes]
+
+    def channel_routes(self, channels):
+        """[(output index, the input channel each of its channels copies)] for the input's `channels` ids.
+
+        A layer with this method only moves channels: int8 keeps its input's scale (export/qat.py) and a
+        per-channel rescaling follows each channel through it (export/equalization.py).
+        """
+        starts = np.cumsum([0] + list(self.sizes))
+        return [(k, np.asarray(channels)[starts[k]:starts[k + 1]]) for k in range(len(self.sizes))]
 
     def get_config(self):
         config = super().get_config()
@@ -104,6 +114,12 @@ class ChannelShuffle(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def channel_routes(self, channels):
+        """[(0, the input channel each output channel copies)]: see `ChannelSplit.channel_routes`."""
+        channels = np.asarray(channels)
+        g = self.groups
+        return [(0, channels.reshape(g, len(channels) // g).T.reshape(-1))]  # output j*g+i = input i*(C/g)+j
 
     def get_config(self):
         config = super().get_config()
