@@ -304,7 +304,7 @@ def ulp_perturbed_int8(student, calibration, test, n, work):
     Returns [(all-14, body-12)], one per copy; `student`'s weights are restored.
     """
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
 
     size = tuple(int(v) for v in student.input_shape[1:3])
@@ -336,7 +336,7 @@ def int8_against_movenet(best, test, init=None, perturbations=0):
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, teacher_predict_fn
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
     from kdpose_tf.models.summary import count_flops
 

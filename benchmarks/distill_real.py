@@ -210,7 +210,7 @@ def int8_row(best, train, test, args, results, work, movenet_path):
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.evaluation import evaluate
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
     from kdpose_tf.keypoints import LSP14
 

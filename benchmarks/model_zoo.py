@@ -152,7 +152,7 @@ def zoo_latency_ms(models: dict, runs=20, rounds=3):
     the models interleaved (`tflite_profile.interleaved_ms`). `models`: {name: flatbuffer bytes or path}."""
     from tflite_profile import interleaved_ms
 
-    from kdpose_tf.export.delegates import make_interpreter
+    from kdpose_tf.runtimes.xnnpack import make_interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}

@@ -35,7 +35,7 @@ def predictor(spec):
     from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
     from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
     from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, teacher_predict_fn
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.keypoints import LSP14
     from kdpose_tf.utils.shared import shared_dir
 

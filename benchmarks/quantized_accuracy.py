@@ -151,7 +151,7 @@ def main(argv=None):
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.data.datasets import calibration_crops, real_benchmark_split
     from kdpose_tf.evaluation import evaluate, keras_predict_fn
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
     from kdpose_tf.keypoints import LSP14
     from kdpose_tf.utils import io

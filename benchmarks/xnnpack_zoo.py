@@ -90,12 +90,14 @@ def run_child(path, kind, x, tmp):
 def measure(name, crops_for, calibration):
     import keras
 
-    from kdpose_tf.export.delegates import xnnpack_check
-    from kdpose_tf.export.runner import model_io, model_tensors, quantize
+    from kdpose_tf.runtimes.xnnpack import xnnpack_check
+    from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors
+    from kdpose_tf.runtimes.litert import quantize
     from kdpose_tf.export.sidecar import make_sidecar
     from kdpose_tf.export.bn_folding import fold_kernel_sum_batchnorm
     from kdpose_tf.export.tflite import convert_to_tflite, single_output_model
-    from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat, fix_requantization_scales
+    from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
+    from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat
     from kdpose_tf.models.presets import build, get_entry
 
     keras.backend.clear_session()
@@ -174,7 +176,7 @@ def main(argv=None):
 
     from kdpose_tf.data.coco import read_coco
     from kdpose_tf.data.datasets import calibration_crops
-    from kdpose_tf.export.delegates import litert_version
+    from kdpose_tf.runtimes.xnnpack import litert_version
     from kdpose_tf.models.presets import PRESETS
     from kdpose_tf.utils.io import write_json, write_text
     from kdpose_tf.utils.shared import shared_dir

@@ -28,7 +28,7 @@ from kdpose_tf.data.coco import read_coco
 from kdpose_tf.data.pipeline import make_dataset
 from kdpose_tf.distillation import Distiller, LSHMLinearSchedule
 from kdpose_tf.evaluation import evaluate, keras_predict_fn
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
 from kdpose_tf.models.pose_estimator import PoseEstimator

@@ -31,7 +31,7 @@ from kdpose_tf.data.parse import read_parse
 from kdpose_tf.distillation import Distiller
 from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, attach_teacher_heatmaps
 from kdpose_tf.evaluation import evaluate, keras_predict_fn
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.training import fit_resumable, make_optimizer

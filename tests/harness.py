@@ -13,7 +13,7 @@ models are checked through one signature, `(cls, init_kwargs, input_shape)` (ker
         run_model_checks(MyBackbone, {"width": 8, "input_shape": (64, 64, 3)}, (2, 64, 64, 3), tmp_path=tmp_path)
 
 TFLite checks go through what ships: `kdpose_tf.export.tflite.export_tflite` (the final output,
-written with its sidecar) and `kdpose_tf.export.runner.TFLiteRunner` (XNNPACK when it runs the
+written with its sidecar) and `kdpose_tf.runtimes.litert.TFLiteRunner` (XNNPACK when it runs the
 file). A layer is exported inside an image model (`Rescaling` to [-1, 1], a fixed 1x1 conv to the
 layer's input channels, the layer, a float32 cast). `check_int8` is the full-integer check
 (calibrated `quantize="int8"`, builtin int8 ops only, the ops present / absent a test names).
@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite, single_output_model
 from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.models import preset_utils, presets

@@ -46,8 +46,8 @@ MAX_FUNCTION_IMPORTS = 15
 # A ratchet while the moves finish: the violations still in the tree, counted; a change may lower these
 # ceilings (and must, once it removes one) but never add a violation. The contract's goal: 0, 0 and 15.
 KNOWN_UPWARD = 4
-KNOWN_CYCLES = 2
-KNOWN_FUNCTION_IMPORTS = 33
+KNOWN_CYCLES = 1
+KNOWN_FUNCTION_IMPORTS = 32
 
 
 def _modules(package_dir):

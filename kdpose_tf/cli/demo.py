@@ -139,7 +139,7 @@ def _demo_data(args, cfg, out):
 def _evaluate_and_export(out, models, train, val, keypoint_set, codec, coco_gt, timings):
     from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.evaluation import evaluate, keras_predict_fn
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.export.tflite import export_tflite
     from kdpose_tf.models.summary import count_flops
     from kdpose_tf.utils import io
@@ -187,7 +187,7 @@ def reading(rows) -> str:
 
 def _report(out, rows, histories, stages, cfg, n_train, n_labelled, val, codec, seconds, args):
     from kdpose_tf.cli.evaluate import predict_image
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.keypoints import get_keypoint_set
     from kdpose_tf.utils import io
     from kdpose_tf.visualization import draw_keypoints, markdown_table, plot_history, save_png

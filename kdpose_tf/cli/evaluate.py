@@ -24,7 +24,7 @@ def load_predictor(spec: str, keypoint_set=None):
             return (*teacher_evaluation(teachers, keypoint_set), None)
 
     if single_tflite:
-        from kdpose_tf.export.runner import TFLiteRunner
+        from kdpose_tf.runtimes.litert import TFLiteRunner
 
         if not Path(spec).exists():
             raise CLIError(f"TFLite model {spec} does not exist")

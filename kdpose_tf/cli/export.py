@@ -65,7 +65,7 @@ def run_check_edgetpu(args):
 
 def run_check_xnnpack(args):
     """`kdpose check-xnnpack MODEL`: ops XNNPACK (Android's default CPU path) would refuse; 0 when none."""
-    from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
+    from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat
 
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model} does not exist")

@@ -311,7 +311,7 @@ class _OpenVINOBackend:
 
 class _LiteRTBackend:
     def __init__(self, config, num_threads):
-        from kdpose_tf.export.runner import TFLiteRunner
+        from kdpose_tf.runtimes.litert import TFLiteRunner
 
         self.runner = TFLiteRunner(config.path, num_threads=num_threads or os.cpu_count() or 1)  # None: every core
         self.input_shape = _check_input(config, [int(d) for d in self.runner.input_details["shape"]])

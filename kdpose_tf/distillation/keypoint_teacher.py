@@ -52,7 +52,7 @@ class KeypointTeacher:
     """
 
     def __init__(self, path, keypoint_set=COCO17, num_threads=1, padding=1.25):
-        from kdpose_tf.export.runner import TFLiteRunner
+        from kdpose_tf.runtimes.litert import TFLiteRunner
 
         path = Path(path)
         if not path.is_file():

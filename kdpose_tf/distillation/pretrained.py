@@ -25,7 +25,7 @@ from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, attach_teache
 from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
 from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS, config_from_model_file
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints, teacher_predict_fn
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 
 
 def _is_pretrained(part):

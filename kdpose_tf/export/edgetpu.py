@@ -184,7 +184,7 @@ def check_edgetpu(tflite) -> EdgeTPUReport:
     Returns:
         `EdgeTPUReport` (`.ok`, `.first_unsupported`, `.ops`, `.tensor_problems`, `.summary()`).
     """
-    from kdpose_tf.export.runner import model_ops, model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
 
     ops = model_ops(tflite)
     tensors = model_tensors(tflite)

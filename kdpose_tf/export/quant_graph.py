@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdpose_tf.export.runner import model_ops, model_tensors
-
-ACTIVATION_TYPES = ("INT8", "UINT8")
+from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
+from kdpose_tf.runtimes.xnnpack import ACTIVATION_TYPES
 
 
 class _UnionFind:

@@ -28,9 +28,9 @@ import json
 from pathlib import Path
 
 from kdpose_tf.errors import ModelFileError
-from kdpose_tf.export.runner import read_tflite
+from kdpose_tf.runtimes.flatbuffer import read_tflite
 from kdpose_tf.keypoints import get_keypoint_set
-from kdpose_tf.export.xnnpack_compat import check_xnnpack_compat
+from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat
 from kdpose_tf.tracking import TRACKING
 from kdpose_tf.utils.io import write_json
 
@@ -70,7 +70,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         target: "cpu" or "edgetpu".
         extra: dict merged in last (e.g. {"model": "lshm2_tiny", "dataset": "coco"}).
         runtime_check: run the model once with LiteRT's XNNPACK delegate in a child process and
-            record the outcome under "runtime" (default True; see `kdpose_tf.export.delegates`).
+            record the outcome under "runtime" (default True; see `kdpose_tf.runtimes.xnnpack`).
         xnnpack_fixes: the list `kdpose_tf.export.xnnpack_compat.fix_requantization_scales` returned
             for this file (recorded as is), or None when the pass did not run.
         data: the model's bytes, when the caller holds them (read from `tflite_path` otherwise).
@@ -85,7 +85,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
         "advice"}) and the `extra` keys.
     """
-    from kdpose_tf.export.runner import model_io, model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors
 
     tflite_path = Path(tflite_path)
     data = read_tflite(tflite_path if data is None else data)
@@ -141,7 +141,7 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
     info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes,
                               "not_delegated": static["not_delegated"]}
     if runtime_check:
-        from kdpose_tf.export.delegates import xnnpack_check
+        from kdpose_tf.runtimes.xnnpack import xnnpack_check
 
         runtime = xnnpack_check(tflite_path)
         runtime["advice"] = _runtime_advice(runtime, static)

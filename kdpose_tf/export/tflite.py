@@ -208,7 +208,7 @@ def _configure(converter, opts):
 
 
 def _check_full_integer(data, io_dtype):
-    from kdpose_tf.export.runner import model_io, model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors
 
     tensors = model_tensors(data)
     io = set(model_io(data)["inputs"] + model_io(data)["outputs"])
@@ -365,7 +365,7 @@ def sidecar_path(path) -> Path:
 
 def export_info(path) -> dict:
     """Conversion info of an exported model: ops (name, version), I/O tensors, size in bytes."""
-    from kdpose_tf.export.runner import model_io, model_ops, model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors
 
     tensors = model_tensors(path)
     io = model_io(path)

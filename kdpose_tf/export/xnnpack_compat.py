@@ -1,15 +1,9 @@
-"""Quantisation parameters every XNNPACK version accepts: a static check and a post-conversion fix.
+"""Quantisation parameters every XNNPACK version accepts: the post-conversion fix.
 
-XNNPACK (LiteRT's default CPU path, Android's default) computes one requantisation scale per
-output channel of a quantised matrix-multiply-like op, ``input_scale * weight_scale[c] /
-output_scale``, in float32, and refuses to create the operator when it is ``>= 256``
-(XNNPACK `src/operators/convolution-nhwc.c`, `deconvolution-nhwc.c`, `fully-connected-nc.c`) or,
-for a batch matmul with constant right-hand side, ``> 255`` (`batch-matrix-multiply-nc.c`). The
-LiteRT delegate does not check this while partitioning, so the refusal surfaces when the XNNPACK
-runtime is built: a clean ``RuntimeError: failed to create XNNPACK runtime`` on ai-edge-litert
-1.4-2.1 and TF's interpreter, a native ``free(): double free`` abort on ai-edge-litert 2.2/2.3
-(google/XNNPACK#3693, tensorflow/tensorflow#58376). The op types with this check:
-CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV and BATCH_MATMUL.
+XNNPACK refuses a quantised conv-like op whose requantisation ratio ``input_scale *
+weight_scale[c] / output_scale`` reaches its limit, and leaves ADD / SUB / MUL outside its scale ranges
+to the builtin kernels (the rules and the static check: `kdpose_tf.runtimes.xnnpack`). This module
+fixes converted files so that every op passes.
 
 It happens after a ReLU that is dead on every calibration crop: the converter sees the range
 [0, 0], nudges it to a scale of ~7.8e-9, and the conv in front of the ReLU then has a ratio in
@@ -35,22 +29,22 @@ representable. Design of the general fix:
   the limit (each round only raises scales, so it ends).
 
 The same pass moves int8 ADD / SUB / MUL into the scale ranges XNNPACK's elementwise operators
-take (`src/operators/binary-elementwise-nd.c`): ADD and SUB need every ``input_scale /
-output_scale`` in [2^-10, 2^8), MUL needs ``input1_scale * input2_scale / output_scale`` in
-[2^-16, 2^8). Outside them the delegate does not crash: it leaves the op to the builtin kernel,
-which splits the XNNPACK graph and is slower (a 64x48x20 ADD: 0.17 ms builtin vs 0.01 ms in
+take (`kdpose_tf.runtimes.xnnpack.ELEMENTWISE_RANGES`). Outside them the delegate does not crash: it
+leaves the op to the builtin kernel, which splits the XNNPACK graph and is slower (a 64x48x20 ADD: 0.17 ms builtin vs 0.01 ms in
 XNNPACK). Seen after dead ranges again: a sum term whose range collapsed to ~1e-8 (Lite-HRNet's
 fuse layers, Dite-HRNet's kernel products, untrained weights). The fix raises a scale, as above:
 an output too fine for its inputs (ratio >= 2^8) gets ``max ratio 255``; an input too fine for the
 output (ADD / SUB below 2^-10, MUL below 2^-16) is raised to the range's edge, only when this op is
 its one reader (other readers would see a coarser tensor). Both lose nothing the op can resolve:
 an ADD input below 2^-10 of the output step spans less than a quarter of one output step.
-`find_delegation_issues` lists what is still out of range (`kdpose check-xnnpack` prints it).
+`kdpose_tf.runtimes.xnnpack.find_delegation_issues` lists what is still out of range (`kdpose
+check-xnnpack` prints it).
 
 The file is patched in place (the scale vectors and bias buffers keep their sizes), so every other
 byte of the converter's flatbuffer is unchanged.
 
 Example:
+>>> from kdpose_tf.runtimes.xnnpack import find_requantization_issues     # doctest: +SKIP
 >>> find_requantization_issues("student_s0.tflite")[0]["ratio"]          # doctest: +SKIP
 367.59
 >>> data, fixes = fix_requantization_scales(open("student_s0.tflite", "rb").read())   # doctest: +SKIP
@@ -64,23 +58,20 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpose_tf.export.quant_graph import ACTIVATION_TYPES as _ACTIVATION_TYPES
 from kdpose_tf.export.quant_graph import QuantSubgraph
-from kdpose_tf.export.runner import model_ops, model_tensors, read_tflite
+from kdpose_tf.runtimes.flatbuffer import num_subgraphs, read_tflite
+from kdpose_tf.runtimes.xnnpack import (
+    ELEMENTWISE_RANGES,
+    REQUANT_OPS,
+    elementwise_ratios,
+    op_ratio,
+    out_of_range,
+    over_limit,
+)
 from kdpose_tf.utils.io import write_bytes
 
-REQUANTIZATION_LIMIT = 256.0  # CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: refused when >= this
-BATCH_MATMUL_LIMIT = 255.0  # BATCH_MATMUL (constant B): refused when > this
 TARGET_RATIO = 255.0  # what the fix brings an offending op down to (accepted by every op type)
 
-# op name -> positions of (activation input, weights, bias or None) in the op's inputs
-REQUANT_OPS = {
-    "CONV_2D": (0, 1, 2),
-    "DEPTHWISE_CONV_2D": (0, 1, 2),
-    "FULLY_CONNECTED": (0, 1, 2),
-    "TRANSPOSE_CONV": (2, 1, 3),
-    "BATCH_MATMUL": (0, 1, None),
-}
 # int8 kernels that copy values without requantising: quantised inputs and outputs share (scale, zp)
 SAME_PARAMS_OPS = frozenset({
     "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK", "UNPACK", "SPLIT",
@@ -91,150 +82,10 @@ SAME_PARAMS_OPS = frozenset({
 })
 # int8 kernels whose output scale is fixed by the kernel (e.g. 1/256): never change their output
 FIXED_OUTPUT_OPS = frozenset({"LOGISTIC", "SOFTMAX", "LOG_SOFTMAX", "TANH", "L2_NORMALIZATION"})
-# int8 elementwise ops XNNPACK delegates only inside [low, high) of their scale ratio (see the module doc)
-ELEMENTWISE_RANGES = {"ADD": (2.0**-10, 256.0), "SUB": (2.0**-10, 256.0), "MUL": (2.0**-16, 256.0)}
 
 
 def _f32(x):
     return np.asarray(x, dtype=np.float32)
-
-
-def _op_ratio(op, tensors):
-    """(max requantisation ratio in float32 as XNNPACK computes it, input, weight, output scales) or None."""
-    pos = REQUANT_OPS.get(op["name"])
-    if pos is None or max(pos[0], pos[1]) >= len(op["inputs"]) or not op["outputs"]:
-        return None
-    ix, iw = op["inputs"][pos[0]], op["inputs"][pos[1]]
-    if ix < 0 or iw < 0:
-        return None
-    x, w, y = tensors[ix], tensors[iw], tensors[op["outputs"][0]]
-    if x["dtype"] not in _ACTIVATION_TYPES or y["dtype"] not in _ACTIVATION_TYPES or w["dtype"] != "INT8":
-        return None  # float or hybrid op: no requantisation
-    if not (x["scale"] and w["scale"] and y["scale"]):
-        return None
-    ratios = _f32(x["scale"][0]) * _f32(w["scale"]) / _f32(y["scale"][0])
-    return float(ratios.max()), x["scale"][0], float(max(w["scale"])), y["scale"][0]
-
-
-def _over_limit(op_name, ratio):
-    return ratio > BATCH_MATMUL_LIMIT if op_name == "BATCH_MATMUL" else ratio >= REQUANTIZATION_LIMIT
-
-
-def _num_subgraphs(buf):
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema.Model.GetRootAs(buf, 0).SubgraphsLength()
-
-
-def _all_ops(source):
-    """(subgraph index, its tensors, op) for every op of a .tflite path or bytes, in execution order."""
-    buf = read_tflite(source)
-    for sg in range(_num_subgraphs(buf)):
-        tensors = model_tensors(buf, sg)
-        for op in model_ops(buf, sg):
-            yield sg, tensors, op
-
-
-def find_requantization_issues(source) -> list:
-    """Every op XNNPACK would refuse because of its requantisation scale.
-
-    Args:
-        source: path of a .tflite file, or its bytes.
-
-    Returns:
-        list of dicts, one per offending op in execution order: {"subgraph", "op_index", "op" (type),
-        "tensor" (output tensor name), "ratio" (max over output channels of input_scale *
-        weight_scale / output_scale, float32), "limit" (256, refused at >=; 255 for BATCH_MATMUL,
-        refused at >), "input_scale", "weight_scale" (max over channels), "output_scale"}.
-        Empty when XNNPACK accepts every op (float models always).
-    """
-    return _requantization_issues(_all_ops(source))
-
-
-def _requantization_issues(ops):
-    """`find_requantization_issues` over (subgraph, tensors, op) triples (`_all_ops`)."""
-    issues = []
-    for sg, tensors, op in ops:
-        r = _op_ratio(op, tensors)
-        if r is None or not _over_limit(op["name"], r[0]):
-            continue
-        limit = BATCH_MATMUL_LIMIT if op["name"] == "BATCH_MATMUL" else REQUANTIZATION_LIMIT
-        issues.append({
-            "subgraph": sg, "op_index": op["index"], "op": op["name"],
-            "tensor": tensors[op["outputs"][0]]["name"], "ratio": r[0], "limit": limit,
-            "input_scale": r[1], "weight_scale": r[2], "output_scale": r[3],
-        })
-    return issues
-
-
-def _elementwise_ratios(op, tensors):
-    """[(ratio as XNNPACK computes it in float32, input position or None for MUL's product)], or None
-    when `op` is not an int8 ADD / SUB / MUL with per-tensor scales."""
-    if op["name"] not in ELEMENTWISE_RANGES or len(op["inputs"]) != 2 or not op["outputs"]:
-        return None
-    ins = [tensors[t] for t in op["inputs"] if t >= 0]
-    out = tensors[op["outputs"][0]]
-    if len(ins) != 2 or any(t["dtype"] not in _ACTIVATION_TYPES or len(t["scale"]) != 1 for t in ins + [out]):
-        return None
-    so = _f32(out["scale"][0])
-    if op["name"] == "MUL":
-        return [(float(_f32(ins[0]["scale"][0]) * _f32(ins[1]["scale"][0]) / so), None)]
-    return [(float(_f32(t["scale"][0]) / so), i) for i, t in enumerate(ins)]
-
-
-def _out_of_range(op, tensors):
-    """[(ratio, input position or None)] of `op`'s ratios outside XNNPACK's range (empty: delegated)."""
-    low, high = ELEMENTWISE_RANGES.get(op["name"], (0.0, np.inf))
-    return [(r, i) for r, i in (_elementwise_ratios(op, tensors) or []) if not low <= r < high]
-
-
-def find_delegation_issues(source) -> list:
-    """Every int8 ADD / SUB / MUL that XNNPACK leaves to the builtin kernels because of its scales.
-
-    Not a crash (the delegate checks these while partitioning): the op runs on the slower builtin
-    kernel and splits the XNNPACK graph in two. Returns one dict per op {"subgraph", "op_index",
-    "op", "tensor" (output name), "ratio" (the first one out of range), "range" ([low, high))}.
-    """
-    return _delegation_issues(_all_ops(source))
-
-
-def _delegation_issues(ops):
-    """`find_delegation_issues` over (subgraph, tensors, op) triples (`_all_ops`)."""
-    issues = []
-    for sg, tensors, op in ops:
-        bad = _out_of_range(op, tensors)
-        if bad:
-            issues.append({"subgraph": sg, "op_index": op["index"], "op": op["name"],
-                           "tensor": tensors[op["outputs"][0]]["name"], "ratio": bad[0][0],
-                           "range": list(ELEMENTWISE_RANGES[op["name"]])})
-    return issues
-
-
-def format_issue(issue: dict) -> str:
-    """One line naming an op over the limit, e.g. for `kdpose check` or an error message."""
-    if "range" in issue:
-        what = "input / output" if issue["op"] != "MUL" else "input product / output"
-        low, high = issue["range"]
-        return (f"op {issue['op_index']} {issue['op']} -> {issue['tensor']!r}: {what} scale ratio "
-                f"{issue['ratio']:.4g} outside [{low:.4g}, {high:g}): XNNPACK leaves it to the slower builtin kernel")
-    rel = ">" if issue["op"] == "BATCH_MATMUL" else ">="
-    return (f"op {issue['op_index']} {issue['op']} -> {issue['tensor']!r}: requantization scale "
-            f"{issue['ratio']:.4g} = {issue['input_scale']:.3g} (input) x {issue['weight_scale']:.3g} (weights) / "
-            f"{issue['output_scale']:.3g} (output) {rel} {issue['limit']:g}: XNNPACK refuses it")
-
-
-def check_xnnpack_compat(source) -> dict:
-    """Static XNNPACK check for `kdpose check` and the sidecar (no interpreter, no child process).
-
-    Returns:
-        {"ok": bool (no op XNNPACK refuses), "over_limit": `find_requantization_issues(source)`,
-        "messages": one `format_issue` line per op over the limit, "not_delegated":
-        `find_delegation_issues(source)` (slower, not fatal), "warnings": one line per such op}.
-    """
-    ops = list(_all_ops(source))  # the file is read and parsed once for both checks
-    issues, slow = _requantization_issues(ops), _delegation_issues(ops)
-    return {"ok": not issues, "over_limit": issues, "messages": [format_issue(i) for i in issues],
-            "not_delegated": slow, "warnings": [format_issue(i) for i in slow]}
 
 
 def _needed_output_scale(in_scale, w_scales):
@@ -357,8 +208,8 @@ def _elementwise_plan(g: QuantSubgraph, op, bad):
 
 def _conv_plan(g: QuantSubgraph, op):
     """(output tensor, new scale, ratio before) for a conv-like op over the requantisation limit, or None."""
-    r = _op_ratio(op, g.tensors)
-    if r is None or not _over_limit(op["name"], r[0]):
+    r = op_ratio(op, g.tensors)
+    if r is None or not over_limit(op["name"], r[0]):
         return None
     pos = REQUANT_OPS[op["name"]]
     return op["outputs"][0], _needed_output_scale(r[1], g.tensors[op["inputs"][pos[1]]]["scale"]), r[0]
@@ -372,7 +223,7 @@ def _fix_subgraph(g: QuantSubgraph, sg_index: int, max_rounds: int):
             if op["index"] in skipped:
                 continue
             plan = _conv_plan(g, op)
-            bad = None if plan is not None else _out_of_range(op, g.tensors)
+            bad = None if plan is not None else out_of_range(op, g.tensors)
             if bad:
                 plan = _elementwise_plan(g, op, bad)
                 if plan is None:
@@ -389,9 +240,9 @@ def _fix_subgraph(g: QuantSubgraph, sg_index: int, max_rounds: int):
             skipped.add(op["index"])  # left as it is: the find_* functions still report it
             continue
         if op["name"] in REQUANT_OPS:
-            after = _op_ratio(op, g.tensors)[0]
+            after = op_ratio(op, g.tensors)[0]
         else:  # the ratio that was out of range: MUL's product, the raised input's, or the largest
-            now = _elementwise_ratios(op, g.tensors)
+            now = elementwise_ratios(op, g.tensors)
             after = max([r for r, i in now if i is None or op["inputs"][i] == t] or [r for r, _ in now])
         fixes.append({
             "subgraph": sg_index, "op_index": op["index"], "op": op["name"], "tensor": g.tensors[t]["name"],
@@ -418,7 +269,7 @@ def fix_requantization_scales(source, max_rounds: int = 1000):
     """
     buf = bytearray(read_tflite(source))
     fixes = []
-    for sg in range(_num_subgraphs(buf)):
+    for sg in range(num_subgraphs(buf)):
         fixes += _fix_subgraph(QuantSubgraph(buf, sg, SAME_PARAMS_OPS), sg, max_rounds)
     return bytes(buf), fixes
 

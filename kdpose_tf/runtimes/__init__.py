@@ -1,2 +1,4 @@
-"""Models from other frameworks run through their own runtimes (OpenVINO): the person detector, and the
-OpenVINO runner that the pretrained heatmap teachers share."""
+"""Models from other frameworks and exported files, run through their own runtimes: LiteRT (`litert`:
+`TFLiteRunner`; `flatbuffer`: the file's ops and tensors; `xnnpack`: which CPU kernels run it) and
+OpenVINO (`openvino`: the runner the pretrained heatmap teachers share; `detector`: the person detector).
+Model files in, arrays out; nothing here imports Keras models."""

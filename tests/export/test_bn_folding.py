@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kdpose_tf.export.bn_folding import find_kernel_sums, fold_kernel_sum_batchnorm
-from kdpose_tf.export.runner import model_ops, model_tensors
+from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
 from kdpose_tf.export.tflite import convert_to_tflite, export_tflite, sidecar_path
 from kdpose_tf.models.layers.bias import BiasAdd
 from kdpose_tf.models.layers.norm import BN_KWARGS, GatedBatchNormalization
@@ -154,7 +154,7 @@ def test_export_converts_each_folded_batchnorm_as_an_add_and_restores_the_weight
         assert not [n for n in muls if bn in n], muls  # no MUL left of the BN
         assert len(_full_size_ops(folded, "ADD", shape)) == len(_full_size_ops(plain, "ADD", shape))  # its shift
     assert json.loads(sidecar_path(path).read_text())["folded_batchnorms"] == 2
-    from kdpose_tf.export.runner import TFLiteRunner
+    from kdpose_tf.runtimes.litert import TFLiteRunner
 
     (tmp_path / "plain.tflite").write_bytes(plain)
     y_plain = np.asarray(TFLiteRunner(tmp_path / "plain.tflite")(images[:1]))

@@ -6,7 +6,8 @@ import pytest
 from tensorflow.lite.tools import flatbuffer_utils
 
 from kdpose_tf.export.edgetpu import EDGETPU_MAX_VERSIONS, check_edgetpu, validate_edgetpu_model
-from kdpose_tf.export.runner import TFLiteRunner, model_ops
+from kdpose_tf.runtimes.flatbuffer import model_ops
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from tests.export.test_tflite import SIZE, coco_crops, tiny_pose_model
 

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from kdpose_tf.export.equalization import equalize_activations, find_pairs
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 

@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from kdpose_tf.export.qat import ActivationFakeQuant, QuantConv2D, QuantDepthwiseConv2D, quantize_model, \
     refresh_weight_ranges
-from kdpose_tf.export.runner import TFLiteRunner, model_tensors
+from kdpose_tf.runtimes.flatbuffer import model_tensors
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from tests.export.test_tflite import coco_crops, tiny_pose_model
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from kdpose_tf.export.qat import ActivationFakeQuant, QuantDepthwiseConv2D, calibrate, quantize_model
-from kdpose_tf.export.runner import TFLiteRunner, model_tensors
+from kdpose_tf.runtimes.flatbuffer import model_tensors
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.models.layers.norm import GatedBatchNormalization
 from tests.export.test_tflite import coco_crops

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.sidecar import make_sidecar, write_sidecar
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.keypoints import COCO17, LSP14

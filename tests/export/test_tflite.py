@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from kdpose_tf.export.runner import TFLiteRunner, model_ops
+from kdpose_tf.runtimes.flatbuffer import model_ops
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.sidecar import make_sidecar
 from kdpose_tf.export.tflite import export_info, export_tflite, single_output_model
 from kdpose_tf.keypoints import COCO17

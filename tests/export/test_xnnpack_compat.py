@@ -17,17 +17,17 @@ import keras
 import numpy as np
 import pytest
 
-from kdpose_tf.export import delegates
-from kdpose_tf.export.runner import model_io, model_ops, model_tensors, quantize
 from kdpose_tf.export.tflite import convert_to_tflite, export_tflite
 from kdpose_tf.export.xnnpack_compat import (
     TARGET_RATIO,
     _needed_output_scale,
-    check_xnnpack_compat,
-    find_requantization_issues,
     fix_requantization_scales,
     make_xnnpack_compatible,
 )
+from kdpose_tf.runtimes import xnnpack
+from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors
+from kdpose_tf.runtimes.litert import quantize
+from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat, find_requantization_issues
 from tests.export.test_tflite import SIZE, coco_crops
 
 # file -> number of ops over the limit (read with the interpreter-free check; see the issue)
@@ -102,7 +102,7 @@ def test_checker_flags_exactly_the_refused_files(repro, name):
         assert f"op {issue['op_index']} CONV_2D" in message and issue["tensor"] in message
         assert f"{issue['ratio']:.4g}" in message
     # the child-process probe agrees with the static check on the unfixed files
-    verdict = delegates.xnnpack_check(repro / f"{name}.tflite")["xnnpack"]
+    verdict = xnnpack.xnnpack_check(repro / f"{name}.tflite")["xnnpack"]
     expected = {"minimal_crash": "refused", "student_s0": "crashed", "trunc_s0_7": "crashed", "student_s2": "ok"}
     assert verdict == expected[name]
 
@@ -142,16 +142,16 @@ def test_make_xnnpack_compatible_rewrites_only_when_needed(repro, tmp_path):
     bad.write_bytes((repro / "student_s0.tflite").read_bytes())
     assert [f["op_index"] for f in make_xnnpack_compatible(bad)] == [6, 53]
     assert check_xnnpack_compat(bad)["ok"]
-    assert delegates.xnnpack_check(bad)["xnnpack"] == "ok"
+    assert xnnpack.xnnpack_check(bad)["xnnpack"] == "ok"
 
 
 def test_auto_interpreter_uses_builtin_kernels_without_a_child_when_the_static_check_fails(repro, monkeypatch):
     def no_child(*args, **kwargs):
         raise AssertionError("the static check alone should decide")
 
-    monkeypatch.setattr(delegates, "xnnpack_check", no_child)
+    monkeypatch.setattr(xnnpack, "xnnpack_check", no_child)
     with pytest.warns(RuntimeWarning, match=r"op 6 CONV_2D .*requantization scale 367\.6"):
-        _, kernels = delegates.make_interpreter(repro / "student_s0.tflite")
+        _, kernels = xnnpack.make_interpreter(repro / "student_s0.tflite")
     assert kernels == "builtin"
 
 
@@ -211,7 +211,7 @@ def test_exporter_fixes_a_dead_relu_keeping_tied_tensors_and_biases_consistent(d
     assert np.abs(xnn - after).max() <= 6
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: the exported file runs on XNNPACK
-        _, kernels = delegates.make_interpreter(path)
+        _, kernels = xnnpack.make_interpreter(path)
     assert kernels == "xnnpack"
 
 
@@ -232,7 +232,7 @@ def dead_gate_model():
 
 
 def test_exporter_brings_add_and_mul_into_xnnpack_scale_ranges(data_dir, tmp_path, capsys):
-    from kdpose_tf.export.xnnpack_compat import ELEMENTWISE_RANGES, find_delegation_issues
+    from kdpose_tf.runtimes.xnnpack import ELEMENTWISE_RANGES, find_delegation_issues
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from tflite_profile import delegation
@@ -275,7 +275,7 @@ def test_exporter_brings_add_and_mul_into_xnnpack_scale_ranges(data_dir, tmp_pat
 def test_a_term_read_by_other_ops_is_left_and_reported(data_dir, tmp_path):
     """The dead product also feeds a conv: raising it for the ADD would coarsen what the conv reads,
     so the pass leaves the ADD to the builtin kernels and `find_delegation_issues` still names it."""
-    from kdpose_tf.export.xnnpack_compat import find_delegation_issues
+    from kdpose_tf.runtimes.xnnpack import find_delegation_issues
 
     keras.utils.set_random_seed(0)
     base = dead_gate_model()
@@ -293,7 +293,8 @@ def test_a_term_read_by_other_ops_is_left_and_reported(data_dir, tmp_path):
 def test_square_of_a_tensor_raises_both_inputs_together():
     """MUL(x, x) below 2^-16: both inputs are the same tensor, so its scale s must satisfy s*s/out >= 2^-16
     (sqrt of the bound), not s*old/out (which would raise it ~10^5 times too far)."""
-    from kdpose_tf.export.xnnpack_compat import ELEMENTWISE_RANGES, _smallest_scale
+    from kdpose_tf.export.xnnpack_compat import _smallest_scale
+    from kdpose_tf.runtimes.xnnpack import ELEMENTWISE_RANGES
 
     low = ELEMENTWISE_RANGES["MUL"][0]
     so = np.float32(1e-2)

@@ -105,7 +105,7 @@ def test_tiny_dite_hrnet_int8_runs_in_xnnpack_without_depth_multipliers_or_sums(
     """The dynamic kernels export as plain depthwise / 1x1 convs (no SUM over a size-K axis, no depth
     multiplier) and every op but the I/O QUANTIZEs and the context pools' SOFTMAX is in XNNPACK once
     the exporter's scale pass ran (the raw file of this untrained net has convs XNNPACK refuses)."""
-    from kdpose_tf.export.runner import model_ops, model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
     from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
 
     keras.utils.set_random_seed(0)

@@ -251,7 +251,7 @@ def test_int8_qat_of_the_imported_graph_converts(pp_tinypose, parse_crops, tmp_p
     """PP-TinyPose's split -> shuffle -> concat chains and its `x + x` adds get one FakeQuant range per
     same-scale chain, so the converter takes the QAT model (it refused it with per-tensor ranges)."""
     from kdpose_tf.export.qat import ActivationFakeQuant, quantize_model
-    from kdpose_tf.export.runner import model_tensors
+    from kdpose_tf.runtimes.flatbuffer import model_tensors
     from kdpose_tf.export.tflite import export_tflite
 
     qat = quantize_model(pp_tinypose, calibration_data=parse_crops)

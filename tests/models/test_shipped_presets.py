@@ -12,7 +12,7 @@ from kdpose_tf.data.datasets import calibration_crops
 from kdpose_tf.data.lsp import read_lsp
 from kdpose_tf.data.datasets import load_samples
 from kdpose_tf.evaluation import BODY12, evaluate, keras_predict_fn
-from kdpose_tf.export.runner import TFLiteRunner
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.keypoints import LSP14, joint_mapping
 from kdpose_tf.metrics.pck import pck, torso_normalizer

@@ -1,4 +1,4 @@
-"""XNNPACK crash detection and fallback (kdpose_tf.export.delegates).
+"""XNNPACK crash detection and fallback (kdpose_tf.runtimes.xnnpack).
 
 LiteRT 2.3's XNNPACK delegate aborts the process (double free) on some int8 students; whether a
 given file triggers it depends on its weights, so the crash itself is reproduced here with a child
@@ -13,10 +13,10 @@ import signal
 import numpy as np
 import pytest
 
-from kdpose_tf.export import delegates
-from kdpose_tf.export.runner import TFLiteRunner
 from kdpose_tf.export.sidecar import make_sidecar
 from kdpose_tf.export.tflite import export_tflite
+from kdpose_tf.runtimes import xnnpack
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.keypoints import COCO17
 from tests.export.test_tflite import coco_crops, tiny_pose_model
 
@@ -35,18 +35,18 @@ def int8_model(data_dir, tmp_path_factory):
 @pytest.fixture
 def aborting_probe(monkeypatch):
     """The child dies of SIGABRT after loading the model, as the XNNPACK double free does."""
-    monkeypatch.setattr(delegates, "_PROBE", delegates._PROBE.replace("it.invoke()", "import os; os.abort()"))
-    monkeypatch.setattr(delegates, "_CACHE", {})
+    monkeypatch.setattr(xnnpack, "_PROBE", xnnpack._PROBE.replace("it.invoke()", "import os; os.abort()"))
+    monkeypatch.setattr(xnnpack, "_CACHE", {})
 
 
 def test_check_passes_a_model_xnnpack_runs(int8_model):
-    result = delegates.xnnpack_check(int8_model)
+    result = xnnpack.xnnpack_check(int8_model)
     assert result["xnnpack"] == "ok" and "detail" not in result
     assert result["litert_version"][0].isdigit()
 
 
 def test_abort_is_reported_as_crashed_and_runner_falls_back(int8_model, data_dir, aborting_probe):
-    result = delegates.xnnpack_check(int8_model)
+    result = xnnpack.xnnpack_check(int8_model)
     assert result["xnnpack"] == "crashed"
     assert f"exit status {-signal.SIGABRT}" in result["detail"]
     with pytest.warns(RuntimeWarning, match="XNNPACK delegate crashed"):
@@ -73,7 +73,7 @@ def test_sidecar_advises_disabling_the_delegate_after_a_crash(int8_model, aborti
 def test_a_python_error_in_the_child_is_not_called_a_crash(tmp_path):
     not_a_model = tmp_path / "broken.tflite"
     not_a_model.write_bytes(b"not a flatbuffer")
-    result = delegates.xnnpack_check(not_a_model)
+    result = xnnpack.xnnpack_check(not_a_model)
     # the child reports the interpreter's own error: neither kernel set loads the file
     assert result["xnnpack"] == "failed" and "ValueError" in result["detail"], result
     # The sidecar's advice does not blame the delegate for a file that does not load.
