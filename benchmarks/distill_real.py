@@ -142,7 +142,7 @@ def teacher_data(method, train, unlabelled, teachers, results):
 
 def is_imported(args):
     """Whether --student names a pretrained model from another framework (imported with its weights)."""
-    from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
+    from kdpose_tf.runtimes.pretrained_models import is_pretrained_source
 
     return is_pretrained_source(args.student)
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 
 from bench_weights import trained_like  # noqa: E402
-from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source  # noqa: E402
+from kdpose_tf.runtimes.pretrained_models import is_pretrained_source  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MOVENET = "movenet_singlepose_lightning_int8.tflite"
@@ -131,7 +131,7 @@ def parse_args(argv=None):
 
 def _spec(entry):
     preset, _, size = entry.partition("@")
-    from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
+    from kdpose_tf.runtimes.pretrained_models import resolve_teacher_config
     from kdpose_tf.models import presets
 
     if is_pretrained_source(preset):  # a pretrained model imported with its weights: its own fixed size

@@ -33,7 +33,7 @@ def predictor(spec):
     """(predict_fn, input_size) for a model argument (see the module docstring)."""
     from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
     from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
+    from kdpose_tf.runtimes.pretrained_models import PRETRAINED_MODELS
     from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, teacher_predict_fn
     from kdpose_tf.runtimes.litert import TFLiteRunner
     from kdpose_tf.keypoints import LSP14
@@ -43,7 +43,7 @@ def predictor(spec):
         size = (192, 192)
         teacher = KeypointTeacher(shared_dir() / "models" / "movenet_singlepose_lightning_int8.tflite")
         return teacher_predict_fn(teacher, HeatmapCodec(size), LSP14), size
-    if spec in TEACHER_PRESETS:
+    if spec in PRETRAINED_MODELS:
         teacher = HeatmapTeacher.from_preset(spec)
         return teacher.predict_fn(HeatmapCodec(teacher.input_size), LSP14), tuple(teacher.input_size)
     runner = TFLiteRunner(spec, num_threads=1)

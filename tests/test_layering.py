@@ -38,6 +38,7 @@ PLACEMENT = {
     "kdpose_tf.export": "export",
     "kdpose_tf.distillation": "distillation",
     "kdpose_tf.training": "training",
+    "kdpose_tf.training_dwpose": "training",  # DWPose's two stages as fit_resumable runs
     "kdpose_tf.cli": "cli",
     "kdpose_tf": "cli",                       # the package facade (kdpose_tf/__init__.py) re-exports the top
 }
@@ -45,9 +46,9 @@ PLACEMENT = {
 MAX_FUNCTION_IMPORTS = 15
 # A ratchet while the moves finish: the violations still in the tree, counted; a change may lower these
 # ceilings (and must, once it removes one) but never add a violation. The contract's goal: 0, 0 and 15.
-KNOWN_UPWARD = 4
-KNOWN_CYCLES = 1
-KNOWN_FUNCTION_IMPORTS = 32
+KNOWN_UPWARD = 1
+KNOWN_CYCLES = 0
+KNOWN_FUNCTION_IMPORTS = 28
 
 
 def _modules(package_dir):

@@ -95,7 +95,7 @@ def load_model(spec: str, **overrides):
     `overrides` (keypoint_set, num_keypoints, input_size) apply to catalogue names only: a
     `.keras` file or preset directory is a trained model and keeps its own.
     """
-    from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
+    from kdpose_tf.runtimes.pretrained_models import is_pretrained_source
     from kdpose_tf.models.pose_estimator import PoseEstimator
     from kdpose_tf.models.preset_utils import load_keras_file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size, save_model
-from kdpose_tf.distillation.heatmap_teacher_presets import is_pretrained_source
+from kdpose_tf.runtimes.pretrained_models import is_pretrained_source
 
 
 def _strategy(name):

@@ -46,11 +46,11 @@ from kdpose_tf.data.transforms import (
     invert_affine,
     warp_heatmaps,
 )
-from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
-from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, map_keypoints
 from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
 from kdpose_tf.runtimes import openvino
+from kdpose_tf.runtimes.model_config import TeacherConfig
+from kdpose_tf.runtimes.pretrained_models import resolve_teacher_config
 
 
 class HeatmapTeacher:
@@ -100,8 +100,9 @@ class HeatmapTeacher:
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
-        """A teacher from a preset name (`heatmap_teacher_presets.TEACHER_PRESETS`) or a folder
-        holding ``teacher.json`` (a `TeacherConfig`, its path relative to the folder)."""
+        """A teacher from a pretrained model's name (`kdpose_tf.runtimes.pretrained_models.PRETRAINED_MODELS`),
+        a folder holding ``teacher.json`` (a `TeacherConfig`, its path relative to the folder) or an
+        ``.xml`` / ``.onnx`` file."""
         return cls(resolve_teacher_config(preset), **kwargs)
 
     @property

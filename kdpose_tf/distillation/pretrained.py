@@ -22,15 +22,10 @@ from pathlib import Path
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
 from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher, attach_teacher_heatmaps, ensemble_predict_fn
-from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
-from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS, config_from_model_file
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, attach_teacher_keypoints, teacher_predict_fn
 from kdpose_tf.runtimes.litert import TFLiteRunner
-
-
-def _is_pretrained(part):
-    p = Path(part)
-    return part in TEACHER_PRESETS or p.suffix.lower() in (".xml", ".onnx", ".tflite") or (p / "teacher.json").is_file()
+from kdpose_tf.runtimes.model_config import TeacherConfig
+from kdpose_tf.runtimes.pretrained_models import PRETRAINED_MODELS, config_from_model_file, is_pretrained_source
 
 
 def is_keypoint_model(runner):
@@ -68,7 +63,7 @@ def pretrained_teachers(spec, num_threads=None, flip_test=False):
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
         raise ValueError(f"empty teacher argument {spec!r}")
-    pretrained = [_is_pretrained(p) for p in parts]
+    pretrained = [is_pretrained_source(p, tflite=True) for p in parts]
     if not any(pretrained):
         if len(parts) > 1:
             raise ValueError(f"an ensemble takes pretrained teachers (presets, .xml, .onnx, .tflite); got {spec!r}")
@@ -76,9 +71,9 @@ def pretrained_teachers(spec, num_threads=None, flip_test=False):
     if not all(pretrained):
         bad = parts[pretrained.index(False)]
         raise ValueError(f"{bad!r} in the teacher list {spec!r} is not a pretrained teacher: expected one of "
-                         f"{sorted(TEACHER_PRESETS)}, a folder with teacher.json, or a .xml/.onnx/.tflite file")
+                         f"{sorted(PRETRAINED_MODELS)}, a folder with teacher.json, or a .xml/.onnx/.tflite file")
     return [HeatmapTeacher.from_preset(p, num_threads=num_threads, flip_test=flip_test)
-            if p in TEACHER_PRESETS or Path(p).is_dir()
+            if p in PRETRAINED_MODELS or Path(p).is_dir()
             else teacher_from_file(p, num_threads=num_threads, flip_test=flip_test) for p in parts]
 
 

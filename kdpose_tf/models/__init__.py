@@ -1,7 +1,8 @@
 """Backbones, necks, heads and the PoseEstimator task (importing registers them with Keras).
 
 Importing this package also registers every family's backbone presets (the family `__init__.py`
-files) and the preset catalogue (`presets`, imported last: it builds on everything above).
+files), the loader of pretrained models of other frameworks (`imported.openvino_import`) and the
+preset catalogue (`presets`, imported last: it builds on everything above).
 """
 
 from kdpose_tf.models.backbone import Backbone
@@ -15,6 +16,7 @@ from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.pose_estimator import PoseEstimator
+from kdpose_tf.models.imported import openvino_import  # noqa: F401  (registers the loader of imported models)
 from kdpose_tf.models import presets  # noqa: F401  (registers the catalogue; imports the classes above)
 
 __all__ = [

@@ -11,7 +11,7 @@ import re
 import keras
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
-from kdpose_tf.errors import PresetError, ShapeMismatchError
+from kdpose_tf.errors import ShapeMismatchError
 from kdpose_tf.evaluation import keras_predict_fn, predict_boxes
 from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.models import preset_utils
@@ -192,16 +192,9 @@ class PoseEstimator(keras.Model):
         >>> model.input_size, model.keypoint_set.name
         ((64, 64), 'mpii16')
         """
-        if isinstance(preset, str) and _is_pretrained_import(preset):
-            # A pretrained model from another framework (pp_tinypose_128x96, ...): imported with its weights.
-            from kdpose_tf.models.imported.openvino_import import import_pose_model
-
-            unknown = sorted(set(overrides) - {"keypoint_set", "num_keypoints", "name", "input_size"})
-            if unknown:
-                raise PresetError(f"{preset!r} is imported with its own layout; overrides {unknown} cannot apply "
-                                  "(keypoint_set / input_size / name can)")
-            overrides.pop("num_keypoints", None)
-            return import_pose_model(preset, **overrides)
+        loader = preset_utils.preset_loader(preset)
+        if loader is not None:  # a pretrained model from another framework (pp_tinypose_128x96, ...)
+            return loader(preset, **overrides)
         source = preset_utils.locate_preset(preset, load_weights)
         if isinstance(source, str):  # catalogue entry, built without weights
             return preset_utils.build_catalogue(source, cls, **overrides)
@@ -271,12 +264,6 @@ class PoseEstimator(keras.Model):
             keras_predict_fn(self._inference), images, boxes, self.input_size, self._get_codec(), self.keypoint_set,
             flip_test=flip_test, batch_size=batch_size, num_keypoints=self.num_keypoints,
         )
-
-
-def _is_pretrained_import(name):
-    from kdpose_tf.distillation.heatmap_teacher_presets import TEACHER_PRESETS
-
-    return name in TEACHER_PRESETS and name not in preset_utils.catalogue_names()
 
 
 def _serialize_codec(codec):

@@ -23,12 +23,16 @@ Where `preset` may be:
   - a catalogue name (`kdpose_tf.models.presets`): the architecture is built from the catalogue;
     with load_weights=True the weights come from the preset directory
     `$KDPOSE_PRESETS_DIR/<name>/` (default `~/.cache/kdpose_tf/presets/<name>/`), written by
-    `save_to_preset`. kdpose_tf never downloads weights.
+    `save_to_preset`. kdpose_tf never downloads weights,
+  - anything a registered preset loader takes (`register_preset_loader`): a pretrained model of
+    another framework (`pp_tinypose_128x96`, an .xml / .onnx file), imported with its weights by
+    `kdpose_tf.models.imported`.
 
-This module is a leaf (keras-hub's `preset_utils` role): preset files and two registries, and it
+This module is a leaf (keras-hub's `preset_utils` role): preset files and three registries, and it
 imports no model module. Each model family's `__init__.py` calls
 `register_presets(backbone_presets, FamilyBackbone)`; `kdpose_tf.models.presets` calls
-`register_catalogue(PRESETS, build)`; both run when `kdpose_tf.models` is imported. The class
+`register_catalogue(PRESETS, build)`; `kdpose_tf.models.imported.openvino_import` calls
+`register_preset_loader(...)`; all run when `kdpose_tf.models` is imported. The class
 checks (may this preset be loaded as that class?) live in `Backbone.from_preset` and
 `PoseEstimator.from_preset`.
 
@@ -62,6 +66,7 @@ BACKBONE_PRESETS = {}  # backbone preset name -> {"metadata": {...}, "config": {
 BACKBONE_PRESETS_FOR_CLASS = collections.defaultdict(dict)  # Backbone class -> {name: preset}
 _BACKBONE_CLASS = {}  # backbone preset name -> the class that registered it
 _CATALOGUE = {}  # catalogue (task) name -> (entry, build function)
+_LOADERS = []  # (accepts(preset) -> bool, load(preset, **overrides) -> model): presets that are not preset files
 _SHIPPED_ROOT = Path(__file__).resolve().parent  # kdpose_tf/models: families keep trained presets in <family>/presets/
 
 
@@ -120,6 +125,20 @@ def register_catalogue(entries, build):
 
 def catalogue_names():
     return sorted(_CATALOGUE)
+
+
+def register_preset_loader(accepts, load):
+    """Register a loader of presets that are not preset files: `accepts(preset)` says whether it takes
+    `preset` (a name or path), `load(preset, **overrides)` returns the model. Asked before the catalogue
+    and the files, in registration order; a catalogue name is never given to a loader."""
+    _LOADERS.append((accepts, load))
+
+
+def preset_loader(preset):
+    """The registered `load` function that takes `preset`, or None."""
+    if str(preset) in _CATALOGUE:
+        return None
+    return next((load for accepts, load in _LOADERS if accepts(preset)), None)
 
 
 def catalogue_backbone_class(name):

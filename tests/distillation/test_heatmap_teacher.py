@@ -22,7 +22,7 @@ from kdpose_tf.distillation.heatmap_teacher import (
     ensemble_predict_fn,
     map_heatmaps,
 )
-from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.runtimes.model_config import TeacherConfig
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher
 from kdpose_tf.errors import PresetError
 from kdpose_tf.evaluation import evaluate

@@ -10,7 +10,7 @@ import pytest
 
 from harness import run_model_checks
 from kdpose_tf.distillation.heatmap_teacher import HeatmapTeacher
-from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
+from kdpose_tf.runtimes.model_config import TeacherConfig
 from kdpose_tf.keypoints import COCO17, LSP14
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.imported.openvino_import import GraphImportError, import_pose_model, retarget_keypoints
@@ -219,6 +219,31 @@ def test_from_preset_imports_pretrained_models(shared_dir):
 
     with pytest.raises(PresetError, match="num_stages"):
         PoseEstimator.from_preset("pp_tinypose_128x96", num_stages=2)
+
+
+def test_from_preset_takes_what_the_pretrained_model_predicate_takes(shared_dir, tmp_path, pp_tinypose, parse_crops):
+    """One predicate (`is_pretrained_source`) decides what is a model of another framework; from_preset
+    imports every such argument through the registered loader: an .xml file and a folder with
+    teacher.json, not only a catalogue name (both were 'not a preset directory')."""
+    import json
+
+    from kdpose_tf.errors import PresetError
+    from kdpose_tf.runtimes.pretrained_models import is_pretrained_source
+
+    xml = shared_dir / "models" / "pp_tinypose_128x96" / "model.xml"
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "teacher.json").write_text(json.dumps({"path": str(xml), "input_size": [128, 96]}))
+    ref = np.asarray(pp_tinypose.predict(parse_crops[:2], verbose=0))
+    for spec in (str(xml), str(folder)):
+        assert is_pretrained_source(spec)
+        model = PoseEstimator.from_preset(spec)
+        np.testing.assert_allclose(np.asarray(model.predict(parse_crops[:2], verbose=0)), ref, atol=1e-5)
+    tflite = tmp_path / "model.tflite"
+    tflite.write_bytes(b"")
+    assert is_pretrained_source(tflite, tflite=True) and not is_pretrained_source(tflite)
+    with pytest.raises(PresetError):  # a LiteRT file is a teacher, not an import source
+        PoseEstimator.from_preset(str(tflite))
 
 
 def test_import_at_another_input_size_matches_the_graph_built_there(tmp_path):

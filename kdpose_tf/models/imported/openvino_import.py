@@ -29,10 +29,15 @@ import re
 
 import numpy as np
 
+from kdpose_tf.errors import PresetError
 from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
+from kdpose_tf.models import preset_utils
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.pose_estimator import PoseEstimator
+from kdpose_tf.runtimes import openvino
+from kdpose_tf.runtimes.model_config import TeacherConfig
+from kdpose_tf.runtimes.pretrained_models import is_pretrained_source, resolve_teacher_config
 
 _SKIP = {"Constant", "Convert", "ShapeOf", "Result", "Parameter"}
 
@@ -296,9 +301,6 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
         A `PoseEstimator` with a `GraphBackbone` and a 1x1 `HeatmapHead`, weights loaded; it takes float
         RGB pixels in [0, 255] at `input_size`.
     """
-    from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
-    from kdpose_tf.distillation.heatmap_teacher_presets import resolve_teacher_config
-
     size = None if input_size is None else _check_size(input_size)  # before the (slow) conversion
     cfg = preset.check_files() if isinstance(preset, TeacherConfig) else resolve_teacher_config(preset)
     if not cfg.path.endswith((".xml", ".onnx")):
@@ -307,9 +309,7 @@ def import_pose_model(preset, keypoint_set=None, name=None, delegate_friendly=Tr
     if cfg.input_layout != "nchw" or cfg.output_layout != "nchw":
         raise GraphImportError(f"{cfg.path}: the importer reads NCHW graphs; the config says input_layout="
                            f"{cfg.input_layout!r}, output_layout={cfg.output_layout!r}")
-    import openvino as ov
-
-    model = ov.Core().read_model(cfg.path)
+    model = openvino.read_model(cfg.path)
     outputs = model.outputs
     index = cfg.output if isinstance(cfg.output, int) else next(
         (i for i, o in enumerate(outputs) if cfg.output in o.get_names()), None)
@@ -400,3 +400,17 @@ def retarget_keypoints(model, keypoint_set, name=None):
         kernel[..., dst], bias[dst] = old_k[..., src], old_b[src]
     head.final_conv.set_weights([kernel, bias])
     return new
+
+
+def _load_preset(preset, **overrides):
+    """`PoseEstimator.from_preset` of a pretrained model from another framework: imported with its weights;
+    keypoint_set / input_size / name overrides are passed on."""
+    unknown = sorted(set(overrides) - {"keypoint_set", "num_keypoints", "name", "input_size"})
+    if unknown:
+        raise PresetError(f"{preset!r} is imported with its own layout; overrides {unknown} cannot apply "
+                          "(keypoint_set / input_size / name can)")
+    overrides.pop("num_keypoints", None)
+    return import_pose_model(preset, **overrides)
+
+
+preset_utils.register_preset_loader(is_pretrained_source, _load_preset)

@@ -1,23 +1,31 @@
-"""Presets of pretrained heatmap teachers: the COCO-17 models in ``shared/models``.
+"""Pretrained heatmap models of other frameworks: the catalogue, the one predicate, the config resolver.
 
-Each preset is a `TeacherConfig` dict whose `path` is relative to the shared models folder
-(`kdpose_tf.utils.shared.shared_dir() / "models"`), plus published metadata. No weights ship with
-the package: the files are looked up there, or a preset folder holding ``teacher.json`` is used.
+The same files serve as teachers (`kdpose_tf.distillation`), as accuracy anchors (`kdpose evaluate`)
+and as import sources rebuilt as Keras models with their weights (`kdpose_tf.models.imported`), so
+they are named here, below both. Each `PRETRAINED_MODELS` entry is a `TeacherConfig` dict whose
+`path` is relative to the shared models folder (`kdpose_tf.utils.shared.shared_dir() / "models"`),
+plus published metadata. No weights ship with the package: the files are looked up there, or a
+folder holding ``teacher.json`` is used.
 
 Example:
->>> sorted(TEACHER_PRESETS)
+>>> sorted(PRETRAINED_MODELS)
 ['pp_tinypose_128x96', 'pp_tinypose_256x192', 'ultralight_nano_simplepose']
+>>> is_pretrained_source("pp_tinypose_128x96"), is_pretrained_source("movenet.tflite")
+(True, False)
+>>> is_pretrained_source("movenet.tflite", tflite=True), is_pretrained_source("student.keras", tflite=True)
+(True, False)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kdpose_tf.distillation.heatmap_teacher_config import TeacherConfig
 from kdpose_tf.errors import ModelFileError, PresetError
+from kdpose_tf.runtimes import openvino
+from kdpose_tf.runtimes.model_config import TeacherConfig
 from kdpose_tf.utils.shared import shared_dir
 
-TEACHER_PRESETS = {
+PRETRAINED_MODELS = {
     "pp_tinypose_256x192": {
         "metadata": {"description": "PP-TinyPose 256x192 (PaddleDetection, Lite-HRNet-style, ~1.3 M params), "
                                     "COCO + AI Challenger", "coco_val_ap": 68.3, "format": "OpenVINO IR FP16"},
@@ -35,12 +43,16 @@ TEACHER_PRESETS = {
 }
 
 
-def is_pretrained_source(spec) -> bool:
-    """Whether `spec` names a pretrained model from another framework that `resolve_teacher_config` reads
-    and `kdpose_tf.models.imported` can rebuild: a preset name, an ``.xml`` / ``.onnx`` file, or a
-    folder holding ``teacher.json``."""
+def is_pretrained_source(spec, tflite=False) -> bool:
+    """Whether `spec` names a pretrained model from another framework: a `PRETRAINED_MODELS` name, a folder
+    holding ``teacher.json`` or an ``.xml`` / ``.onnx`` file (what `resolve_teacher_config` reads and
+    `kdpose_tf.models.imported` rebuilds), and with `tflite` also a ``.tflite`` file (a teacher or a model
+    to evaluate; it cannot be imported). The one answer to that question for the CLI's model arguments,
+    the teachers and `PoseEstimator.from_preset`."""
     spec = str(spec)
-    return spec in TEACHER_PRESETS or spec.endswith((".xml", ".onnx")) or (Path(spec) / "teacher.json").is_file()
+    path = Path(spec)
+    suffixes = (".xml", ".onnx", ".tflite") if tflite else (".xml", ".onnx")
+    return spec in PRETRAINED_MODELS or path.suffix.lower() in suffixes or (path / "teacher.json").is_file()
 
 
 def resolve_teacher_config(preset):
@@ -49,8 +61,8 @@ def resolve_teacher_config(preset):
         return preset.check_files()
     if not isinstance(preset, (str, Path)):
         raise TypeError(f"preset must be a name, a folder or a TeacherConfig, got {type(preset).__name__}")
-    if str(preset) in TEACHER_PRESETS:
-        entry = TEACHER_PRESETS[str(preset)]
+    if str(preset) in PRETRAINED_MODELS:
+        entry = PRETRAINED_MODELS[str(preset)]
         cfg = TeacherConfig.from_dict({**entry["config"], "name": str(preset)}, base_dir=shared_dir() / "models",
                                       source=f"teacher preset {preset!r}")
         try:
@@ -63,7 +75,7 @@ def resolve_teacher_config(preset):
         return config_from_model_file(folder)
     if folder.is_dir():
         return TeacherConfig.from_json(folder / "teacher.json").check_files()
-    raise PresetError(f"unknown teacher preset {str(preset)!r}: expected one of {sorted(TEACHER_PRESETS)}, a "
+    raise PresetError(f"unknown teacher preset {str(preset)!r}: expected one of {sorted(PRETRAINED_MODELS)}, a "
                       "folder holding teacher.json, or an .xml / .onnx model file")
 
 
@@ -77,14 +89,10 @@ def config_from_model_file(path):
     """
     path = Path(path)
     TeacherConfig(path=str(path), input_size=(1, 1)).check_files()
-    import openvino as ov  # optional dependency: the "teachers" extra
-
-    try:
-        shape = ov.Core().read_model(str(path)).inputs[0].get_partial_shape()
-    except (RuntimeError, IndexError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelFileError(f"{path}: OpenVINO cannot read this model ({first[:200]})") from None
-    if len(shape) != 4 or not shape[2].is_static or not shape[3].is_static:
-        raise ModelFileError(f"{path}: expected a (N, 3, H, W) image input with a fixed H and W, got {shape}; "
-                             "describe the model in a teacher.json (kdpose_tf.distillation.heatmap_teacher_config)")
-    return TeacherConfig(path=str(path), input_size=(shape[2].get_length(), shape[3].get_length()))
+    model = openvino.read_model(path)  # ModelFileError naming the file when OpenVINO cannot read it
+    dims = openvino.input_dims(model) if model.inputs else []
+    if len(dims) != 4 or dims[2] < 1 or dims[3] < 1:
+        raise ModelFileError(f"{path}: expected a (N, 3, H, W) image input with a fixed H and W, got "
+                             f"{[d if d >= 0 else '?' for d in dims]}; describe the model in a teacher.json "
+                             "(kdpose_tf.runtimes.model_config)")
+    return TeacherConfig(path=str(path), input_size=(dims[2], dims[3]))

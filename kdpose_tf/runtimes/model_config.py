@@ -1,4 +1,7 @@
-"""`TeacherConfig`: how to feed a pretrained heatmap model and read its output.
+"""`TeacherConfig`: how to feed a pretrained heatmap model of another framework and read its output.
+
+Written as ``teacher.json`` beside a model file; read by the heatmap teachers (`kdpose_tf.distillation`)
+and by the importer that rebuilds the model in Keras (`kdpose_tf.models.imported`).
 
 Every field is checked when the config is made, and an error names the field, what it received
 and what it expects, so a wrong preprocessing choice fails before the first crop is run.
