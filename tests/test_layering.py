@@ -46,9 +46,9 @@ PLACEMENT = {
 MAX_FUNCTION_IMPORTS = 15
 # A ratchet while the moves finish: the violations still in the tree, counted; a change may lower these
 # ceilings (and must, once it removes one) but never add a violation. The contract's goal: 0, 0 and 15.
-KNOWN_UPWARD = 1
+KNOWN_UPWARD = 0
 KNOWN_CYCLES = 0
-KNOWN_FUNCTION_IMPORTS = 28
+KNOWN_FUNCTION_IMPORTS = 27
 
 
 def _modules(package_dir):

@@ -155,7 +155,7 @@ def run_distill(args):
     common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed,
                   run_identity=run_identity(args))
     if args.method == "dwpose":
-        from kdpose_tf.distillation import dwpose
+        from kdpose_tf import training_dwpose as dwpose
 
         student, history = dwpose.run_two_stage(
             teacher, student, samples, codec, keypoint_set, run_dir=args.run_dir, epochs=args.epochs,

@@ -85,7 +85,7 @@ def test_run_two_stage_on_samples_with_feature_distillation_resumes(tmp_path, da
     """`run_two_stage` (the CLI's DWPose path): both stages, L_fea on a nested backbone layer, and a
     second call on the same run directory resumes (finished stages are not trained again)."""
     from kdpose_tf.data.coco import read_coco
-    from kdpose_tf.distillation.dwpose import run_two_stage
+    from kdpose_tf.training_dwpose import run_two_stage
     from kdpose_tf.keypoints import COCO17
     from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
     from kdpose_tf.models.pose_estimator import PoseEstimator
