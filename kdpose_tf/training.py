@@ -54,6 +54,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kdpose_tf.data.pipeline import make_training_data
 from kdpose_tf.errors import RunDirError
 from kdpose_tf.utils import io
 
@@ -233,8 +234,6 @@ def fit_resumable(
     Returns:
         dict of learning curves over all epochs, the resumed ones included.
     """
-    from kdpose_tf.data.pipeline import make_training_data
-
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from kdpose_tf.keypoints import get_keypoint_set
-from kdpose_tf.utils.io import atomic_path, write_text
+from kdpose_tf.utils.io import atomic_path, write_bytes, write_text
 
 LEFT_COLOR = (255, 128, 0)  # RGB
 RIGHT_COLOR = (0, 128, 255)
@@ -105,8 +105,6 @@ def save_image(path, image):
     ok, buf = cv2.imencode(suffix, img, params)
     if not ok:
         raise ValueError(f"could not encode an image of shape {img.shape} as {suffix}")
-    from kdpose_tf.utils.io import write_bytes
-
     return write_bytes(path, buf.tobytes())
 
 

@@ -194,7 +194,7 @@ def test_export_commits_the_sidecar_before_the_model_and_readers_catch_a_mismatc
                                                                                   data_dir, capsys):
     """A kill right after the .tflite was replaced left a new model beside the old sidecar; now the
     sidecar, built from the bytes in memory, goes first and names the model's sha256."""
-    from kdpose_tf.export.sidecar import read_sidecar
+    from kdpose_tf.runtimes.litert import read_sidecar
 
     out = tmp_path / "m.tflite"
     replaced = []

@@ -35,7 +35,7 @@ def load_predictor(spec: str, keypoint_set=None):
             return (*teacher_evaluation([teacher], keypoint_set or teacher.keypoint_set), own)
         shape = runner.input_details["shape"]
         size = (int(shape[1]), int(shape[2]))
-        from kdpose_tf.export.sidecar import read_sidecar
+        from kdpose_tf.runtimes.litert import read_sidecar
 
         keypoint_set = ((read_sidecar(spec) or {}).get("keypoints") or {}).get("set")
         out = runner.output_details["shape"] if hasattr(runner, "output_details") else None

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
+from kdpose_tf.data import images
 from kdpose_tf.data.transforms import (
     AugmentConfig,
     affine_points,
@@ -48,8 +49,6 @@ from kdpose_tf.keypoints import get_keypoint_set
 
 
 def _read_image(path):
-    from kdpose_tf.data import images  # owned by the data-loading engineer
-
     return images.read_image(path)
 
 

@@ -49,6 +49,7 @@ from kdpose_tf.data.transforms import (
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, map_keypoints
 from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
 from kdpose_tf.runtimes import openvino
+from kdpose_tf.runtimes.litert import TFLiteRunner
 from kdpose_tf.runtimes.model_config import TeacherConfig
 from kdpose_tf.runtimes.pretrained_models import resolve_teacher_config
 
@@ -312,8 +313,6 @@ class _OpenVINOBackend:
 
 class _LiteRTBackend:
     def __init__(self, config, num_threads):
-        from kdpose_tf.runtimes.litert import TFLiteRunner
-
         self.runner = TFLiteRunner(config.path, num_threads=num_threads or os.cpu_count() or 1)  # None: every core
         self.input_shape = _check_input(config, [int(d) for d in self.runner.input_details["shape"]])
         self.output_shape = [int(d) for d in self.runner.output_details["shape"]]

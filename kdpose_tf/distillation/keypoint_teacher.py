@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.data.pipeline import keypoints_to_image, make_inference_inputs
 from kdpose_tf.data.sample import TEACHER_KEYPOINTS, TEACHER_KEYS, TEACHER_SCORES
 from kdpose_tf.keypoints import COCO17, get_keypoint_set, joint_mapping
+from kdpose_tf.runtimes.litert import TFLiteRunner
 
 
 class KeypointTeacher:
@@ -52,8 +54,6 @@ class KeypointTeacher:
     """
 
     def __init__(self, path, keypoint_set=COCO17, num_threads=1, padding=1.25):
-        from kdpose_tf.runtimes.litert import TFLiteRunner
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Keypoint teacher model not found: {path} (expected a .tflite file)")
@@ -92,8 +92,6 @@ class KeypointTeacher:
 
     def predict_samples(self, samples, batch_size=64, progress=True):
         """Keypoints (N, K, 2) in image pixels and scores (N, K) for the samples' boxes (teacher's order)."""
-        from kdpose_tf.data.pipeline import keypoints_to_image, make_inference_inputs
-
         samples = list(samples)
         kps, scores = [], []
         chunks = range(0, len(samples), batch_size)

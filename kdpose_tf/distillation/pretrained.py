@@ -46,9 +46,7 @@ def teacher_from_file(path, num_threads=None, flip_test=False):
         if is_keypoint_model(runner):
             return KeypointTeacher(path, num_threads=num_threads or 1)
         # a kdpose_tf export (raw 0-255 pixels in, NHWC heatmaps out); its sidecar names the joints
-        from kdpose_tf.export.sidecar import read_sidecar
-
-        keypoint_set = ((read_sidecar(path) or {}).get("keypoints") or {}).get("set") or "coco17"
+        keypoint_set = runner.keypoint_set or "coco17"
         return HeatmapTeacher(TeacherConfig(path=str(path), input_size=tuple(runner.input_size), input_layout="nhwc",
                                             output_layout="nhwc", pixel_scale=1.0, mean=(0, 0, 0), std=(1, 1, 1),
                                             keypoint_set=keypoint_set), num_threads=num_threads,

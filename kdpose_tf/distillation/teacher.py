@@ -43,6 +43,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kdpose_tf.distillation import feature  # noqa: F401  (registers FeatureDistillation's Keras objects for loading)
 from kdpose_tf.errors import PresetError
 from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.models.preset_utils import load_keras_file
@@ -68,8 +69,6 @@ def load_teacher(source, compile=False):
         if path.suffix == ".keras":
             if not path.is_file():
                 raise FileNotFoundError(f"Teacher file {path} does not exist (expected a saved .keras model).")
-            import kdpose_tf.distillation.feature  # noqa: F401  (registers kdpose_tf objects)
-
             model = load_keras_file(path, compile=compile)
         else:
             model = _from_preset(str(source))

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
+
 COMPILER_VERSION = "16.0"
 
 # op -> highest version the 16.0 compiler accepts (see module docstring for the sources).
@@ -184,8 +186,6 @@ def check_edgetpu(tflite) -> EdgeTPUReport:
     Returns:
         `EdgeTPUReport` (`.ok`, `.first_unsupported`, `.ops`, `.tensor_problems`, `.summary()`).
     """
-    from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors
-
     ops = model_ops(tflite)
     tensors = model_tensors(tflite)
     checks = []

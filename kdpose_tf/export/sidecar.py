@@ -12,7 +12,8 @@ TFLite metadata (`tflite-support`'s MetadataWriter) would embed similar informat
 flatbuffer, but `pip install tflite-support` (0.4.4, the last release) would downgrade protobuf to
 3.20.3, which TensorFlow 2.21 cannot use (checked with `pip install --dry-run`), so it is not a
 dependency and the JSON sidecar is the single source of truth.
-The Android sample (`tflite/android`) reads exactly these keys.
+The Android sample (`tflite/android`) reads exactly these keys; in Python the runner reads them back
+(`kdpose_tf.runtimes.litert.read_sidecar`, `TFLiteRunner.sidecar`).
 
 Example:
 >>> info = make_sidecar("student_int8.tflite", keypoint_set=COCO17)   # doctest: +SKIP
@@ -24,13 +25,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 
-from kdpose_tf.errors import ModelFileError
-from kdpose_tf.runtimes.flatbuffer import read_tflite
 from kdpose_tf.keypoints import get_keypoint_set
-from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat
+from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors, read_tflite
+from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat, xnnpack_check
 from kdpose_tf.tracking import TRACKING
 from kdpose_tf.utils.io import write_json
 
@@ -85,8 +84,6 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
         {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
         "advice"}) and the `extra` keys.
     """
-    from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors
-
     tflite_path = Path(tflite_path)
     data = read_tflite(tflite_path if data is None else data)
     tensors = model_tensors(data)
@@ -141,34 +138,11 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
     info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes,
                               "not_delegated": static["not_delegated"]}
     if runtime_check:
-        from kdpose_tf.runtimes.xnnpack import xnnpack_check
-
         runtime = xnnpack_check(tflite_path)
         runtime["advice"] = _runtime_advice(runtime, static)
         info["runtime"] = runtime
     if extra:
         info.update(extra)
-    return info
-
-
-def read_sidecar(tflite_path) -> dict | None:
-    """The sidecar beside `tflite_path` (None when there is none), checked against the model: a sidecar
-    whose `model_sha256` is not the file's (an export interrupted between its two renames, or
-    another model copied over) is a ModelFileError rather than a wrong input type or joint list."""
-    tflite_path = Path(tflite_path)
-    path = tflite_path.with_suffix(".json")
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not valid JSON ({e})") from None
-    if not isinstance(info, dict):
-        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not a JSON object")
-    digest = info.get("model_sha256")
-    if digest is not None and digest != hashlib.sha256(tflite_path.read_bytes()).hexdigest():
-        raise ModelFileError(f"{path} describes another model than {tflite_path} (model_sha256 differs): an export "
-                             "was interrupted between writing the two, or one was replaced; export again")
     return info
 
 

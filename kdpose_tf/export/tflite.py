@@ -44,7 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.export.bn_folding import find_kernel_sums, fold_kernel_sum_batchnorm
+from kdpose_tf.export.edgetpu import check_edgetpu, validate_edgetpu_model
+from kdpose_tf.export.equalization import equalize_activations
+from kdpose_tf.export.sidecar import make_sidecar
 from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
+from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors
 from kdpose_tf.utils.io import atomic_path, write_json
 from kdpose_tf.utils.native_logs import drops_native_info
 
@@ -208,8 +213,6 @@ def _configure(converter, opts):
 
 
 def _check_full_integer(data, io_dtype):
-    from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors
-
     tensors = model_tensors(data)
     io = set(model_io(data)["inputs"] + model_io(data)["outputs"])
     floats = [t["name"] for t in tensors if t["dtype"] == "FLOAT32" and not (io_dtype == "float32" and t["index"] in io)]
@@ -295,8 +298,6 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     if path.suffix != ".tflite":
         raise ValueError(f"path must end with .tflite, got {path}")
     if target == "edgetpu":
-        from kdpose_tf.export.edgetpu import check_edgetpu, validate_edgetpu_model
-
         if quantize not in ("int8", "int8-qat") or io_dtype not in ("int8", "uint8"):
             raise ValueError(
                 "target='edgetpu' needs a full-integer model: quantize 'int8' or 'int8-qat' with io_dtype "
@@ -307,16 +308,12 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     flat = single_output_model(model)  # shares the layers (and weights) of `model`
     if target == "edgetpu":
         validate_edgetpu_model(flat)
-    from kdpose_tf.export.bn_folding import find_kernel_sums, fold_kernel_sum_batchnorm
-
     sums = find_kernel_sums(flat) if quantize != "int8-qat" else []  # QAT weights sit on their grid already
     equalizing = equalize and quantize == "int8" and representative_data is not None
     saved = model.get_weights() if sums or equalizing else None  # the caller's weights, restored below
     equalized = folded = None
     try:
         if equalizing:  # before the fold: a folded BN's equalization scale then lands in its kernels too
-            from kdpose_tf.export.equalization import equalize_activations
-
             crops = np.concatenate(_calibration_samples(representative_data, _input_hw(flat, input_size), num_calibration))
             pairs = equalize_activations(flat, crops[:64], dense=equalize == "all")
             equalized = {"pairs": len(pairs), "dense": equalize == "all", "max_scale": max((p["max_scale"] for p in pairs), default=1.0)}
@@ -345,8 +342,6 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
         if sidecar is not False and sidecar is not None:
-            from kdpose_tf.export.sidecar import make_sidecar
-
             extra = dict(sidecar) if isinstance(sidecar, dict) else {}
             if equalized is not None:
                 extra.setdefault("activation_equalization", equalized)
@@ -365,8 +360,6 @@ def sidecar_path(path) -> Path:
 
 def export_info(path) -> dict:
     """Conversion info of an exported model: ops (name, version), I/O tensors, size in bytes."""
-    from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors
-
     tensors = model_tensors(path)
     io = model_io(path)
     ops = model_ops(path)

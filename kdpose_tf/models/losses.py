@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kdpose_tf.errors import ShapeMismatchError
+
 
 def per_joint_mse(y_true, y_pred):
     """Mean squared error over the pixels of each heatmap: (B, h, w, K) x 2 -> (B, K), float32."""
@@ -38,8 +40,6 @@ def joints_mse(y_true, y_pred, target_weight=None, sample_weight=None):
     0.5
     """
     if tuple(y_true.shape[1:]) != tuple(y_pred.shape[1:]):
-        from kdpose_tf.errors import ShapeMismatchError
-
         raise ShapeMismatchError(
             f"joints_mse: target heatmaps {tuple(y_true.shape)} and predictions {tuple(y_pred.shape)} "
             "must have the same (h, w, K)"

@@ -20,8 +20,11 @@ Dite-HRNet's published iterative head and the tail reads its ``P(2+n)`` output.
 
 from __future__ import annotations
 
+from kdpose_tf.models.heads.heatmap_head import HeatmapHead
+from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
 from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.utils.args import check_bool
 
 STUDENT_WIDTHS = (32, 64, 128, 256)
@@ -83,9 +86,6 @@ def build_proposal_student(
         >>> count_params(build_proposal_student(input_shape=(64, 64, 3)))  # doctest: +SKIP
         1160853
     """
-    from kdpose_tf.models.heads.heatmap_head import HeatmapHead
-    from kdpose_tf.models.pose_estimator import PoseEstimator
-
     for arg, value in (("psa_in_blocks", psa_in_blocks), ("psa_in_head", psa_in_head), ("use_neck", use_neck)):
         check_bool(arg, value, owner="build_proposal_student")
     max_deconv = len(widths) - 2 if use_neck else len(widths) - 1
@@ -165,10 +165,6 @@ def build_proposal_teacher(
         >>> tuple(teacher.outputs[-1].shape), count_params(teacher)  # doctest: +SKIP
         ((None, 64, 48, 17), 63595745)
     """
-    from kdpose_tf.models.heads.heatmap_head import HeatmapHead
-    from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
-    from kdpose_tf.models.pose_estimator import PoseEstimator
-
     backbone = HRNetBackbone(width=width, psa=psa, input_shape=tuple(input_shape), name=f"{name}_backbone",
                              **backbone_kwargs)
     head = HeatmapHead(num_keypoints, name=f"{name}_head")

@@ -16,12 +16,37 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
+from kdpose_tf.errors import ModelFileError
 from kdpose_tf.runtimes.flatbuffer import model_ops, model_tensors, read_tflite
 from kdpose_tf.runtimes.xnnpack import make_interpreter
+
+
+def read_sidecar(tflite_path) -> dict | None:
+    """The sidecar ``<model>.json`` that `kdpose export` writes beside `tflite_path` (`kdpose_tf.export.sidecar`;
+    None when there is none), checked against the model: a sidecar
+    whose `model_sha256` is not the file's (an export interrupted between its two renames, or
+    another model copied over) is a ModelFileError rather than a wrong input type or joint list."""
+    tflite_path = Path(tflite_path)
+    path = tflite_path.with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{path}: the sidecar of {tflite_path.name} is not a JSON object")
+    digest = info.get("model_sha256")
+    if digest is not None and digest != hashlib.sha256(tflite_path.read_bytes()).hexdigest():
+        raise ModelFileError(f"{path} describes another model than {tflite_path} (model_sha256 differs): an export "
+                             "was interrupted between writing the two, or one was replaced; export again")
+    return info
 
 
 def quantize(x, dtype, scale, zero_point):
@@ -125,6 +150,18 @@ class TFLiteRunner:
         outs = [self._finish(self.invoke_raw(self._prepare(images[i : i + 1])))[0] for i in range(len(images))]
         out = np.stack(outs, axis=0)
         return out[0] if single else out
+
+    @property
+    def sidecar(self) -> dict | None:
+        """The model's sidecar (`read_sidecar`), read once; None for a file exported elsewhere."""
+        if not hasattr(self, "_sidecar"):
+            self._sidecar = read_sidecar(self.path)
+        return self._sidecar
+
+    @property
+    def keypoint_set(self) -> str | None:
+        """The name of the joint set the sidecar gives the heatmap channels (None without one)."""
+        return ((self.sidecar or {}).get("keypoints") or {}).get("set")
 
     def ops(self) -> list:
         """Operators with versions, see `model_ops`."""

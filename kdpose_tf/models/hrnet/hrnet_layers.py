@@ -20,6 +20,7 @@ import keras
 
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
 from kdpose_tf.utils.args import check_int
 
 
@@ -44,9 +45,6 @@ def _bn(layer, suffix):
 
 
 def _make_psa(layer, channels):
-    # Lazy import: the PSA layer lives in a shared module owned by another part of the package.
-    from kdpose_tf.models.layers.psa import PolarizedSelfAttention
-
     return PolarizedSelfAttention(dtype=layer.dtype_policy, name=f"{layer.name}_psa")
 
 

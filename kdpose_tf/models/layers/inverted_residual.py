@@ -9,20 +9,14 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
 from kdpose_tf.utils.args import check_int
 
 _ACTIVATIONS = ("relu6", "relu", "swish", "hard_swish")
 
 
 def _make_psa(name):
-    """PolarizedSelfAttention (sequential layout) imported lazily from its own module."""
-    try:
-        from kdpose_tf.models.layers.psa import PolarizedSelfAttention
-    except ImportError as exc:  # pragma: no cover - depends on a sibling module
-        raise ImportError(
-            "psa=True needs kdpose_tf.models.layers.psa.PolarizedSelfAttention, which could not be imported: "
-            f"{exc}"
-        ) from exc
+    """PolarizedSelfAttention in the sequential layout (channel then spatial branch)."""
     return PolarizedSelfAttention(layout="sequential", mode="both", name=name)
 
 

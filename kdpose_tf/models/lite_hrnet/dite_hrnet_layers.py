@@ -38,6 +38,7 @@ from keras import layers, ops
 
 from kdpose_tf.models.layers.norm import BN_KWARGS, GatedBatchNormalization
 from kdpose_tf.models.layers.pooling import BlockPool
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import (
     ChannelShuffle,
@@ -259,8 +260,6 @@ def dynamic_context_block(xs, reduction, psa, name):
     for i, t in enumerate(x2):
         t = dynamic_split_conv(t, i, f"{name}_b{i}_dsc")
         if psa:
-            from kdpose_tf.models.layers.psa import PolarizedSelfAttention
-
             t = PolarizedSelfAttention(name=f"{name}_b{i}_psa")(t)
         t = global_context(t, GCM_REDUCTION[min(i, 3)], f"{name}_b{i}_gcm")
         out.append(t)

@@ -20,6 +20,7 @@ from keras import layers, ops
 from kdpose_tf.models.layers.pooling import BlockPool
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.layers.norm import BN_KWARGS
+from kdpose_tf.models.layers.psa import PolarizedSelfAttention
 
 
 
@@ -276,8 +277,6 @@ def conditional_channel_weighting(xs, reduction, psa, name):
     for i, t in enumerate(x2):
         t = dw_bn(t, 3, name=f"{name}_b{i}_dw")
         if psa:
-            from kdpose_tf.models.layers.psa import PolarizedSelfAttention
-
             t = PolarizedSelfAttention(name=f"{name}_b{i}_psa")(t)
         out.append(spatial_weighting(t, 4, f"{name}_b{i}_sw"))
     return merge_halves(x1, out, name)
