@@ -6,7 +6,8 @@ teaches a Keras student through the data, like `keypoint_teacher` but with its w
 not only its joints:
 
 1. `HeatmapTeacher` runs the model with the preprocessing stated in a `TeacherConfig` (input
-   size, RGB/BGR, pixel scale, mean/std, NCHW/NHWC in and out, which output, keypoint set).
+   size, RGB/BGR, pixel scale, mean/std, NCHW/NHWC in and out, which output, keypoint set) through
+   `kdpose_tf.runtimes.heatmap_model.HeatmapModel` (the runtime by file suffix), adding the flip test.
    `HeatmapTeacher.from_preset("pp_tinypose_256x192")` reads the models in ``shared/models``.
 2. `attach_teacher_heatmaps` runs it (or an ensemble, `keypoint_teacher.KeypointTeacher`s
    included) once per sample on the un-augmented crop, maps its channels to the student's
@@ -48,8 +49,7 @@ from kdpose_tf.data.transforms import (
 )
 from kdpose_tf.distillation.keypoint_teacher import KeypointTeacher, map_keypoints
 from kdpose_tf.keypoints import get_keypoint_set, joint_mapping
-from kdpose_tf.runtimes import openvino
-from kdpose_tf.runtimes.litert import TFLiteRunner
+from kdpose_tf.runtimes.heatmap_model import HeatmapModel
 from kdpose_tf.runtimes.model_config import TeacherConfig
 from kdpose_tf.runtimes.pretrained_models import resolve_teacher_config
 
@@ -74,30 +74,14 @@ class HeatmapTeacher:
     def __init__(self, config, num_threads=None, batch_size=16, flip_test=False):
         if not isinstance(config, TeacherConfig):
             raise TypeError(f"config must be a TeacherConfig, got {type(config).__name__}")
-        if not (isinstance(batch_size, int) and batch_size > 0):
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if num_threads is not None and not (isinstance(num_threads, int) and num_threads > 0):
-            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
         if not isinstance(flip_test, bool):
             raise ValueError(f"flip_test must be True or False, got {flip_test!r}")
-        self.config = config.check_files()
+        self.model = HeatmapModel(config, num_threads=num_threads, batch_size=batch_size)  # the runtime side
+        self.config = self.model.config
         self.keypoint_set = get_keypoint_set(config.keypoint_set)
         self.batch_size = batch_size
         self.flip_test = flip_test
-        if config.path.endswith(".tflite"):
-            self._backend = _LiteRTBackend(config, num_threads)
-        else:
-            self._backend = _OpenVINOBackend(config, num_threads, batch_size)
-        out = self._backend.output_shape
-        k = self.keypoint_set.num_keypoints
-        channels = out[1] if config.output_layout == "nchw" else out[3]
-        if len(out) != 4 or channels != k:
-            raise ValueError(
-                f"{config.path}: heatmap output {config.output!r} has shape {tuple(out)}; with output_layout "
-                f"{config.output_layout!r} a {config.keypoint_set} teacher needs {k} channels "
-                f"({'(N, K, h, w)' if config.output_layout == 'nchw' else '(N, h, w, K)'})"
-            )
-        self.heatmap_size = (out[2], out[3]) if config.output_layout == "nchw" else (out[1], out[2])
+        self.heatmap_size = self.model.heatmap_size
 
     @classmethod
     def from_preset(cls, preset, **kwargs):
@@ -121,22 +105,11 @@ class HeatmapTeacher:
         h, w = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (h, w, 3):
             raise ValueError(f"{self.name}: crops must be (N, {h}, {w}, 3) RGB, got {crops.shape}")
-        hm = self._run(crops)
+        hm = self.model(crops)
         if self.flip_test:
-            flipped = self._run(np.ascontiguousarray(crops[:, :, ::-1]))
+            flipped = self.model(np.ascontiguousarray(crops[:, :, ::-1]))
             hm = HeatmapCodec.flip_test_average(hm, flipped, self.keypoint_set.flip_index)
         return hm
-
-    def _run(self, crops):
-        c = self.config
-        x = crops[..., ::-1] if c.color == "bgr" else crops
-        x = (x * c.pixel_scale - np.asarray(c.mean, np.float32)) / np.asarray(c.std, np.float32)
-        if c.input_layout == "nchw":
-            x = x.transpose(0, 3, 1, 2)
-        out = [self._backend(np.ascontiguousarray(x[i:i + self.batch_size], np.float32))
-               for i in range(0, len(x), self.batch_size)]
-        hm = np.concatenate(out) if out else np.zeros((0, *self._backend.output_shape[1:]), np.float32)
-        return hm.transpose(0, 2, 3, 1) if c.output_layout == "nchw" else hm
 
     def predict_fn(self, codec, keypoint_set):
         """A `predict_fn` for `kdpose_tf.evaluation.evaluate`: crops of `codec.input_size` in,
@@ -292,54 +265,3 @@ def _predict_fn(teachers, codec, keypoint_set, min_score=0.3):
 def ensemble_predict_fn(teachers, codec, keypoint_set, min_score=0.3):
     """`HeatmapTeacher.predict_fn` for an ensemble (heatmap and keypoint teachers averaged per joint)."""
     return _predict_fn(list(teachers), codec, keypoint_set, min_score)
-
-
-class _OpenVINOBackend:
-    def __init__(self, config, num_threads, batch_size):
-        model = openvino.read_model(config.path)
-        self.input_shape = _check_input(config, openvino.input_dims(model))
-        self.compiled = openvino.compile_model(model, num_threads, [batch_size, *self.input_shape[1:]])
-        self.output = _pick_output(config, [o.get_any_name() for o in self.compiled.outputs])
-        shape = list(self.compiled.outputs[self.output].get_partial_shape().to_shape())
-        self.output_shape = [1, *shape[1:]]
-        self.batch_size = batch_size
-
-    def __call__(self, x):
-        n = len(x)
-        if n < self.batch_size:  # the reshaped model has a fixed batch: pad the last chunk
-            x = np.concatenate([x, np.zeros((self.batch_size - n, *x.shape[1:]), x.dtype)])
-        return np.asarray(self.compiled(x)[self.output], np.float32)[:n]
-
-
-class _LiteRTBackend:
-    def __init__(self, config, num_threads):
-        self.runner = TFLiteRunner(config.path, num_threads=num_threads or os.cpu_count() or 1)  # None: every core
-        self.input_shape = _check_input(config, [int(d) for d in self.runner.input_details["shape"]])
-        self.output_shape = [int(d) for d in self.runner.output_details["shape"]]
-        _pick_output(config, ["0"])
-
-    def __call__(self, x):
-        return np.concatenate([np.asarray(self.runner(x[i:i + 1]), np.float32) for i in range(len(x))])
-
-
-def _check_input(config, shape):
-    h, w = config.input_size
-    want = [1, 3, h, w] if config.input_layout == "nchw" else [1, h, w, 3]
-    if len(shape) != 4 or any(s not in (-1, t) for s, t in zip(shape[1:], want[1:])):
-        raise ValueError(
-            f"{config.path}: the model's input has shape {tuple(shape)}, but the teacher config says "
-            f"input_size {tuple(config.input_size)} with input_layout {config.input_layout!r}, i.e. "
-            f"{tuple(['N', *want[1:]])}; fix input_size or input_layout"
-        )
-    return want
-
-
-def _pick_output(config, names):
-    if isinstance(config.output, int):
-        if not 0 <= config.output < len(names):
-            raise ValueError(f"{config.path}: output index {config.output} but the model has {len(names)} "
-                             f"output(s) {names}")
-        return config.output
-    if config.output not in names:
-        raise ValueError(f"{config.path}: no output named {config.output!r}; the model's outputs are {names}")
-    return names.index(config.output)
