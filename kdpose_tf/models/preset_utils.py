@@ -20,7 +20,8 @@ Where `preset` may be:
     family's ``presets/<name>/`` folder, keras-hub's "presets beside the family"; loads offline),
   - a directory path (always works offline),
   - "hf://..." or "kaggle://..." (downloaded by keras_hub's `get_file` when keras-hub is installed),
-  - a catalogue name (`kdpose_tf.models.presets`): the architecture is built from the catalogue;
+  - a catalogue name (a pose-network preset a family registered, `kdpose_tf.models.presets`): the
+    architecture is built from the catalogue;
     with load_weights=True the weights come from the preset directory
     `$KDPOSE_PRESETS_DIR/<name>/` (default `~/.cache/kdpose_tf/presets/<name>/`), written by
     `save_to_preset`. kdpose_tf never downloads weights,
@@ -28,11 +29,12 @@ Where `preset` may be:
     another framework (`pp_tinypose_128x96`, an .xml / .onnx file), imported with its weights by
     `kdpose_tf.models.imported`.
 
-This module is a leaf (keras-hub's `preset_utils` role): preset files and three registries, and it
+This module is a leaf (keras-hub's `preset_utils` role): preset files and the registries, and it
 imports no model module. Each model family's `__init__.py` calls
-`register_presets(backbone_presets, FamilyBackbone)`; `kdpose_tf.models.presets` calls
-`register_catalogue(PRESETS, build)`; `kdpose_tf.models.imported.openvino_import` calls
-`register_preset_loader(...)`; all run when `kdpose_tf.models` is imported. The class
+`register_presets(backbone_presets, FamilyBackbone)` and `register_pose_presets(pose_presets)` (both
+from its `<family>_presets.py`); `kdpose_tf.models.presets` calls `register_catalogue_builder(build)`;
+`kdpose_tf.models.imported.openvino_import` calls `register_preset_loader(...)`; all run when
+`kdpose_tf.models` is imported. The class
 checks (may this preset be loaded as that class?) live in `Backbone.from_preset` and
 `PoseEstimator.from_preset`.
 
@@ -60,12 +62,17 @@ WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
 _REMOTE_PREFIXES = ("hf://", "kaggle://")
 PRESET_KEYS = ("metadata", "config")
+# A pose-network (catalogue) preset: the backbone preset it builds on, the task's keypoint set and input size,
+# the published figures; "builder" (optional) is a function that builds the whole PoseEstimator instead.
+POSE_PRESET_KEYS = ("backbone_preset", "keypoint_set", "input_size", "description", "params_m")
+POSE_PRESET_OPTIONAL_KEYS = ("builder",)
 
 # Registries, filled when kdpose_tf.models is imported (keras-hub's BUILTIN_PRESETS pattern).
 BACKBONE_PRESETS = {}  # backbone preset name -> {"metadata": {...}, "config": {constructor kwargs}}
 BACKBONE_PRESETS_FOR_CLASS = collections.defaultdict(dict)  # Backbone class -> {name: preset}
 _BACKBONE_CLASS = {}  # backbone preset name -> the class that registered it
-_CATALOGUE = {}  # catalogue (task) name -> (entry, build function)
+CATALOGUE = {}  # pose-network preset name -> entry (POSE_PRESET_KEYS, "family", "builder"), in registration order
+_CATALOGUE_BUILDER = []  # [build(preset, cls, **overrides)]: registered by kdpose_tf.models.presets
 _LOADERS = []  # (accepts(preset) -> bool, load(preset, **overrides) -> model): presets that are not preset files
 _SHIPPED_ROOT = Path(__file__).resolve().parent  # kdpose_tf/models: families keep trained presets in <family>/presets/
 
@@ -114,17 +121,52 @@ def preset_class(name):
     return _BACKBONE_CLASS[name]
 
 
-def register_catalogue(entries, build):
-    """Register catalogue entries {name: entry}; `build(preset, cls, **overrides)` makes one without weights.
+def preset_family(name):
+    """The family of backbone preset `name`: the folder of the class that registered it (`lite_hrnet`)."""
+    module = preset_class(name).__module__.split(".")
+    return module[-2] if len(module) > 1 else module[0]
 
-    Each entry names its backbone preset under "backbone_preset" (a registered backbone preset).
+
+def register_pose_presets(presets):
+    """Register a family's `pose_presets` {name: entry} (called by the family's __init__.py, after the
+    backbone presets the entries name are registered).
+
+    Every entry has exactly the keys `POSE_PRESET_KEYS` (plus optionally "builder", a function
+    `builder(num_keypoints=, keypoint_set=, input_shape=, name=)` returning a PoseEstimator); its
+    "backbone_preset" must be a registered backbone preset, and it is listed under that preset's family.
     """
-    for name, entry in entries.items():
-        _CATALOGUE[name] = (entry, build)
+    for name, entry in presets.items():
+        keys = set(entry) if isinstance(entry, dict) else set()
+        if not isinstance(entry, dict) or not set(POSE_PRESET_KEYS) <= keys <= {*POSE_PRESET_KEYS,
+                                                                              *POSE_PRESET_OPTIONAL_KEYS}:
+            raise PresetError(
+                f"pose preset {name!r}: expected a dict with the keys {list(POSE_PRESET_KEYS)} (and optionally "
+                f"{list(POSE_PRESET_OPTIONAL_KEYS)}), received {entry!r:.200}"
+            )
+        if entry["backbone_preset"] not in BACKBONE_PRESETS:
+            raise PresetError(f"pose preset {name!r} names backbone preset {entry['backbone_preset']!r}, which is not "
+                              f"registered; expected one of {sorted(BACKBONE_PRESETS)} (register it first)")
+        if name in CATALOGUE:
+            raise PresetError(f"pose preset {name!r} is registered twice; preset names must be unique")
+        CATALOGUE[name] = {"family": preset_family(entry["backbone_preset"]), **entry,
+                           "builder": entry.get("builder")}
+
+
+def register_catalogue_builder(build):
+    """Register `build(preset, cls, **overrides)`, which makes a catalogue entry without weights
+    (`kdpose_tf.models.presets.build`: it needs the model classes, which this leaf does not import)."""
+    _CATALOGUE_BUILDER[:] = [build]
+
+
+def catalogue_entry(name):
+    """The catalogue entry of `name` (PresetError listing the names when unknown)."""
+    if name not in CATALOGUE:
+        raise PresetError(f"unknown preset {name!r}; expected one of {sorted(CATALOGUE)}")
+    return CATALOGUE[name]
 
 
 def catalogue_names():
-    return sorted(_CATALOGUE)
+    return sorted(CATALOGUE)
 
 
 def register_preset_loader(accepts, load):
@@ -136,21 +178,24 @@ def register_preset_loader(accepts, load):
 
 def preset_loader(preset):
     """The registered `load` function that takes `preset`, or None."""
-    if str(preset) in _CATALOGUE:
+    if str(preset) in CATALOGUE:
         return None
     return next((load for accepts, load in _LOADERS if accepts(preset)), None)
 
 
 def catalogue_backbone_class(name):
     """The backbone class catalogue entry `name` builds (checked before anything is built)."""
-    return preset_class(_CATALOGUE[name][0]["backbone_preset"])
+    return preset_class(catalogue_entry(name)["backbone_preset"])
 
 
 def build_catalogue(preset, cls, **overrides):
     """Catalogue entry `preset` built without weights as `cls` (a PoseEstimator class or a Backbone class);
     `overrides` may hold the model's own `name`."""
-    entry, build = _CATALOGUE[preset]
-    return build(preset, cls, **overrides)
+    catalogue_entry(preset)
+    if not _CATALOGUE_BUILDER:
+        raise PresetError(f"cannot build preset {preset!r}: no catalogue builder is registered "
+                          "(import kdpose_tf.models, which registers kdpose_tf.models.presets.build)")
+    return _CATALOGUE_BUILDER[0](preset, cls, **overrides)
 
 
 # ---------------------------------------------------------------------------------- files
@@ -369,7 +414,7 @@ def locate_preset(preset, load_weights=True):
     shipped = shipped_presets()
     if preset_str in shipped:
         return SavedPreset(shipped[preset_str])
-    if preset_str in _CATALOGUE:
+    if preset_str in CATALOGUE:
         if not load_weights:
             return preset_str
         local = presets_dir() / preset_str

@@ -1,11 +1,14 @@
-"""The preset catalogue: every model family's pose networks, by name.
+"""The preset catalogue: every model family's pose networks, by name, as the families register them.
 
-An entry names a backbone preset registered by its family (`kdpose_tf.models.<family>/__init__.py`
-registers `<family>_presets.backbone_presets` with `preset_utils.register_presets`), the keypoint
-set and input size, and optionally a `builder` function (the proposal student). Entries are
-architecture only: weights are never shipped or downloaded (see `preset_utils`). Importing this
-module (done by `kdpose_tf.models`) registers the catalogue with `preset_utils.register_catalogue`,
-so `PoseEstimator.from_preset(name)` / `Backbone.from_preset(name)` find it.
+Each family keeps its pose-network presets beside its backbone presets, in
+`kdpose_tf.models.<family>/<family>_presets.py` (`pose_presets`: the backbone preset, keypoint set,
+input size, published figures and optionally a `builder` function, as the proposal student's); its
+`__init__.py` registers both with `preset_utils` (`register_presets`, `register_pose_presets`). This
+module reads that registry (`PRESETS`, in registration order: the family imports of
+`kdpose_tf.models`) and builds its entries. Entries are architecture only: weights are never shipped
+or downloaded (see `preset_utils`). Importing this module (done by `kdpose_tf.models`, after the
+families) registers `build` with `preset_utils.register_catalogue_builder`, so
+`PoseEstimator.from_preset(name)` / `Backbone.from_preset(name)` find the entries.
 
 Example:
 >>> [row["name"] for row in list_presets()][:2]
@@ -25,74 +28,23 @@ from kdpose_tf.models.backbone import Backbone
 from kdpose_tf.models.pose_estimator import PoseEstimator
 from kdpose_tf.models.students import build_proposal_student
 
-
-def _entry(family, key, keypoint_set, input_size, description, params_m, builder=None):
-    return {
-        "family": family,
-        "backbone_preset": key,
-        "keypoint_set": keypoint_set,
-        "input_size": input_size,
-        "description": description,
-        "params_m": params_m,
-        "builder": builder,
-    }
-
-
-PRESETS = {
-    "hourglass_8x256_mpii_256x256": _entry(
-        "hourglass", "hourglass_8x256", "mpii16", (256, 256),
-        "8-stack hourglass, 256 ch: FPD / LSHM teacher (~26 M params).", 26.0,
-    ),
-    "hourglass_4x128_mpii_256x256": _entry(
-        "hourglass", "hourglass_4x128", "mpii16", (256, 256),
-        "4-stack hourglass, 128 ch: FPD student (~3 M params).", 3.0,
-    ),
-    "lshm_2_mpii_256x256": _entry(
-        "hourglass", "lshm_2", "mpii16", (256, 256),
-        "Lightweight stacked hourglass, 2 stacks of inverted residuals (LSHM_t_2, 2.3 M).", 2.3,
-    ),
-    "lshm_4_mpii_256x256": _entry(
-        "hourglass", "lshm_4", "mpii16", (256, 256),
-        "Lightweight stacked hourglass, 4 stacks of inverted residuals (LSHM_t_4, 12 M).", 12.0,
-    ),
-    "hrnet_w32_coco_256x192": _entry(
-        "hrnet", "hrnet_w32", "coco17", (256, 192), "HRNet-W32 (Sun et al. 2019), COCO 73.4 AP, 28.5 M.", 28.5,
-    ),
-    "hrnet_w48_coco_256x192": _entry(
-        "hrnet", "hrnet_w48", "coco17", (256, 192),
-        "HRNet-W48 (Sun et al. 2019): distillation teacher, COCO 75.1 AP, 63.6 M.", 63.6,
-    ),
-    "lite_hrnet_18_coco_256x192": _entry(
-        "lite_hrnet", "lite_hrnet_18", "coco17", (256, 192), "Lite-HRNet-18 (Yu et al. 2021), ~1.1 M.", 1.1,
-    ),
-    "lite_hrnet_18_mobile_coco_128x96": _entry(
-        "lite_hrnet", "lite_hrnet_18_mobile", "coco17", (128, 96),
-        "Mobile-first student: Lite-HRNet-18 at 128x96 (int8 almost entirely in XNNPACK).", 1.1,
-    ),
-    "dite_hrnet_18_coco_256x192": _entry(
-        "lite_hrnet", "dite_hrnet_18", "coco17", (256, 192),
-        "Dite-HRNet-18 (Li et al. 2022), COCO 65.9 AP, ~1.1 M.", 1.1,
-    ),
-    "dite_hrnet_30_coco_256x192": _entry(
-        "lite_hrnet", "dite_hrnet_30", "coco17", (256, 192),
-        "Dite-HRNet-30 (Li et al. 2022), COCO 68.3 AP, ~1.8 M.", 1.8,
-    ),
-    "dite_hrnet_18_psa_csppan_coco_256x192": _entry(
-        "lite_hrnet", "dite_hrnet_18", "coco17", (256, 192),
-        "Proposal student: Dite-HRNet width 32 + PSA in every block + depthwise CSP-PAN (P3-P5) + "
+preset_utils.register_pose_presets({
+    "dite_hrnet_18_psa_csppan_coco_256x192": {
+        "backbone_preset": "dite_hrnet_18",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "Proposal student: Dite-HRNet width 32 + PSA in every block + depthwise CSP-PAN (P3-P5) + "
         "resize-conv tail to 1/4 (kdpose_tf.models.students.build_proposal_student).",
-        None, builder=build_proposal_student,
-    ),
-}
+        "params_m": None,
+        "builder": build_proposal_student,
+    },
+})
+
+# The registry itself (name -> entry), filled by the families' __init__.py when kdpose_tf.models is imported.
+PRESETS = preset_utils.CATALOGUE
+get_entry = preset_utils.catalogue_entry  # the entry of a name (PresetError listing the names when unknown)
 
 _TASK_KEYS = ("num_keypoints", "keypoint_set", "input_size", "head", "neck", "codec", "feature_level", "name")
-
-
-def get_entry(name):
-    """The catalogue entry of `name` (PresetError listing the names when unknown)."""
-    if name not in PRESETS:
-        raise PresetError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name]
 
 
 def build(preset, cls=None, **overrides):
@@ -178,4 +130,4 @@ def list_shipped():
     return rows
 
 
-preset_utils.register_catalogue(PRESETS, build)
+preset_utils.register_catalogue_builder(build)

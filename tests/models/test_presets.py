@@ -153,3 +153,23 @@ def test_catalogue_build_takes_a_model_name_override():
     assert model.name == "my_student"
     out = model(np.zeros((1, 128, 96, 3), np.float32))
     assert tuple((out[-1] if isinstance(out, (list, tuple)) else out).shape) == (1, 32, 24, 14)
+
+
+def test_pose_presets_are_checked_when_a_family_registers_them():
+    from kdpose_tf.models import preset_utils
+    from kdpose_tf.models.lite_hrnet.lite_hrnet_presets import pose_presets
+
+    good = dict(pose_presets["lite_hrnet_18_coco_256x192"])
+    before = dict(PRESETS)
+    with pytest.raises(PresetError, match=r"pose preset 'x': expected a dict with the keys \['backbone_preset'"):
+        preset_utils.register_pose_presets({"x": {k: v for k, v in good.items() if k != "input_size"}})
+    with pytest.raises(PresetError, match="pose preset 'x': expected a dict"):
+        preset_utils.register_pose_presets({"x": {**good, "input_shape": (64, 64, 3)}})
+    with pytest.raises(PresetError, match="names backbone preset 'nope', which is not registered"):
+        preset_utils.register_pose_presets({"x": {**good, "backbone_preset": "nope"}})
+    with pytest.raises(PresetError, match="'lite_hrnet_18_coco_256x192' is registered twice"):
+        preset_utils.register_pose_presets({"lite_hrnet_18_coco_256x192": good})
+    assert PRESETS == before and PRESETS is preset_utils.CATALOGUE
+    # an entry is listed under the family of its backbone preset's class
+    assert PRESETS["lite_hrnet_18_coco_256x192"] == {"family": "lite_hrnet", **good, "builder": None}
+    assert {e["family"] for e in PRESETS.values()} == {"hourglass", "hrnet", "lite_hrnet"}

@@ -1,7 +1,9 @@
-"""The hourglass family: `HourglassBackbone` and its presets (registered with `preset_utils` on import)."""
+"""The hourglass family: `HourglassBackbone`, its backbone presets and its pose networks (catalogue entries),
+registered with `preset_utils` on import."""
 
 from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
-from kdpose_tf.models.hourglass.hourglass_presets import backbone_presets
-from kdpose_tf.models.preset_utils import register_presets
+from kdpose_tf.models.hourglass.hourglass_presets import backbone_presets, pose_presets
+from kdpose_tf.models.preset_utils import register_pose_presets, register_presets
 
 register_presets(backbone_presets, HourglassBackbone)
+register_pose_presets(pose_presets)

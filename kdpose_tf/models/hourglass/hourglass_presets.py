@@ -1,7 +1,8 @@
 """Stacked hourglass presets (architecture only: kdpose_tf never ships or downloads weights).
 
 `backbone_presets[name]` is {"metadata": the published figures (MPII, 16 joints, 256x256 input),
-"config": the `HourglassBackbone` constructor kwargs}; `kdpose_tf.models.hourglass` registers them.
+"config": the `HourglassBackbone` constructor kwargs}; `pose_presets` are the catalogue's pose networks
+on them (keypoint set, input size). `kdpose_tf.models.hourglass` registers both.
 
 Sizes, counted with the 1x1 head of the final stack to 16 heatmaps (`PoseEstimator` default head):
   hourglass_8x256  25.50 M  (FPD / Newell teacher, paper ~26 M: -2 %)
@@ -70,3 +71,35 @@ backbone_presets = {
     },
 }
 
+# Pose networks (the catalogue, `kdpose presets`): a backbone preset above with its keypoint set, input size
+# and the paper's parameter count (M); registered by the family's __init__.py after backbone_presets.
+pose_presets = {
+    "hourglass_8x256_mpii_256x256": {
+        "backbone_preset": "hourglass_8x256",
+        "keypoint_set": "mpii16",
+        "input_size": (256, 256),
+        "description": "8-stack hourglass, 256 ch: FPD / LSHM teacher (~26 M params).",
+        "params_m": 26.0,
+    },
+    "hourglass_4x128_mpii_256x256": {
+        "backbone_preset": "hourglass_4x128",
+        "keypoint_set": "mpii16",
+        "input_size": (256, 256),
+        "description": "4-stack hourglass, 128 ch: FPD student (~3 M params).",
+        "params_m": 3.0,
+    },
+    "lshm_2_mpii_256x256": {
+        "backbone_preset": "lshm_2",
+        "keypoint_set": "mpii16",
+        "input_size": (256, 256),
+        "description": "Lightweight stacked hourglass, 2 stacks of inverted residuals (LSHM_t_2, 2.3 M).",
+        "params_m": 2.3,
+    },
+    "lshm_4_mpii_256x256": {
+        "backbone_preset": "lshm_4",
+        "keypoint_set": "mpii16",
+        "input_size": (256, 256),
+        "description": "Lightweight stacked hourglass, 4 stacks of inverted residuals (LSHM_t_4, 12 M).",
+        "params_m": 12.0,
+    },
+}

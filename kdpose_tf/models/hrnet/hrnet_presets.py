@@ -1,7 +1,8 @@
 """HRNet presets (architecture only: kdpose_tf never ships or downloads pretrained weights).
 
 `backbone_presets[name]` is {"metadata": the published figures, "config": the `HRNetBackbone`
-constructor kwargs} (registered by `kdpose_tf.models.hrnet`); the figures are of the pose network (backbone + the standard head, a 1x1 conv to 17 COCO
+constructor kwargs}; `pose_presets` are the catalogue's pose networks on them (both registered by
+`kdpose_tf.models.hrnet`); the figures are of the pose network (backbone + the standard head, a 1x1 conv to 17 COCO
 heatmaps) at 256x192, from Sun et al., CVPR 2019, Table 1 (COCO val2017).
 The paper's "GFLOPs" are multiply-accumulates (MACs) of convolutions and fully-connected
 layers, counted like `kdpose_tf.models.summary.count_flops`, but divided by 1024**3, not 10**9
@@ -58,3 +59,21 @@ backbone_presets = {
     },
 }
 
+# Pose networks (the catalogue, `kdpose presets`): a backbone preset above with its keypoint set, input size
+# and the paper's parameter count (M); registered by the family's __init__.py after backbone_presets.
+pose_presets = {
+    "hrnet_w32_coco_256x192": {
+        "backbone_preset": "hrnet_w32",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "HRNet-W32 (Sun et al. 2019), COCO 73.4 AP, 28.5 M.",
+        "params_m": 28.5,
+    },
+    "hrnet_w48_coco_256x192": {
+        "backbone_preset": "hrnet_w48",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "HRNet-W48 (Sun et al. 2019): distillation teacher, COCO 75.1 AP, 63.6 M.",
+        "params_m": 63.6,
+    },
+}

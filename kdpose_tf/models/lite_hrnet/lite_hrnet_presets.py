@@ -5,6 +5,7 @@ called from `kdpose_tf.models.lite_hrnet`): ``metadata`` (description, paper, th
 at 256x192 on COCO val2017 with the standard head, a 1x1 conv to 17 heatmaps on the 1/4 branch:
 ``params`` (count), ``flops`` (multiply-adds), ``coco_ap``, ``input_size``) and ``config`` (keyword
 arguments of `LiteHRNetBackbone`, without ``input_shape``: the catalogue and callers set it).
+`pose_presets` are the catalogue's pose networks on them (keypoint set, input size), registered too.
 
 Measured here (trainable parameters incl. the 17-channel 1x1 head; multiply-adds of convs, with
 Dite's dynamic kernels counted at the reference's aggregated-kernel cost):
@@ -76,5 +77,38 @@ backbone_presets = {
             "input_size": (128, 96),
         },
         "config": {"variant": "lite", "stem_width": 32, "widths": _WIDTHS, "stage_modules": (2, 4, 2)},
+    },
+}
+
+# Pose networks (the catalogue, `kdpose presets`): a backbone preset above with its keypoint set, input size
+# and the paper's parameter count (M); registered by the family's __init__.py after backbone_presets.
+pose_presets = {
+    "lite_hrnet_18_coco_256x192": {
+        "backbone_preset": "lite_hrnet_18",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "Lite-HRNet-18 (Yu et al. 2021), ~1.1 M.",
+        "params_m": 1.1,
+    },
+    "lite_hrnet_18_mobile_coco_128x96": {
+        "backbone_preset": "lite_hrnet_18_mobile",
+        "keypoint_set": "coco17",
+        "input_size": (128, 96),
+        "description": "Mobile-first student: Lite-HRNet-18 at 128x96 (int8 almost entirely in XNNPACK).",
+        "params_m": 1.1,
+    },
+    "dite_hrnet_18_coco_256x192": {
+        "backbone_preset": "dite_hrnet_18",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "Dite-HRNet-18 (Li et al. 2022), COCO 65.9 AP, ~1.1 M.",
+        "params_m": 1.1,
+    },
+    "dite_hrnet_30_coco_256x192": {
+        "backbone_preset": "dite_hrnet_30",
+        "keypoint_set": "coco17",
+        "input_size": (256, 192),
+        "description": "Dite-HRNet-30 (Li et al. 2022), COCO 68.3 AP, ~1.8 M.",
+        "params_m": 1.8,
     },
 }
