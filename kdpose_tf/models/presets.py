@@ -26,19 +26,6 @@ from kdpose_tf.keypoints import get_keypoint_set
 from kdpose_tf.models import preset_utils
 from kdpose_tf.models.backbone import Backbone
 from kdpose_tf.models.pose_estimator import PoseEstimator
-from kdpose_tf.models.students import build_proposal_student
-
-preset_utils.register_pose_presets({
-    "dite_hrnet_18_psa_csppan_coco_256x192": {
-        "backbone_preset": "dite_hrnet_18",
-        "keypoint_set": "coco17",
-        "input_size": (256, 192),
-        "description": "Proposal student: Dite-HRNet width 32 + PSA in every block + depthwise CSP-PAN (P3-P5) + "
-        "resize-conv tail to 1/4 (kdpose_tf.models.students.build_proposal_student).",
-        "params_m": None,
-        "builder": build_proposal_student,
-    },
-})
 
 # The registry itself (name -> entry), filled by the families' __init__.py when kdpose_tf.models is imported.
 PRESETS = preset_utils.CATALOGUE

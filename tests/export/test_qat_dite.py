@@ -91,7 +91,7 @@ def test_int8_qat_of_the_proposal_student(data_dir, tmp_path):
     """A small proposal student (Dite-HRNet + PSA + CSP-PAN neck with dict outputs): QAT clone, int8-qat
     file under XNNPACK close to the float model. PSA's internals (LayerNorm, softmax) are a composite
     layer: the converter calibrates them on the representative set."""
-    from kdpose_tf.models.students import build_proposal_student
+    from kdpose_tf.models.proposal.proposal_student import build_proposal_student
 
     keras.utils.set_random_seed(0)
     model = build_proposal_student(input_shape=(64, 64, 3), widths=(16, 32, 64, 128), stage_modules=(1, 1, 1),

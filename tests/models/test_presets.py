@@ -173,3 +173,16 @@ def test_pose_presets_are_checked_when_a_family_registers_them():
     # an entry is listed under the family of its backbone preset's class
     assert PRESETS["lite_hrnet_18_coco_256x192"] == {"family": "lite_hrnet", **good, "builder": None}
     assert {e["family"] for e in PRESETS.values()} == {"hourglass", "hrnet", "lite_hrnet"}
+
+
+def test_each_family_folder_holds_its_pose_presets():
+    from kdpose_tf.models.hourglass import hourglass_presets
+    from kdpose_tf.models.hrnet import hrnet_presets
+    from kdpose_tf.models.lite_hrnet import lite_hrnet_presets
+    from kdpose_tf.models.proposal import build_proposal_student, proposal_presets
+
+    files = (hourglass_presets, hrnet_presets, lite_hrnet_presets, proposal_presets)
+    assert [name for f in files for name in f.pose_presets] == list(PRESETS)  # catalogue order = family order
+    proposal = PRESETS["dite_hrnet_18_psa_csppan_coco_256x192"]
+    assert proposal["builder"] is build_proposal_student and proposal["family"] == "lite_hrnet"
+    assert all(e["builder"] is None for n, e in PRESETS.items() if n != "dite_hrnet_18_psa_csppan_coco_256x192")

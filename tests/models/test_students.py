@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdpose_tf.models.students import build_proposal_student, build_proposal_teacher
+from kdpose_tf.models.proposal import build_proposal_student, build_proposal_teacher
 
 TINY = dict(input_shape=(64, 64, 3), widths=(16, 32, 64, 128), stage_modules=(1, 1, 1), blocks_per_module=1)
 
