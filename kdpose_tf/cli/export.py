@@ -11,8 +11,12 @@ from kdpose_tf.cli.common import CLIError, import_model, load_data, load_model, 
 def run_export(args):
     from kdpose_tf.data.datasets import calibration_crops
     from kdpose_tf.distillation.qat_finetune import quantization_aware_finetune
-    from kdpose_tf.export.tflite import export_tflite
+    from kdpose_tf.export.tflite import check_float_ops, export_tflite
 
+    try:  # before the model loads: --float-ops with --target edgetpu or a float variant is one line
+        float_ops = check_float_ops(tuple(args.float_ops or ()), args.quantize, args.target)
+    except ValueError as e:
+        raise CLIError(f"--float-ops: {e}") from None
     model = load_model(args.model)
     size = model_input_size(model)
     representative = None
@@ -29,9 +33,10 @@ def run_export(args):
     path = export_tflite(export_model, args.output, quantize=args.quantize, representative_data=representative,
                          num_calibration=args.num_calibration, io_dtype=args.io_dtype, target=args.target,
                          equalize={"depthwise": True, "all": "all", "none": False}[args.equalize],
-                         keypoint_set=getattr(model, "keypoint_set", None))
+                         keypoint_set=getattr(model, "keypoint_set", None), float_ops=float_ops)
     io_dtype = args.io_dtype if args.quantize in ("int8", "int8-qat") else "float32"
-    print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB, {args.quantize}, input/output {io_dtype})")
+    islands = f", {'/'.join(float_ops)} in float32 (CPU only)" if float_ops else ""
+    print(f"wrote {path} ({Path(path).stat().st_size / 1e6:.2f} MB, {args.quantize}{islands}, input/output {io_dtype})")
     print(f"wrote {Path(path).with_suffix('.json')} (input size, normalisation, keypoint names)")
     if args.target == "edgetpu":
         return _print_edgetpu(path)

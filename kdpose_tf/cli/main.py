@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
                    help="input/output type of int8 models (default uint8: camera pixels)")
     p.add_argument("--target", choices=("cpu", "edgetpu"), default="cpu")
+    p.add_argument("--float-ops", nargs="+", choices=("SOFTMAX", "RSQRT"), default=None, metavar="OP",
+                   help="int8, CPU only: keep these ops (SOFTMAX, RSQRT) in float32 so XNNPACK takes every op of "
+                        "a model with PSA / LayerNorm (not with --target edgetpu)")
     _add_data(p, required=False, name="--calibration-data")
     p.add_argument("--num-calibration", type=positive_int, default=300, help="representative crops for int8")
     p.add_argument("--equalize", choices=("depthwise", "all", "none"), default="depthwise",

@@ -28,7 +28,7 @@ import hashlib
 from pathlib import Path
 
 from kdpose_tf.keypoints import get_keypoint_set
-from kdpose_tf.runtimes.flatbuffer import model_io, model_tensors, read_tflite
+from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors, read_tflite
 from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat, xnnpack_check
 from kdpose_tf.tracking import TRACKING
 from kdpose_tf.utils.io import write_json
@@ -56,8 +56,18 @@ def _tensor_entry(t):
     return entry
 
 
+def float_op_counts(source) -> dict:
+    """{op name: count} of the ops of a .tflite (path or bytes) that compute in float32 (DEQUANTIZE aside)."""
+    tensors = model_tensors(source)
+    counts = {}
+    for op in model_ops(source):
+        if op["name"] != "DEQUANTIZE" and any(tensors[t]["dtype"] == "FLOAT32" for t in op["outputs"]):
+            counts[op["name"]] = counts.get(op["name"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, target="cpu", extra=None,
-                 runtime_check=True, xnnpack_fixes=None, data=None, model_file=None) -> dict:
+                 runtime_check=True, xnnpack_fixes=None, data=None, model_file=None, float_ops=None) -> dict:
     """Build the sidecar dict of an exported model from its own tensor details.
 
     Args:
@@ -74,11 +84,15 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             for this file (recorded as is), or None when the pass did not run.
         data: the model's bytes, when the caller holds them (read from `tflite_path` otherwise).
         model_file: the model's file name recorded in the sidecar (default: `tflite_path`'s).
+        float_ops: the op types an integer export kept in float32 (`export_tflite(float_ops=...)`; () for
+            full integer), recorded with the float ops the file holds; None (float variants): not recorded.
 
     Returns:
         dict with keys: format_version, model_file, model_sha256 (of the bytes described: a reader
         can tell a sidecar from a model it does not describe), variant, target, input, output, normalization,
-        heatmap, keypoints, decoding, tracking, xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
+        heatmap, keypoints, decoding, tracking, float_ops (with `float_ops`: {"requested": the op types,
+        "in_file": `float_op_counts`: {op: count} of the ops computing in float32, DEQUANTIZE aside; a CPU-only
+        model when not empty}), xnnpack_compat ({"ok", "over_limit": ops XNNPACK refuses,
         from the static check; "fixes": `xnnpack_fixes`; "not_delegated": ADD / SUB / MUL XNNPACK leaves to
         the builtin kernels}), runtime (with `runtime_check`;
         {"litert_version", "xnnpack": "ok" | "crashed" | "refused" | "failed", "detail" unless ok,
@@ -134,6 +148,8 @@ def make_sidecar(tflite_path, keypoint_set=None, stride=None, quantize=None, tar
             "skeleton": [list(e) for e in keypoint_set.skeleton],
             "flip_pairs": [list(p) for p in keypoint_set.flip_pairs],
         }
+    if float_ops is not None:
+        info["float_ops"] = {"requested": list(float_ops), "in_file": float_op_counts(data)}
     static = check_xnnpack_compat(data)
     info["xnnpack_compat"] = {"ok": static["ok"], "over_limit": static["over_limit"], "fixes": xnnpack_fixes,
                               "not_delegated": static["not_delegated"]}

@@ -25,6 +25,13 @@ Quantisation modes:
                 (already on-grid) weights per channel; a representative set is optional and only
                 used for tensors without a FakeQuant range.
 
+Float islands (`float_ops`, "int8" for CPU targets only): the named ops stay float32 between a
+DEQUANTIZE and a QUANTIZE while the rest of the graph is int8. "SOFTMAX" and "RSQRT" (PSA's softmaxes
+and LayerNorm's ``rsqrt(var + eps)``; RSQRT brings the ADD of ``eps`` that feeds it along) are the ones
+allowed: in int8 XNNPACK takes neither (nor the eps ADD, whose scale ratio is outside its ADD range),
+so each splits the delegated graph; in float it takes all three. Measured on the proposal student
+(benchmarks/results/float_islands.md). The Edge TPU runs integer ops only: `target="edgetpu"` refuses them.
+
 I/O dtype of the integer variants: default "uint8", because camera frames and the Android
 `Bitmap`/`ByteBuffer` path are uint8 RGB and the Edge TPU accepts uint8; calibrated on real crops
 the uint8 input comes out at scale ~1, zero point 0, i.e. raw pixels. "int8" is available (input
@@ -56,6 +63,27 @@ from kdpose_tf.utils.native_logs import drops_native_info
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
 IO_DTYPES = ("int8", "uint8", "float32")
 TARGETS = ("cpu", "edgetpu")
+# ops `float_ops` may keep in float32 in an "int8" export; RSQRT's input ADD (the eps add) goes with it
+FLOAT_OPS = ("SOFTMAX", "RSQRT")
+
+
+def check_float_ops(float_ops, quantize="int8", target="cpu") -> tuple:
+    """`float_ops` as a tuple of op names, or a ValueError (one line) saying why it cannot be used."""
+    if isinstance(float_ops, str) or not isinstance(float_ops, (tuple, list)):
+        raise ValueError(f"float_ops must be a tuple of op names from {FLOAT_OPS}, got {float_ops!r}")
+    ops = tuple(float_ops)
+    unknown = [op for op in ops if op not in FLOAT_OPS]
+    if unknown or len(set(ops)) != len(ops):
+        raise ValueError(f"float_ops must be distinct op names from {FLOAT_OPS}, got {float_ops!r}")
+    if ops and target == "edgetpu":
+        raise ValueError(f"float_ops {list(ops)} keeps float32 ops in the model, and the Edge TPU runs integer ops "
+                         "only: export target='edgetpu' without float_ops (float islands are for CPU / XNNPACK)")
+    if ops and quantize != "int8":
+        raise ValueError(f"float_ops needs quantize='int8' (float islands in a post-training int8 model), "
+                         f"got quantize={quantize!r}")
+    return ops
+
+
 
 
 def single_output_model(model):
@@ -154,7 +182,7 @@ def _converter_options(quantize, io_dtype, samples):
 
 @drops_native_info  # the `kdpose` command keeps the converter's native INFO lines off stderr
 def convert_to_tflite(model, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
-                      input_size=None) -> bytes:
+                      input_size=None, float_ops=()) -> bytes:
     """Convert to flatbuffer bytes (see `export_tflite` for the arguments); writes nothing."""
     import tensorflow as tf
 
@@ -164,6 +192,7 @@ def convert_to_tflite(model, quantize="none", representative_data=None, num_cali
         raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
     if not isinstance(num_calibration, int) or num_calibration < 1:
         raise ValueError(f"num_calibration must be a positive int, got {num_calibration!r}")
+    float_ops = check_float_ops(float_ops, quantize)
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' needs representative_data: an array (N, H, W, 3) or an iterable of "
@@ -175,6 +204,8 @@ def convert_to_tflite(model, quantize="none", representative_data=None, num_cali
     if representative_data is not None and quantize in ("int8", "int8-qat"):
         samples = _calibration_samples(representative_data, hw, num_calibration)
     opts = _converter_options(quantize, io_dtype, samples)
+    if float_ops:  # calibrate only: the int8 step runs below, with the float ops left out of it
+        opts["_experimental_calibrate_only"] = True
     signature = [tf.TensorSpec((1, hw[0], hw[1], 3), tf.float32, name="images")]
     if quantize == "int8-qat":
         # model.export(format="litert") converts from a SavedModel; on that path TF 2.21's converter
@@ -184,6 +215,17 @@ def convert_to_tflite(model, quantize="none", representative_data=None, num_cali
         data = _convert_concrete(model, signature, opts)
         _check_full_integer(data, io_dtype)
         return data
+    data = _convert_saved(model, signature, opts, quantize)
+    if float_ops:
+        data = _quantize_with_float_ops(data, io_dtype, float_ops)
+        _check_full_integer(data, io_dtype, float_ops)
+    return data
+
+
+def _convert_saved(model, signature, opts, quantize):
+    """Convert through `model.export(format="litert")`, falling back to SavedModel + TFLiteConverter."""
+    import tensorflow as tf
+
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.tflite"
         try:
@@ -212,10 +254,61 @@ def _configure(converter, opts):
     return converter
 
 
-def _check_full_integer(data, io_dtype):
-    tensors = model_tensors(data)
-    io = set(model_io(data)["inputs"] + model_io(data)["outputs"])
-    floats = [t["name"] for t in tensors if t["dtype"] == "FLOAT32" and not (io_dtype == "float32" and t["index"] in io)]
+def _quantize_with_float_ops(calibrated, io_dtype, float_ops):
+    """The int8 model of a calibrated float flatbuffer with `float_ops` (and RSQRT's input ADD) left in float32.
+
+    This is the converter's own post-calibration step (`mlir_quantize`, as `TFLiteConverter` and
+    `tf.lite.experimental.QuantizationDebugger.get_nondebug_quantized_model` call it), given the op types and
+    the ADD nodes (by output tensor name) to leave out of quantization; I/O types as the plain int8 export.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    nodes = []
+    if "RSQRT" in float_ops:  # LayerNorm's var + eps: in int8 its scale ratio is outside XNNPACK's ADD range
+        ops, tensors = model_ops(calibrated), model_tensors(calibrated)
+        rsqrt_inputs = {t for op in ops if op["name"] == "RSQRT" for t in op["inputs"]}
+        nodes = [tensors[op["outputs"][0]]["name"] for op in ops
+                 if op["name"] == "ADD" and op["outputs"][0] in rsqrt_inputs]
+    io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+    return mlir_quantize(calibrated, disable_per_channel=False, input_data_type=io, output_data_type=io,
+                         denylisted_ops=list(float_ops), denylisted_nodes=nodes)
+
+
+def _check_full_integer(data, io_dtype, float_ops=()):
+    """Every tensor is integer but float I/O (io_dtype "float32") and, with `float_ops`, the islands: those ops,
+    RSQRT's input ADD, the DEQUANTIZEs into them and the QUANTIZEs out of them."""
+    ops, tensors, io = model_ops(data), model_tensors(data), model_io(data)
+    io = set(io["inputs"] + io["outputs"])
+    float_io = io if io_dtype == "float32" else set()
+    consumers = {}
+    for op in ops:
+        for t in op["inputs"]:
+            consumers.setdefault(t, []).append(op["name"])
+    island = set(float_ops)
+
+    def allowed(op):
+        if op["name"] in island:
+            return True
+        if op["name"] == "ADD" and "RSQRT" in island:
+            return all(c == "RSQRT" for c in consumers.get(op["outputs"][0], ["none"]))
+        if op["name"] == "DEQUANTIZE":
+            return op["outputs"][0] in float_io or all(c in island or c == "ADD" for c in consumers.get(op["outputs"][0], []))
+        return op["name"] == "QUANTIZE"
+
+    if float_ops:
+        wrong = [op["name"] for op in ops if op["name"] in island
+                 and not all(tensors[t]["dtype"] == "FLOAT32" for t in op["outputs"])]
+        if wrong:
+            raise ValueError(f"float_ops {list(float_ops)}: the converter quantized {len(wrong)} of those ops anyway "
+                             f"({sorted(set(wrong))}); this TensorFlow's quantizer ignores the list")
+        bad = [f"{op['name']} -> {tensors[op['outputs'][0]]['name']}" for op in ops if not allowed(op) and any(
+            tensors[t]["dtype"] == "FLOAT32" and not tensors[t]["constant"] and t not in float_io
+            for t in op["inputs"] + op["outputs"] if t >= 0)]
+        if bad:
+            raise ValueError(f"float_ops {list(float_ops)}: other ops were left in float32 too: {bad[:5]}")
+        return
+    floats = [t["name"] for t in tensors if t["dtype"] == "FLOAT32" and t["index"] not in float_io]
     if floats:
         raise ValueError(
             f"int8-qat conversion left float32 tensors {floats[:5]}: the model has tensors without a FakeQuant "
@@ -248,7 +341,8 @@ def _convert_concrete(model, signature, opts):
 
 
 def export_tflite(model, path, quantize="none", representative_data=None, num_calibration=300, io_dtype="uint8",
-                  target="cpu", sidecar=True, keypoint_set=None, input_size=None, stride=4, equalize=True):
+                  target="cpu", sidecar=True, keypoint_set=None, input_size=None, stride=4, equalize=True,
+                  float_ops=()):
     """Export `model` to a LiteRT flatbuffer at `path` (atomically) and return the Path.
 
     Args:
@@ -284,6 +378,10 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             a clone in which each such BN is an exact bias add (`kdpose_tf.export.bn_folding`;
             sidecar `folded_batchnorms`: how many left the graph); the weights are restored after
             conversion.
+        float_ops: "int8" only, CPU targets only: op types kept in float32, a subset of `FLOAT_OPS`
+            ("SOFTMAX", "RSQRT"; RSQRT's input ADD goes with it), e.g. ("SOFTMAX", "RSQRT") for models
+            with PSA / LayerNorm, so XNNPACK takes every op (module docstring). Default (): full integer.
+            The sidecar records them (`float_ops`: the requested ops and the float ops in the file).
 
     Returns:
         Path of the written model. `export_info(path)` gives ops, versions and tensor types.
@@ -305,6 +403,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             )
     if equalize not in (True, False, "all"):
         raise ValueError(f"equalize must be True, False or 'all', got {equalize!r}")
+    float_ops = check_float_ops(float_ops, quantize, target)
     flat = single_output_model(model)  # shares the layers (and weights) of `model`
     if target == "edgetpu":
         validate_edgetpu_model(flat)
@@ -321,7 +420,8 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         if sums:  # the export graph: each folded BN is a BiasAdd there, the other layers are flat's own
             flat, report = fold_kernel_sum_batchnorm(flat, sums)
             folded = len(report)
-        data = convert_to_tflite(flat, quantize, representative_data, num_calibration, io_dtype, input_size)
+        data = convert_to_tflite(flat, quantize, representative_data, num_calibration, io_dtype, input_size,
+                                 float_ops)
     finally:
         if saved is not None:
             model.set_weights(saved)
@@ -348,7 +448,8 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
             if folded:
                 extra.setdefault("folded_batchnorms", folded)
             info = make_sidecar(tmp, keypoint_set=keypoint_set, stride=stride, quantize=quantize, target=target,
-                                extra=extra, xnnpack_fixes=fixes, data=data, model_file=path.name)
+                                extra=extra, xnnpack_fixes=fixes, data=data, model_file=path.name,
+                                float_ops=float_ops if quantize in ("int8", "int8-qat") else None)
             write_json(sidecar_path(path), info)
     return path
 

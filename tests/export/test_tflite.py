@@ -166,7 +166,7 @@ def test_sidecar_written_next_to_model(setup):
     assert side["activation_equalization"]["pairs"] >= 1
     assert side == make_sidecar(path, keypoint_set=COCO17, stride=4, quantize="int8", target="cpu",
                                 extra={"model": "tiny", "activation_equalization": side["activation_equalization"]},
-                                xnnpack_fixes=[])
+                                xnnpack_fixes=[], float_ops=())
     assert side["model"] == "tiny" and side["keypoints"]["names"] == list(COCO17.names)
 
 
