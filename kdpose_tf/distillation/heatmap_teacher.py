@@ -65,17 +65,21 @@ class HeatmapTeacher:
         flip_test: average each crop's heatmaps with its mirror image's, flipped back with the
             left/right joints swapped (HRNet's flip test). The teacher runs once per person when its
             targets are cached, so this doubles a one-off cost and none of the student's. Default False.
+        scales: multi-scale test: the crop is also zoomed about its centre by each factor (> 1 shows
+            the person larger, a tighter box), run, and its heatmaps zoomed back onto the crop's grid
+            and averaged with the others (each with the flip test when it is on). Default (1.0,): none.
 
     Example:
         >>> t = HeatmapTeacher.from_preset("pp_tinypose_128x96")                       # doctest: +SKIP
         >>> hm = t.predict_crops(crops)   # (N, 32, 24, 17) for (N, 128, 96, 3) RGB 0-255 crops  # doctest: +SKIP
     """
 
-    def __init__(self, config, num_threads=None, batch_size=16, flip_test=False):
+    def __init__(self, config, num_threads=None, batch_size=16, flip_test=False, scales=(1.0,)):
         if not isinstance(config, TeacherConfig):
             raise TypeError(f"config must be a TeacherConfig, got {type(config).__name__}")
         if not isinstance(flip_test, bool):
             raise ValueError(f"flip_test must be True or False, got {flip_test!r}")
+        self.scales = _check_scales(scales)
         self.model = HeatmapModel(config, num_threads=num_threads, batch_size=batch_size)  # the runtime side
         self.config = self.model.config
         self.keypoint_set = get_keypoint_set(config.keypoint_set)
@@ -105,6 +109,15 @@ class HeatmapTeacher:
         h, w = self.input_size
         if crops.ndim != 4 or crops.shape[1:] != (h, w, 3):
             raise ValueError(f"{self.name}: crops must be (N, {h}, {w}, 3) RGB, got {crops.shape}")
+        total = None
+        for s in self.scales:
+            hm = self._flip_tested(zoom_crops(crops, s) if s != 1.0 else crops)
+            if s != 1.0:
+                hm = zoom_heatmaps(hm, 1.0 / s, self.input_size)
+            total = hm if total is None else total + hm
+        return total / len(self.scales)
+
+    def _flip_tested(self, crops):
         hm = self.model(crops)
         if self.flip_test:
             flipped = self.model(np.ascontiguousarray(crops[:, :, ::-1]))
@@ -116,6 +129,47 @@ class HeatmapTeacher:
         heatmaps on `codec`'s grid in `keypoint_set`'s order out (joints the teacher lacks: zeros),
         so the teacher is scored by the same evaluator and decoding as any student."""
         return _predict_fn([self], codec, keypoint_set)
+
+
+def _check_scales(scales):
+    try:
+        values = tuple(float(v) for v in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"scales must be a sequence of positive numbers, got {scales!r}") from None
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"scales must be a non-empty sequence of positive numbers, got {scales!r}")
+    return values
+
+
+def _zoom_matrix(centre, factor):
+    """2x3 map of a zoom by `factor` about the point `centre` (x, y)."""
+    cx, cy = centre
+    return np.array([[factor, 0.0, cx * (1 - factor)], [0.0, factor, cy * (1 - factor)]])
+
+
+def _crop_centre(input_size):
+    h, w = input_size
+    return (w - 1) / 2.0, (h - 1) / 2.0  # pixel centres at integer coordinates
+
+
+def zoom_crops(crops, factor):
+    """RGB crops (N, H, W, 3) zoomed by `factor` about their centre (bilinear, black outside)."""
+    h, w = crops.shape[1:3]
+    M = _zoom_matrix(_crop_centre((h, w)), factor)
+    return np.stack([cv2.warpAffine(c, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                     for c in np.asarray(crops, np.float32)])
+
+
+def zoom_heatmaps(heatmaps, factor, input_size):
+    """Heatmaps (N, h, w, K) of (H, W) = `input_size` crops zoomed by `factor` about the crop centre, on
+    the heatmap grid (heatmap pixel u stands for crop pixel stride * u, the codec's convention):
+    `zoom_heatmaps(hm, 1 / s, input_size)` puts the heatmaps of `zoom_crops(crops, s)` back on the crops'
+    grid."""
+    hm = np.asarray(heatmaps, np.float32)
+    h, w = hm.shape[1:3]
+    cx, cy = _crop_centre(input_size)
+    M = _zoom_matrix((cx * w / input_size[1], cy * h / input_size[0]), factor)
+    return np.stack([warp_heatmaps(m, M, m.shape[:2]) for m in hm]) if len(hm) else hm
 
 
 def map_heatmaps(heatmaps, source, target):

@@ -34,10 +34,10 @@ def is_keypoint_model(runner):
     return len(out) == 4 and out[:2] == (1, 1) and out[3] == 3
 
 
-def teacher_from_file(path, num_threads=None, flip_test=False):
+def teacher_from_file(path, num_threads=None, flip_test=False, scales=(1.0,)):
     """A teacher for one model file: `KeypointTeacher` for a MoveNet-style .tflite, else a `HeatmapTeacher`
-    whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite); `flip_test`
-    (heatmap teachers) averages each crop with its mirror image."""
+    whose input size is read from the model (NCHW input for .xml/.onnx, NHWC for .tflite); `flip_test` and
+    `scales` (heatmap teachers) are its test-time augmentation (`HeatmapTeacher`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher model not found: {path}")
@@ -50,14 +50,14 @@ def teacher_from_file(path, num_threads=None, flip_test=False):
         return HeatmapTeacher(TeacherConfig(path=str(path), input_size=tuple(runner.input_size), input_layout="nhwc",
                                             output_layout="nhwc", pixel_scale=1.0, mean=(0, 0, 0), std=(1, 1, 1),
                                             keypoint_set=keypoint_set), num_threads=num_threads,
-                              flip_test=flip_test)
-    return HeatmapTeacher(config_from_model_file(path), num_threads=num_threads, flip_test=flip_test)
+                              flip_test=flip_test, scales=scales)
+    return HeatmapTeacher(config_from_model_file(path), num_threads=num_threads, flip_test=flip_test, scales=scales)
 
 
-def pretrained_teachers(spec, num_threads=None, flip_test=False):
+def pretrained_teachers(spec, num_threads=None, flip_test=False, scales=(1.0,)):
     """A list of pretrained teachers for `spec` (see the module doc), or None for a Keras teacher.
-    `flip_test`: every heatmap teacher averages each crop with its mirror image (test-time augmentation
-    on the teacher's side, paid once per person)."""
+    `flip_test`: every heatmap teacher averages each crop with its mirror image; `scales`: and with its
+    zoomed copies (test-time augmentation on the teacher's side, paid once per person)."""
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
         raise ValueError(f"empty teacher argument {spec!r}")
@@ -70,9 +70,9 @@ def pretrained_teachers(spec, num_threads=None, flip_test=False):
         bad = parts[pretrained.index(False)]
         raise ValueError(f"{bad!r} in the teacher list {spec!r} is not a pretrained teacher: expected one of "
                          f"{sorted(PRETRAINED_MODELS)}, a folder with teacher.json, or a .xml/.onnx/.tflite file")
-    return [HeatmapTeacher.from_preset(p, num_threads=num_threads, flip_test=flip_test)
+    return [HeatmapTeacher.from_preset(p, num_threads=num_threads, flip_test=flip_test, scales=scales)
             if p in PRETRAINED_MODELS or Path(p).is_dir()
-            else teacher_from_file(p, num_threads=num_threads, flip_test=flip_test) for p in parts]
+            else teacher_from_file(p, num_threads=num_threads, flip_test=flip_test, scales=scales) for p in parts]
 
 
 def attach_pretrained(samples, teachers, keypoint_set, min_score=0.3):

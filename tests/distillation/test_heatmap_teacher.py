@@ -201,3 +201,39 @@ def test_stripping_teacher_targets_removes_heatmaps_too(tinypose, parse_train):
     assert not any(k.startswith("teacher_") for s in samples for k in s.extra)
     _, y = next(iter(make_dataset(samples, HeatmapCodec((128, 96)), LSP14, batch_size=2, seed=0)))
     assert "teacher_heatmaps" not in y
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_zoomed_heatmaps_map_back_to_the_crop_grid(factor):
+    """A joint at crop pixel p sits at c + s (p - c) in the zoomed crop; its Gaussian there, zoomed back by
+    1 / s, decodes at p again (hand-computed geometry, 256x192 crop, stride 4)."""
+    from kdpose_tf.distillation.heatmap_teacher import zoom_heatmaps
+
+    codec = HeatmapCodec((256, 192), (64, 48))
+    joints = np.array([[40.0, 60.0], [150.0, 200.0], [96.0, 128.0]])
+    centre = np.array([(192 - 1) / 2, (256 - 1) / 2])
+    zoomed = centre + factor * (joints - centre)
+    hm, _ = codec.encode(zoomed, np.ones(3))
+    back = zoom_heatmaps(hm[None], 1.0 / factor, (256, 192))
+    decoded, _ = codec.decode(back, dark=True)
+    # crop px: about 0.06 here; zooming about the heatmap grid's centre instead of the crop's is 0.3 off
+    assert np.abs(decoded[0] - joints).max() < 0.15
+
+
+def test_multi_scale_teacher_on_real_photos(tinypose, parse_train, shared_dir):
+    """Scales (1,) is the plain teacher; a zoomed copy's heatmaps land on the same joints after mapping back."""
+    crops, _, _ = make_inference_inputs(parse_train[:8], tinypose.input_size)
+    plain = tinypose.predict_crops(crops)
+    multi = HeatmapTeacher.from_preset("pp_tinypose_128x96", num_threads=1, scales=(1.0, 1.2))
+    only_zoomed = HeatmapTeacher.from_preset("pp_tinypose_128x96", num_threads=1, scales=(1.2,))
+    np.testing.assert_allclose(HeatmapTeacher.from_preset("pp_tinypose_128x96", scales=(1.0,)).predict_crops(crops),
+                               plain, atol=1e-5)
+    codec = HeatmapCodec(tinypose.input_size, tinypose.heatmap_size)
+    kp_plain, sc = codec.decode(plain)
+    kp_zoom, _ = codec.decode(only_zoomed.predict_crops(crops))
+    confident = sc > 0.5
+    # the same person seen 1.2x larger: its confident joints are found within ~2 heatmap pixels
+    assert np.median(np.linalg.norm(kp_plain - kp_zoom, axis=-1)[confident]) < 8.0
+    np.testing.assert_allclose(multi.predict_crops(crops), (plain + only_zoomed.predict_crops(crops)) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="scales"):
+        HeatmapTeacher.from_preset("pp_tinypose_128x96", scales=(0.0,))
