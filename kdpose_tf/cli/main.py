@@ -17,7 +17,8 @@
 Every command has --help. Models are given as a `.keras` file, a preset directory or a
 catalogue preset name (students may also be a pretrained model from another framework, imported
 with its weights: pp_tinypose_128x96, .xml, .onnx); data as a COCO JSON (or folder), `mpii:FILE`, `parse:DIR[:split]`,
-or `buffy:DIR`. TensorFlow's native log lines (start-up, converter) are hidden unless `--verbose`.
+`buffy:DIR`, ... or `pack:DIR` (people and their teacher's targets packed by `kdpose distill --save-pack`).
+TensorFlow's native log lines (start-up, converter) are hidden unless `--verbose`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ _VERBOSE_HELP = "show TensorFlow's native log lines (start-up, converter), which
 
 
 def _add_data(p, required=True, name="--data"):
-    p.add_argument(name, required=required, help="COCO JSON or folder, mpii:FILE, parse:DIR[:split], buffy:DIR")
+    p.add_argument(name, required=required, help="COCO JSON or folder, mpii:FILE, parse:DIR[:split], buffy:DIR, "
+                                                  "lspet:DIR, lsp:DIR[:split], pack:DIR (kdpose distill --save-pack); "
+                                                  "SPEC+SPEC combines sets")
     p.add_argument("--on-bad-sample", choices=("raise", "skip"), default="skip",
                    help="what to do with a malformed sample (default: skip and report)")
 
@@ -70,10 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(p)
 
     p = sub.add_parser("distill", help="distill a student from a frozen teacher")
-    p.add_argument("--teacher", required=True,
+    p.add_argument("--teacher", default=None,
                    help="a Keras teacher (.keras file, preset directory) or a pretrained one from another framework: "
                         "pp_tinypose_256x192 | pp_tinypose_128x96 | ultralight_nano_simplepose, a folder with "
-                        "teacher.json, a .xml/.onnx/.tflite model; comma-separated: an ensemble")
+                        "teacher.json, a .xml/.onnx/.tflite model; comma-separated: an ensemble. Not with "
+                        "--data pack:DIR of a pack written with a teacher: its targets are in the pack")
     p.add_argument("--teacher-min-score", type=float, default=0.3,
                    help="keypoint teachers (MoveNet .tflite): joints they score lower give no KD (default 0.3)")
     p.add_argument("--unlabeled", default=None,
@@ -94,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained teachers: average each crop's heatmaps with its mirror image's (computed once)")
     p.add_argument("--resize-teacher", action="store_true",
                    help="resize teacher heatmaps bilinearly when their size differs from the student's")
+    p.add_argument("--save-pack", default=None, metavar="DIR",
+                   help="instead of training: write the --data people with the pretrained teacher's targets as a "
+                        "pack folder at the student's input size, for training elsewhere with --data pack:DIR "
+                        "(e.g. KERAS_BACKEND=jax on a GPU machine without TensorFlow or the data)")
+    p.add_argument("--pack-margin", type=float, default=1.25,
+                   help="--save-pack: each person's stored region over the training crop (1-4, default 1.25): "
+                        "context for scale and rotation augmentation, at the cost of size")
+    p.add_argument("--pack-jpeg-quality", type=int, default=90, help="--save-pack: JPEG quality (default 90)")
+    p.add_argument("--pack-heatmap-stride", type=positive_int, default=None,
+                   help="--save-pack: input pixels per stored teacher-heatmap cell (default: the teacher's own "
+                        "resolution, e.g. 2 for PP-TinyPose 256x192 over a 128x96 student; the student's 4 makes "
+                        "packs about a third smaller and blurs the teacher's peaks under augmentation)")
     _add_data(p)
     _add_training(p)
 

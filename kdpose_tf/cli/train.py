@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from kdpose_tf.cli.common import CLIError, load_data, load_model, model_input_size, save_model
+from kdpose_tf.data.sample import TEACHER_HEATMAPS, TEACHER_KEYPOINTS, TEACHER_KEYS
+from kdpose_tf.errors import KdposeError
 from kdpose_tf.runtimes.pretrained_models import is_pretrained_source
 
 
@@ -18,14 +21,22 @@ def _strategy(name):
 
 
 def _training_data(args):
-    """(training samples, keypoint set, validation samples or None) from --data / --val-data."""
+    """(training samples, keypoint set, validation samples or None, what --data says of itself: a pack's
+    pack.json or None) from --data / --val-data."""
     data = load_data(args.data, on_bad_sample=args.on_bad_sample)
     val = load_data(args.val_data, args.on_bad_sample, "--val-data").samples if args.val_data else None
-    return data.samples, data.keypoint_set, val
+    return data.samples, data.keypoint_set, val, data.info
 
 
-# Arguments that do not change what a run trains: where it writes, and how the work is spread.
-_NOT_IDENTITY = ("run_dir", "output", "preset_out", "distribute")
+def _carries_teacher(samples):
+    """True when the samples come with a teacher's targets (a pack written with a teacher)."""
+    return bool(samples) and any(key in samples[0].extra for key in (TEACHER_HEATMAPS, TEACHER_KEYPOINTS))
+
+
+# Arguments that do not change what a run trains: where it writes, and how the work is spread
+# (and the pack options, which only --save-pack reads: it writes a pack instead of training).
+_NOT_IDENTITY = ("run_dir", "output", "preset_out", "distribute", "save_pack", "pack_margin", "pack_jpeg_quality",
+                 "pack_heatmap_stride")
 
 
 def run_identity(args) -> dict:
@@ -79,11 +90,16 @@ def run_train(args):
     from kdpose_tf.training import fit_resumable, make_optimizer
 
     args.run_dir = args.run_dir or default_run_dir(args, "train_" + Path(args.model).stem)
-    samples, keypoint_set, val = _training_data(args)
+    samples, keypoint_set, val, info = _training_data(args)
+    # labels only: a pack's teacher targets are not read (nor warped with every crop)
+    samples, val = _without_teacher(samples), _without_teacher(val)
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
+    overrides = _model_overrides(args, keypoint_set)
+    if info and info.get("input_size"):  # a pack's people are cut at its input size
+        overrides.setdefault("input_size", tuple(info["input_size"]))
     with strategy.scope():
-        model = load_model(args.model, **_model_overrides(args, keypoint_set))
+        model = load_model(args.model, **overrides)
         model.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
     codec = _codec_for(model, model_input_size(model))
     history = fit_resumable(
@@ -91,6 +107,14 @@ def run_train(args):
         val_samples=val, augment=_augment(args), seed=args.seed, run_identity=run_identity(args),
     )
     _finish(args, model, history, {"training_data": args.data, "epochs": args.epochs})
+
+
+def _without_teacher(samples):
+    """`samples` without teacher targets in `extra` (None stays None)."""
+    if samples is None or not any(key in s.extra for s in samples[:1] for key in TEACHER_KEYS):
+        return samples
+    return [dataclasses.replace(s, extra={k: v for k, v in s.extra.items() if k not in TEACHER_KEYS})
+            for s in samples]
 
 
 def _augment(args):
@@ -126,11 +150,28 @@ def run_distill(args):
 
     if bool(args.teacher_feature) != bool(args.student_feature):
         raise CLIError("feature distillation needs both --teacher-feature and --student-feature")
-    args.run_dir = args.run_dir or default_run_dir(args, f"distill_{args.method}_{Path(args.student).stem}")
-    samples, keypoint_set, val = _training_data(args)
+    if args.save_pack and args.val_data:
+        raise CLIError("--save-pack packs the --data people; pack validation people with a command of their own "
+                       "(--data VAL --save-pack VAL_PACK), then train with --val-data pack:VAL_PACK")
+    if not args.save_pack:
+        args.run_dir = args.run_dir or default_run_dir(args, f"distill_{args.method}_{Path(args.student).stem}")
+    samples, keypoint_set, val, info = _training_data(args)
+    packed = _carries_teacher(samples)
+    packed_by = ((info or {}).get("info") or {}).get("teacher")
+    if packed and args.teacher:
+        raise CLIError(f"--data {args.data} carries the targets of its teacher ({packed_by or 'packed'}); drop "
+                       f"--teacher {args.teacher} (the student distils from the packed targets)")
+    if not packed and not args.teacher:
+        raise CLIError("distill needs --teacher, or --data pack:DIR of a pack written with one "
+                       "(kdpose distill --teacher ... --save-pack DIR)")
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
-    pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test)
+    pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test) if args.teacher else None
+    if packed and args.teacher_feature:
+        raise CLIError("--teacher-feature needs a Keras teacher; a pack carries its teacher's heatmaps, not features")
+    if args.save_pack and not (pretrained or packed):
+        raise CLIError(f"--save-pack packs a pretrained teacher's targets (presets, .xml/.onnx/.tflite); the Keras "
+                       f"teacher {args.teacher} runs inside the training step and cannot be packed")
     if pretrained is not None:
         # Pretrained models from other frameworks (heatmap presets, .xml/.onnx/.tflite, ensembles): their
         # targets are computed once and travel with the samples (warped by each augmentation).
@@ -146,12 +187,16 @@ def run_distill(args):
         raise CLIError("--unlabeled needs a pretrained teacher (e.g. --teacher pp_tinypose_256x192): unlabelled "
                        "people learn from the teacher's cached heatmaps")
     with strategy.scope():
-        teacher = None if pretrained is not None else load_teacher(args.teacher)
+        teacher = None if pretrained is not None or packed else load_teacher(args.teacher)
         overrides = _model_overrides(args, keypoint_set)
         if teacher is not None and not is_pretrained_source(args.student):  # an imported student keeps its size
             overrides.setdefault("input_size", model_input_size(teacher))   # unless --input-size says otherwise
+        if info and info.get("input_size"):  # a pack's people are cut at its input size
+            overrides.setdefault("input_size", tuple(info["input_size"]))
         student = load_model(args.student, **overrides)
     codec = _codec_for(student, model_input_size(student))
+    if args.save_pack:
+        return _save_pack(args, samples, codec)
     common = dict(batch_size=args.batch_size, val_samples=val, augment=_augment(args), seed=args.seed,
                   run_identity=run_identity(args))
     if args.method == "dwpose":
@@ -170,8 +215,32 @@ def run_distill(args):
             distiller.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
         history = fit_resumable(distiller, samples, codec, keypoint_set, args.run_dir, epochs=args.epochs, **common)
         student = distiller.student
-    _finish(args, student, history, {"training_data": args.data, "distilled_from": args.teacher,
+    _finish(args, student, history, {"training_data": args.data, "distilled_from": args.teacher or packed_by,
                                      "method": args.method, "epochs": args.epochs})
+
+
+def _save_pack(args, samples, codec):
+    """--save-pack: the people with their teacher's targets as a pack folder (`kdpose_tf.data.pack`)."""
+    import os
+
+    from kdpose_tf.data.pack import write_pack
+
+    try:
+        meta = write_pack(samples, args.save_pack, codec, margin=args.pack_margin,
+                          jpeg_quality=args.pack_jpeg_quality, heatmap_stride=args.pack_heatmap_stride,
+                          info={"teacher": args.teacher, "data": args.data, "unlabeled": args.unlabeled,
+                                "teacher_flip_test": args.teacher_flip_test,
+                                "teacher_min_score": args.teacher_min_score})
+    except ValueError as e:
+        if isinstance(e, KdposeError):
+            raise
+        raise CLIError(str(e)) from None
+    size = sum(f.stat().st_size for f in Path(args.save_pack).rglob("*") if f.is_file())
+    h, w = meta["input_size"]
+    print(f"wrote {args.save_pack}: {meta['num_people']} people at {h}x{w} (regions {meta['region_size'][0]}x"
+          f"{meta['region_size'][1]}), teacher {meta['teacher']} from {args.teacher}, {size / 2**20:.1f} MiB")
+    print(f"train from it (any Keras backend, no TensorFlow or data set needed): kdpose distill --student "
+          f"{args.student} --data pack:{os.path.abspath(args.save_pack)} --output student.keras")
 
 
 def run_soup(args):

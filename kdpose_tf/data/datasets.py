@@ -9,6 +9,8 @@ Spec strings, dispatched through `READERS` (prefix -> reader; add a prefix there
 - ``lspet:DIR``            -> `read_lspet` (LSP Extended; unlabelled joints masked)
 - ``lsp:DIR[:SPLIT]``      -> `read_lsp` (Leeds Sports Pose; SPLIT: all, train = 1-1000, test = 1001-2000;
   scored with the literature's protocol, `kdpose_tf.metrics.pck.LSP_PROTOCOL`)
+- ``pack:DIR``             -> `read_pack` (a training pack: people's regions with their teacher targets,
+  `kdpose_tf.data.pack`; its pack.json in `LoadedData.info`)
 - ``SPEC+SPEC+...``        -> several sets read one after the other and combined, every one mapped by
   joint name onto the first one's keypoint set (e.g. ``lsp:DIR:train+lspet:DIR+parse:DIR:train``)
 - a bare COCO JSON path, or a folder holding ``annotations/*.json`` (COCO layout)
@@ -41,12 +43,13 @@ from kdpose_tf.data.lsp import SPLITS as LSP_SPLITS
 from kdpose_tf.data.lsp import read_lsp
 from kdpose_tf.data.lspet import read_lspet
 from kdpose_tf.data.mpii import read_mpii_json
+from kdpose_tf.data.pack import read_pack, read_pack_meta
 from kdpose_tf.data.parse import SPLITS, read_parse
 from kdpose_tf.data.pipeline import make_inference_inputs
 from kdpose_tf.data.sample import PoseSample
 from kdpose_tf.data.validation import LoadReport, SampleList, check_policy, merge_reports
 from kdpose_tf.errors import DataError
-from kdpose_tf.keypoints import COCO17, KEYPOINT_SETS, LSP14, MPII16, joint_mapping
+from kdpose_tf.keypoints import COCO17, KEYPOINT_SETS, LSP14, MPII16, get_keypoint_set, joint_mapping
 
 
 @dataclass
@@ -58,11 +61,13 @@ class LoadedData:
         keypoint_set: the `KeypointSet` of the samples.
         coco_gt: COCO ground truth for OKS AP (the JSON path, or a dict restricted to the kept
             images when whole images were skipped); None for other formats.
+        info: what the source says about itself beyond its people (a pack: its pack.json), else None.
     """
 
     samples: SampleList
     keypoint_set: object
     coco_gt: object = None
+    info: dict | None = None
 
 
 def _read_coco_spec(rest, on_bad_sample):
@@ -99,6 +104,12 @@ def _read_lsp_spec(rest, on_bad_sample):
     return LoadedData(read_lsp(path, split=split, on_bad_sample=on_bad_sample), LSP14)
 
 
+def _read_pack_spec(rest, on_bad_sample):
+    meta = read_pack_meta(rest)
+    samples = read_pack(rest, on_bad_sample=on_bad_sample)
+    return LoadedData(samples, get_keypoint_set(meta["keypoint_set"]), info=meta)
+
+
 # prefix -> fn(rest_of_spec, on_bad_sample) -> LoadedData
 READERS = {
     "coco": _read_coco_spec,
@@ -107,6 +118,7 @@ READERS = {
     "buffy": _read_buffy_spec,
     "lspet": _read_lspet_spec,
     "lsp": _read_lsp_spec,
+    "pack": _read_pack_spec,
 }
 SPEC_KINDS = tuple(READERS)
 
