@@ -9,8 +9,8 @@ import pytest
 
 from kdpose_tf.cli.main import build_parser, main
 
-COMMANDS = ["train", "distill", "evaluate", "export", "import", "predict", "demo", "summary", "presets", "check-edgetpu",
-            "check-xnnpack", "soup"]
+COMMANDS = ["train", "distill", "evaluate", "export", "import", "graft", "predict", "demo", "summary", "presets",
+            "check-edgetpu", "check-xnnpack", "soup"]
 
 
 def _save_tiny_model(path, keypoint_set, num_keypoints):

@@ -5,6 +5,7 @@
     kdpose evaluate   PCK / PCKh / COCO OKS AP of a .keras, preset or .tflite model
     kdpose export     convert to TFLite (none | float16 | dynamic | int8 | int8-qat)
     kdpose import     a pretrained pose model from OpenVINO / ONNX (e.g. pp_tinypose_128x96) as a trainable Keras model
+    kdpose graft      PSA / depthwise CSP-PAN grafted onto an imported model, starting as the identity (.keras students)
     kdpose soup       average the weights of several trained seeds of one model (model soup)
     kdpose recipe     rebuild a shipped preset from the shared data, step by step (resumable)
     kdpose predict    skeletons on a photo, a folder or a video: people detected, COCO JSON
@@ -26,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdpose_tf.cli import demo, evaluate, export, info, recipe, train
+from kdpose_tf.cli import demo, evaluate, export, graft, info, recipe, train
 from kdpose_tf.cli import predict
 from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
 from kdpose_tf.training import STRATEGIES
@@ -151,6 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="a .keras file to write")
     p.add_argument("--preset-dir", default=None, help="a preset folder to write (config.json + weights)")
 
+    p = sub.add_parser("graft", help="PSA / depthwise CSP-PAN grafted onto an imported model (identity at init)")
+    p.add_argument("--base", required=True,
+                   help="pp_tinypose_128x96 (or another pretrained source: imported with --keypoint-set), or a .keras "
+                        "file / preset folder of an imported model (e.g. lsp14_student_128x96)")
+    p.add_argument("--keypoint-set", default=None,
+                   help="joints of an imported base (default: the source's), e.g. lsp14; a trained base keeps its own")
+    p.add_argument("--psa-head", action="store_true", help="gated PSA on the feature the final heatmap conv reads")
+    p.add_argument("--psa-blocks", action="store_true",
+                   help="gated PSA in every block of the highest-resolution branch")
+    p.add_argument("--block-site", choices=("depthwise", "output"), default="depthwise",
+                   help="--psa-blocks: after each block's 3x3 depthwise conv (default, the proposal's placement) or "
+                        "after its channel shuffle")
+    p.add_argument("--csp-pan", action="store_true",
+                   help="depthwise CSP-PAN over the branch outputs, added to the head's input (zero-initialised)")
+    p.add_argument("--output", default=None, help="the .keras file to write")
+    p.add_argument("--variants", default=None, metavar="DIR",
+                   help="write the ablation's variants instead: DIR/base.keras, psa_head, psa_blocks, csp_pan, "
+                        "psa_csp (PSA in the blocks + CSP-PAN)")
+
     p = sub.add_parser("predict", help="skeletons on a photo, a folder of photos or a video (people detected)")
     p.add_argument("input", nargs="?", default=None,
                    help="an image, a folder of images or a video (.mp4, ...): the people in it are detected "
@@ -214,6 +234,7 @@ COMMANDS = {
     "predict": predict.run_predict,
     "export": export.run_export,
     "import": export.run_import,
+    "graft": graft.run_graft,
     "check-edgetpu": export.run_check_edgetpu,
     "check-xnnpack": export.run_check_xnnpack,
     "soup": train.run_soup,

@@ -8,12 +8,14 @@ pretrained models of other frameworks (`imported.openvino_import`) and the catal
 
 from kdpose_tf.models.backbone import Backbone
 from kdpose_tf.models.layers.psa import PolarizedSelfAttention
+from kdpose_tf.models.layers.gated_psa import GatedPSA
 from kdpose_tf.models.layers.inverted_residual import InvertedResidual
 from kdpose_tf.models.layers.residual import BottleneckResidual
 from kdpose_tf.models.hourglass.hourglass_backbone import HourglassBackbone
 from kdpose_tf.models.hrnet.hrnet_backbone import HRNetBackbone
 from kdpose_tf.models.lite_hrnet.lite_hrnet_backbone import LiteHRNetBackbone
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.models.necks.residual_csp_pan import ResidualCSPPAN
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.pose_estimator import PoseEstimator
@@ -22,6 +24,7 @@ from kdpose_tf.models.imported import openvino_import  # noqa: F401  (registers 
 from kdpose_tf.models import presets  # noqa: F401  (registers the catalogue builder; imports the classes above)
 
 __all__ = [
-    "Backbone", "PolarizedSelfAttention", "InvertedResidual", "BottleneckResidual", "HourglassBackbone",
-    "HRNetBackbone", "LiteHRNetBackbone", "DepthwiseCSPPAN", "GraphBackbone", "HeatmapHead", "PoseEstimator",
+    "Backbone", "PolarizedSelfAttention", "GatedPSA", "InvertedResidual", "BottleneckResidual", "HourglassBackbone",
+    "HRNetBackbone", "LiteHRNetBackbone", "DepthwiseCSPPAN", "ResidualCSPPAN", "GraphBackbone", "HeatmapHead",
+    "PoseEstimator",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 
+from kdpose_tf.models.layers.gated_psa import GatedPSA
 from kdpose_tf.models.layers.inverted_residual import _make_psa
 from kdpose_tf.models.layers.norm import BN_KWARGS
 from kdpose_tf.models.layers.upsample import Upsample
@@ -39,6 +40,8 @@ class HeatmapHead(keras.layers.Layer):
         num_conv_layers: extra 3x3 conv + BN + ReLU layers after the tail (default 0).
         conv_filters: their channels (default 256).
         psa: PolarizedSelfAttention (sequential) before the final conv (default False).
+        psa_gated: with `psa`, the attention enters through a learnable gate initialised 0 (`GatedPSA`): the
+            head starts as the same head without PSA, so PSA can be grafted onto a trained head (default False).
         final_kernel: kernel of the final conv, 1 or 3 (default 1).
         **kwargs: `name` (default "heatmap_head"), `dtype`, ...
 
@@ -59,6 +62,7 @@ class HeatmapHead(keras.layers.Layer):
         conv_filters=256,
         psa=False,
         final_kernel=1,
+        psa_gated=False,
         **kwargs,
     ):
         check_int("num_keypoints", num_keypoints, 1, owner="HeatmapHead")
@@ -72,6 +76,9 @@ class HeatmapHead(keras.layers.Layer):
             raise ValueError(f"HeatmapHead: `upsample` must be one of {UPSAMPLE_MODES}, received {upsample!r}")
         if not isinstance(psa, bool):
             raise ValueError(f"HeatmapHead: `psa` must be a bool, received {psa!r}")
+        if not isinstance(psa_gated, bool) or (psa_gated and not psa):
+            raise ValueError(f"HeatmapHead: `psa_gated` must be a bool and needs psa=True, received "
+                             f"psa_gated={psa_gated!r}, psa={psa!r}")
         if final_kernel not in (1, 3):
             raise ValueError(f"HeatmapHead: `final_kernel` must be 1 or 3, received {final_kernel!r}")
         kwargs.setdefault("name", "heatmap_head")
@@ -85,6 +92,7 @@ class HeatmapHead(keras.layers.Layer):
         self.conv_filters = conv_filters
         self.psa = psa
         self.final_kernel = final_kernel
+        self.psa_gated = psa_gated
 
     def build(self, input_shape):
         n, dt = self.name, self.dtype_policy
@@ -122,7 +130,7 @@ class HeatmapHead(keras.layers.Layer):
                 ]
             )
         if self.psa:
-            stages.append([_make_psa(f"{n}_psa")])
+            stages.append([GatedPSA(name=f"{n}_psa") if self.psa_gated else _make_psa(f"{n}_psa")])
         self.tail_layers = [layer for layers in stages for layer in layers]
         for layer in self.tail_layers:
             layer.build(shape)
@@ -171,5 +179,6 @@ class HeatmapHead(keras.layers.Layer):
             conv_filters=self.conv_filters,
             psa=self.psa,
             final_kernel=self.final_kernel,
+            psa_gated=self.psa_gated,
         )
         return config

@@ -24,6 +24,9 @@ ops and their fields:
     shuffle    groups (ShuffleNet channel shuffle)
     upsample   size (fy, fx): nearest, integer factors (`Upsample`, delegate-friendly)
     resize     size (h, w), align_corners: bilinear (`ResizeBilinear`)
+    gated_psa  reduction (default 2), gate (initial value, default 0.0): `GatedPSA`, Polarized Self-Attention
+               entering through a learnable gate, the identity at gate 0; no source graph has it: it is
+               grafted into an imported graph (`kdpose_tf.models.imported.graft`)
 
 Layers are named by their node name (convs with explicit padding add "<name>_pad"), so weights load
 by name and stay stable across imports of the same file.
@@ -49,10 +52,12 @@ from __future__ import annotations
 import keras
 
 from kdpose_tf.models.backbone import Backbone
+from kdpose_tf.models.layers.gated_psa import GatedPSA
 from kdpose_tf.models.lite_hrnet.lite_hrnet_layers import ChannelShuffle, ChannelSplit
 from kdpose_tf.models.layers.upsample import ResizeBilinear, Upsample
 
-OPS = ("normalize", "conv", "relu", "relu_dw", "relu6", "add", "concat", "split", "shuffle", "upsample", "resize")
+OPS = ("normalize", "conv", "relu", "relu_dw", "relu6", "add", "concat", "split", "shuffle", "upsample", "resize",
+       "gated_psa")
 
 
 def _conv_layers(node, in_channels):
@@ -102,6 +107,8 @@ def _apply(node, inputs):
     if op == "resize":
         return ResizeBilinear(tuple(int(v) for v in node["size"]), align_corners=bool(node["align_corners"]),
                               name=name)(x)
+    if op == "gated_psa":
+        return GatedPSA(gate=node.get("gate", 0.0), reduction=node.get("reduction", 2), name=name)(x)
     raise AssertionError(op)  # checked in _check_nodes
 
 

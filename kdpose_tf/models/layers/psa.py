@@ -118,7 +118,8 @@ class PolarizedSelfAttention(keras.layers.Layer):
             self.sp_wq.build(input_shape)
         super().build(input_shape)
 
-    def _channel(self, x):
+    def channel_weights(self, x):
+        """The channel branch's attention A_ch of `x`, (B, 1, 1, C) in (0, 1)."""
         h, w = x.shape[1], x.shape[2]
         v = self.ch_wv(x)  # (B, H, W, C/2)
         q = ops.reshape(self.ch_wq(x), (-1, h * w))  # (B, HW)
@@ -127,14 +128,21 @@ class PolarizedSelfAttention(keras.layers.Layer):
         z = self.ch_wz(z)
         if self.use_layer_norm:
             z = self.ch_ln(z)
-        return x * ops.sigmoid(z)
+        return ops.sigmoid(z)
 
-    def _spatial(self, x):
+    def spatial_weights(self, x):
+        """The spatial branch's attention A_sp of `x`, (B, H, W, 1) in (0, 1)."""
         v = self.sp_wv(x)  # (B, H, W, C/2)
         q = ops.mean(self.sp_wq(x), axis=(1, 2), keepdims=True)  # (B, 1, 1, C/2)
         q = ops.softmax(q, axis=-1)
         a = ops.sum(v * q, axis=-1, keepdims=True)  # (B, H, W, 1)
-        return x * ops.sigmoid(a)
+        return ops.sigmoid(a)
+
+    def _channel(self, x):
+        return x * self.channel_weights(x)
+
+    def _spatial(self, x):
+        return x * self.spatial_weights(x)
 
     def call(self, inputs):
         if self.mode == "channel":
