@@ -1,19 +1,17 @@
 """Score the GPU-trained students (benchmarks/gpu_train.py) on PARSE 101-305 with the package's evaluator.
 
-Runs here (TensorFlow backend, CPU). For every ``RUN.npz`` (weights by variable path) +
-``RUN.json`` (per-epoch losses) in the given run folders it builds the same student
-(`gpu_train.build_student`), assigns the weights (every variable must match by path and shape),
-writes ``RUN.weights.h5`` to --weights-out (an ignored folder: weights are never committed) and
-evaluates PCK@0.2 (torso rule) for all 14 LSP joints and the 12 body joints (LSP-14 without neck
-and head_top: the joints every model here has). Rows = methods, mean ± spread (half the range)
-over seeds; runs trained for more epochs than --budget-epochs get their own row.
+Runs here (TensorFlow backend, CPU). For every ``RUN.keras`` (the trained student, written on JAX by
+`kdpose train` / `kdpose distill`) + ``RUN.json`` (the job and its per-epoch losses) in the given
+run folders it loads the student, copies it to --weights-out (an ignored folder: weights are never
+committed) and evaluates PCK@0.2 (torso rule) for all 14 LSP joints and the 12 body joints (LSP-14
+without neck and head_top: the joints every model here has). Rows = methods, mean ± spread (half the
+range) over seeds; runs planned for different numbers of epochs get their own rows.
 
 Usage:
     KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/distill_gpu.py \\
         --runs /tmp/gpu_runs/main /tmp/gpu_runs/rerun --weights-out /work/main/.gpu/weights \\
         --device "one NVIDIA H100 80GB HBM3 (nvidia-h100-x1)"
-Later folders override earlier ones for runs of the same name and planned epochs. Runs that started
-from a `.keras` file (`gpu_train.py --init`) are rebuilt from it (`--init-dir`, default `.gpu/`).
+Later folders override earlier ones for runs of the same name and planned epochs.
 """
 
 from __future__ import annotations
@@ -28,20 +26,38 @@ from pathlib import Path
 import numpy as np
 
 from distill_real import scores
-from gpu_train import METHODS, build_student
 from kdpose_tf.data.datasets import real_benchmark_split
 from kdpose_tf.evaluation import evaluate, keras_predict_fn
 from kdpose_tf.keypoints import LSP14
+from kdpose_tf.models.preset_utils import load_keras_file
 from kdpose_tf.utils.io import write_json, write_text
 from kdpose_tf.utils.shared import shared_dir
 
-LABELS = {
+LABELS = {  # job method (gpu_train.py: a pack's name, or scratch) -> row label, in row order
     "scratch": "scratch (labels only)",
     "movenet": "KD from MoveNet Lightning joints",
     "pp256": "heatmap KD from PP-TinyPose 256x192",
     "pp128": "heatmap KD from PP-TinyPose 128x96",
     "ens": "heatmap KD from PP-TinyPose 256x192 + 128x96 (mean)",
 }
+# how the runs trained, for tables of runs whose records do not say (the first GPU runs, trained by an
+# earlier numpy copy of the pipeline in gpu_train.py: see git history)
+EARLIER_AUGMENTATION = "scale 0.75-1.25, rotation +-30 deg (p 0.6), flip; teacher heatmaps warped with the crop"
+
+
+def label(method):
+    return LABELS.get(method, f"KD from the {method} pack")
+
+
+def _codec(model, size):
+    """The model's own codec (a PoseEstimator's), else the default one at its input size."""
+    from kdpose_tf.codecs.heatmap_codec import HeatmapCodec
+
+    return getattr(model, "codec", None) or HeatmapCodec(size)
+
+
+def method_order(method):
+    return list(LABELS).index(method) if method in LABELS else len(LABELS)
 
 
 def load_runs(folders):
@@ -49,26 +65,12 @@ def load_runs(folders):
     for folder in folders:
         for meta in sorted(Path(folder).glob("*.json")):
             record = json.loads(meta.read_text())
-            weights = meta.with_suffix(".npz")
-            if "run" not in record or not weights.is_file():
+            model = meta.with_suffix(".keras")
+            if "run" not in record or not model.is_file():
                 continue
-            record["weights_npz"] = str(weights)
+            record["model_file"] = str(model)
             runs[(record["run"], record["epochs_planned"], record.get("init"))] = record
     return list(runs.values())
-
-
-def student_from_npz(path, input_size, init=None):
-    student = build_student(input_size, init)
-    saved = np.load(path)
-    missing = [v.path for v in student.weights if v.path not in saved.files]
-    extra = sorted(set(saved.files) - {v.path for v in student.weights})
-    if missing or extra:
-        raise ValueError(f"{path}: weights do not match the student: missing {missing[:3]}, unexpected {extra[:3]}")
-    for v in student.weights:
-        if tuple(saved[v.path].shape) != tuple(v.shape):
-            raise ValueError(f"{path}: {v.path} has shape {saved[v.path].shape}, the student's is {tuple(v.shape)}")
-        v.assign(saved[v.path])
-    return student
 
 
 def mean_spread(values):
@@ -82,34 +84,24 @@ def row_key(record, budgets):
     return m if len(budgets) == 1 else f"{m} ({record['epochs_planned']} epochs)"
 
 
-def init_path(record, init_dir):
-    """The .keras file a fine-tuned run started from (gpu_train.py --init), or None (random init)."""
-    if not record.get("init"):
-        return None
-    path = Path(init_dir) / record["init"]
-    if not path.is_file():
-        raise SystemExit(f"{record['run']} started from {record['init']}: not found in --init-dir {init_dir} "
-                         "(write it with gpu_pack.py --student-init)")
-    return path
-
-
 def markdown(results):
     rows, runs = results["rows"], results["runs"]
     r0 = runs[0]
     lines = [
         "# Distillation on the lent GPU: LSPET + PARSE/BUFFY/coco_mini -> PARSE 101-305 (PCK@0.2)", "",
-        f"Trained on {results['device']} with Keras {r0['keras']} on JAX (`benchmarks/gpu_train.py`); scored here "
+        f"Trained on {results['device']} with Keras {r0.get('keras', '3')} on JAX (`benchmarks/gpu_train.py`); scored here "
         f"({results['eval_machine']}, TensorFlow) with "
         "`kdpose_tf.evaluation.evaluate` (torso PCK@0.2, un-augmented crops, no flip test).",
         f"Student: {r0['student']} with an LSP-14 head at {r0['input_size'][0]}x{r0['input_size'][1]} "
-        + (f"started from its COCO-pretrained weights (imported; `gpu_train.py --init {r0['init']}`) " if r0.get("init")
+        + (f"started from its COCO-pretrained weights (imported: `{r0['init']}`) " if r0.get("init")
            else "from random initialization ")
         + f"({r0['params'] / 1e6:.2f} M params); {r0['num_people']} training people (LSPET 8000 + PARSE 1-100 + "
-        f"BUFFY + coco_mini), batch {r0['batch']}, Adam {r0['lr']:g} with {r0['warmup']} warm-up steps and a "
-        f"cosine planned over {' or '.join(str(e) for e in sorted({r['epochs_planned'] for r in runs}))} epochs (the row's), "
-        "the epochs done per seed shown (a call's time limit can stop a run at the end of an epoch; see the notes). "
-        "Augmentation: scale 0.75-1.25, rotation +-30 deg "
-        "(p 0.6), flip; teacher heatmaps warped with the crop. FPD alpha 0.5.", "",
+        f"BUFFY + coco_mini), batch {r0['batch']}, Adam {r0['lr']:g}"
+        + (f" with {r0['warmup']} warm-up steps and a" if r0.get("warmup") else " with a")
+        + f" cosine planned over {' or '.join(str(e) for e in sorted({r['epochs_planned'] for r in runs}))} epochs "
+        "(the row's), the epochs done per seed shown (a call's time limit can stop a run at the end of an epoch; see "
+        f"the notes). Augmentation: {r0.get('augmentation', EARLIER_AUGMENTATION)}. FPD alpha {r0.get('alpha', 0.5):g}.",
+        "",
         "| row | all-14 mean ± spread | body-12 mean ± spread | body-12 per seed | epochs | final loss |",
         "|---|---|---|---|---|---|",
     ]
@@ -119,7 +111,8 @@ def markdown(results):
             f"{row['body12'][1]:.1f} | {', '.join(f'{v:.1f}' for v in row['body12_per_seed'])} | "
             f"{', '.join(str(e) for e in row['epochs'])} | {np.mean(row['final_loss']):.5f} |"
         )
-    lines += ["", "Spread = half the range over seeds. Final loss = the blended target-weighted MSE "
+    loss = "the Distiller's loss" if "command" in r0 else "the blended target-weighted MSE"
+    lines += ["", f"Spread = half the range over seeds. Final loss = {loss} "
               "(not comparable across rows: the targets differ).", "", "## PCK@0.2 per joint (%), mean over seeds", "",
               "| joint | " + " | ".join(row["label"] for row in rows.values()) + " |", "|---|" + "---|" * len(rows)]
     for j, name in enumerate(LSP14.names):
@@ -149,7 +142,7 @@ def markdown(results):
     soup = results.get("soup")
     if soup:
         lines += ["", f"**Weight soup** (`kdpose soup`, `kdpose_tf.training.average_weights`) of the "
-                  f"{LABELS[soup['method']]} seeds {soup['seeds']} at {soup['epochs_planned']} epochs: all-14 "
+                  f"{label(soup['method'])} seeds {soup['seeds']} at {soup['epochs_planned']} epochs: all-14 "
                   f"{soup['all14']:.1f}, body-12 {soup['body12']:.1f} (the seeds: "
                   f"{', '.join(f'{v:.1f}' for v in soup['seeds_body12'])}); one model, the seeds' size and speed, "
                   f"no seed picked on the test set. Weights (not committed) at `{soup['weights']}`."]
@@ -182,12 +175,10 @@ def markdown(results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", nargs="+", required=True, help="folders with RUN.npz + RUN.json from gpu_train.py")
+    ap.add_argument("--runs", nargs="+", required=True, help="folders with RUN.keras + RUN.json from gpu_train.py")
     ap.add_argument("--weights-out", required=True, help="where RUN.weights.h5 go (an ignored folder)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distill_gpu"))
     ap.add_argument("--device", required=True, help="the GPU the runs were trained on, in words")
-    ap.add_argument("--init-dir", default=str(Path(__file__).resolve().parents[1] / ".gpu"),
-                    help="where the .keras files of fine-tuned runs' starting points are (gpu_pack.py --student-init)")
     ap.add_argument("--note", action="append", default=[], help="a reading note for the Markdown (repeatable)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the Markdown from OUT.json (new notes)")
     ap.add_argument("--int8", action="store_true",
@@ -208,7 +199,7 @@ def main():
     _, test = real_benchmark_split(shared_dir())
     records = load_runs(args.runs)
     if not records:
-        raise SystemExit(f"no RUN.json + RUN.npz pairs in {args.runs}")
+        raise SystemExit(f"no RUN.json + RUN.keras pairs in {args.runs}")
     starts = {r.get("init") for r in records}
     if len(starts) > 1:  # one table = one student and one starting point
         raise SystemExit(f"{args.runs}: runs from different starting points ({sorted(map(str, starts))}); "
@@ -217,23 +208,24 @@ def main():
     weights_out.mkdir(parents=True, exist_ok=True)
     for r in records:
         size = tuple(r["input_size"])
-        student = student_from_npz(r["weights_npz"], size, init_path(r, args.init_dir))
-        r["weights"] = str(weights_out / f"{r['run']}_{r['epochs_planned']}ep.weights.h5")
-        student.save_weights(r["weights"])
+        student = load_keras_file(r["model_file"])
+        r["params"] = int(student.count_params())
+        r["weights"] = str(weights_out / f"{r['run']}_{r['epochs_planned']}ep.keras")
+        student.save(r["weights"])
         t0 = time.time()
-        all14, body12, per_joint = scores(evaluate(keras_predict_fn(student), test, size, student.codec, LSP14,
+        all14, body12, per_joint = scores(evaluate(keras_predict_fn(student), test, size, _codec(student, size), LSP14,
                                                    progress=False))
         r.update(all14=all14, body12=body12, per_joint=per_joint, eval_seconds=time.time() - t0)
         print(f"{r['run']} ({r['epochs_done']} epochs): all-14 {r['all14']:.1f}, body-12 {r['body12']:.1f}", flush=True)
     rows, budgets = {}, {r["epochs_planned"] for r in records}
     for key in dict.fromkeys(row_key(r, budgets) for r in sorted(
-            records, key=lambda r: (list(METHODS).index(r["method"]), r["epochs_planned"]))):
+            records, key=lambda r: (method_order(r["method"]), r["epochs_planned"]))):
         group = sorted((r for r in records if row_key(r, budgets) == key), key=lambda r: r["seed"])
-        label = LABELS[group[0]["method"]] + ("" if key == group[0]["method"] else f", {group[0]['epochs_planned']} epochs")
+        text = label(group[0]["method"]) + ("" if key == group[0]["method"] else f", {group[0]['epochs_planned']} epochs")
         if group[0].get("init"):
-            label = label.replace("scratch (labels only)", "labels only (fine-tuned)")
+            text = text.replace("scratch (labels only)", "labels only (fine-tuned)")
         rows[key] = {
-            "label": label, "seeds": [r["seed"] for r in group], "all14": mean_spread([r["all14"] for r in group]),
+            "label": text, "seeds": [r["seed"] for r in group], "all14": mean_spread([r["all14"] for r in group]),
             "body12": mean_spread([r["body12"] for r in group]), "body12_per_seed": [r["body12"] for r in group],
             "all14_per_seed": [r["all14"] for r in group], "epochs": [r["epochs_done"] for r in group],
             "final_loss": [r["epochs"][-1]["loss"] for r in group],
@@ -243,22 +235,22 @@ def main():
     results = {
         "device": args.device, "eval_machine": f"{platform.machine()}, CPU", "test": f"PARSE 101-305 ({len(test)})",
         "metric": "PCK@0.2 torso, %; body-12 = mean of the 12 body joints' PCK", "rows": rows,
-        "runs": [{k: v for k, v in r.items() if k != "weights_npz"} for r in records],
+        "runs": [{k: v for k, v in r.items() if k != "model_file"} for r in records],
         "best": {"run": best["run"], "body12": best["body12"], "all14": best["all14"], "weights": best["weights"],
                  "input_size": best["input_size"], "init": best.get("init")},
         "notes": args.note,
     }
     if args.soup:
-        results["soup"] = soup_row(records, args.soup, weights_out, test, args.init_dir)
+        results["soup"] = soup_row(records, args.soup, weights_out, test)
     if args.int8:
         shipped = results.get("soup") or best
-        results["int8"] = int8_against_movenet(shipped, test, init_path(shipped, args.init_dir), args.int8_perturbations)
+        results["int8"] = int8_against_movenet(shipped, test, args.int8_perturbations)
     write_json(f"{args.out}.json", results)
     write_text(f"{args.out}.md", markdown(results))
     print(markdown(results))
 
 
-def soup_row(records, method, weights_out, test, init_dir):
+def soup_row(records, method, weights_out, test):
     """The uniform soup of `method`'s seeds at the longest planned budget, scored like every run."""
     from kdpose_tf.training import average_weights
 
@@ -268,10 +260,10 @@ def soup_row(records, method, weights_out, test, init_dir):
     if len(group) < 2:
         raise SystemExit(f"--soup {method}: needs two or more seeds at {budget} epochs, found {len(group)}")
     size = tuple(group[0]["input_size"])
-    soup = average_weights([student_from_npz(r["weights_npz"], size, init_path(r, init_dir)) for r in group])
-    path = Path(weights_out) / f"{method}_soup_{budget}ep.weights.h5"
-    soup.save_weights(str(path))
-    all14, body12, per_joint = scores(evaluate(keras_predict_fn(soup), test, size, soup.codec, LSP14, progress=False))
+    soup = average_weights([load_keras_file(r["model_file"]) for r in group])
+    path = Path(weights_out) / f"{method}_soup_{budget}ep.keras"
+    soup.save(str(path))
+    all14, body12, per_joint = scores(evaluate(keras_predict_fn(soup), test, size, _codec(soup, size), LSP14, progress=False))
     print(f"soup of {method} x{len(group)} ({budget} epochs): all-14 {all14:.1f}, body-12 {body12:.1f}", flush=True)
     return {"run": f"{method}_soup_{budget}ep", "method": method, "seeds": [r["seed"] for r in group],
             "epochs_planned": budget, "all14": all14, "body12": body12, "per_joint": per_joint,
@@ -287,9 +279,9 @@ def paired_against_movenet(path, test):
     hit_a, counted = hits(str(path), list(test))
     hit_b, _ = hits("movenet", list(test))
     rows = {}
-    for label, joints in (("body-12", [LSP14.index(n) for n in BODY12]), ("all-14", list(range(14)))):
+    for name, joints in (("body-12", [LSP14.index(n) for n in BODY12]), ("all-14", list(range(14)))):
         diff, ci, _, _ = paired_bootstrap(hit_a, hit_b, counted, joints)
-        rows[label] = {"diff": diff, "ci95": [float(ci[0]), float(ci[1])]}
+        rows[name] = {"diff": diff, "ci95": [float(ci[0]), float(ci[1])]}
     return rows
 
 
@@ -329,7 +321,7 @@ def ulp_perturbed_int8(student, calibration, test, n, work):
     return out
 
 
-def int8_against_movenet(best, test, init=None, perturbations=0):
+def int8_against_movenet(best, test, perturbations=0):
     """Export `best` to int8 (calibrated on real training crops), score it and MoveNet, time both."""
     from tflite_profile import interleaved_ms
 
@@ -341,8 +333,7 @@ def int8_against_movenet(best, test, init=None, perturbations=0):
     from kdpose_tf.models.summary import count_flops
 
     size = tuple(best["input_size"])
-    student = build_student(size, init)
-    student.load_weights(best["weights"])
+    student = load_keras_file(best["weights"])
     train, _ = real_benchmark_split(shared_dir())
     path = Path(best["weights"]).with_suffix("").with_suffix(".int8.tflite")
     calibration = calibration_crops(train, size, 300)

@@ -3,16 +3,16 @@
 Heatmap KD blends the teacher's heatmaps with the ground truth (FPD); where the two put a joint in
 different places the blend is a compromise between two conventions. This script measures, per joint
 and per source (LSPET's crowd-sourced labels vs PARSE 1-100 + BUFFY + coco_mini), the offset of the
-teacher's decoded heatmap peak (the students' `HeatmapCodec`) from the labelled joint on the training crops that `gpu_pack.py` packed
-(128x96 crops, teacher heatmaps on the student's 32x24 grid, LSP-14 order): median distance, mean
-dx / dy (input pixels; +dy = the teacher lower in the image) and the share of joints more than
-2 heatmap pixels (8 input pixels) apart. Only joints that are labelled and where the teacher's peak
-is >= 0.1 count.
+teacher's decoded heatmap peak (`HeatmapCodec` on the pack's heatmap grid) from the labelled joint
+on the training people of a pack (`kdpose_tf.data.pack`: regions at the student's 128x96 density,
+the teacher's heatmaps as packed, LSP-14 order): median distance, mean dx / dy (input pixels; +dy =
+the teacher lower in the image) and the share of joints more than 2 student heatmap pixels
+(8 input pixels) apart. Only joints that are labelled and where the teacher's peak is >= 0.1 count.
 
-    KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/teacher_label_agreement.py [--pack .gpu/pack.npz]
+    KDPOSE_SHARED=/work/shared PYTHONPATH=. python benchmarks/teacher_label_agreement.py [--pack .gpu/pp256]
 
-(the pack: ``python benchmarks/gpu_pack.py --out .gpu/pack.npz``, about 3 minutes here). Writes
-benchmarks/results/teacher_label_agreement.{md,json}.
+(the pack: the training set of `gpu_train.py`'s docstring, ``kdpose distill --teacher pp_tinypose_256x192
+... --save-pack .gpu/pp256``). Writes benchmarks/results/teacher_label_agreement.{md,json}.
 """
 
 from __future__ import annotations
@@ -26,25 +26,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdpose_tf.codecs.heatmap_codec import HeatmapCodec  # noqa: E402
+from kdpose_tf.data.datasets import load_dataset  # noqa: E402
+from kdpose_tf.data.sample import TEACHER_HEATMAP_WEIGHT, TEACHER_HEATMAPS  # noqa: E402
 from kdpose_tf.keypoints import LSP14  # noqa: E402
 from kdpose_tf.utils.io import write_json, write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def agreement(hm, scale, kp, vis, input_size, min_peak=0.1):
+def agreement(maps, kp, vis, region_size, input_size, min_peak=0.1):
     """Per joint: (n, median distance, mean dx, mean dy, share > 2 heatmap px); distances in input pixels.
 
-    hm: (N, K, h, w) uint8 teacher heatmaps, scale: (N, K) their de-quantization factors,
-    kp: (N, K, 2) labelled joints in input pixels, vis: (N, K) > 0 where labelled. The teacher's joints
-    are decoded by the students' own `HeatmapCodec` (argmax + quarter shift, input pixels).
+    maps: (N, h, w, K) teacher heatmaps over the packed regions (`region_size`, pixels at the
+    student's `input_size` density), kp: (N, K, 2) labelled joints in region pixels, vis: (N, K) > 0
+    where labelled. The teacher's joints are decoded by `HeatmapCodec` (argmax + quarter shift).
     """
-    codec = HeatmapCodec(input_size)
-    k = hm.shape[1]
-    maps = (hm.astype(np.float32) * scale[:, :, None, None]).transpose(0, 2, 3, 1)
+    codec = HeatmapCodec(region_size, maps.shape[1:3])
+    k = maps.shape[-1]
     joints, peak = codec.decode(maps)
     dx, dy = joints[..., 0] - kp[..., 0], joints[..., 1] - kp[..., 1]
-    far = 2 * codec.input_size[0] / codec.heatmap_size[0]  # 2 heatmap pixels, in input pixels
+    far = 2 * HeatmapCodec(input_size).stride[1]  # 2 student heatmap pixels, in input pixels
     rows = []
     for j in range(k):
         m = (vis[:, j] > 0) & (peak[:, j] >= min_peak)
@@ -58,26 +59,31 @@ def agreement(hm, scale, kp, vis, input_size, min_peak=0.1):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pack", default=str(Path(__file__).resolve().parents[1] / ".gpu" / "pack.npz"))
+    ap.add_argument("--pack", default=str(Path(__file__).resolve().parents[1] / ".gpu" / "pp256"))
     ap.add_argument("--out", default=str(RESULTS / "teacher_label_agreement"))
     args = ap.parse_args(argv)
-    if not Path(args.pack).is_file():
-        raise SystemExit(f"{args.pack}: no pack; write it with benchmarks/gpu_pack.py --out {args.pack}")
-    d = np.load(args.pack)
-    sources = [str(s) for s in d["sources"]]
-    taught = d["hm_pp256_weight"] > 0
-    groups = {"LSPET (crowd-sourced)": d["source"] == sources.index("lspet"),
-              "PARSE 1-100 + BUFFY + coco_mini": d["source"] != sources.index("lspet")}
-    results = {"pack": str(args.pack), "input_size": d["input_size"].tolist(), "groups": {}}
+    if not (Path(args.pack) / "pack.json").is_file():
+        raise SystemExit(f"{args.pack}: no pack; write it with kdpose distill --teacher pp_tinypose_256x192 ... "
+                         f"--save-pack {args.pack} (see gpu_train.py)")
+    data = load_dataset(f"pack:{args.pack}")
+    people = list(data.samples)
+    if data.info["teacher"] != "heatmaps":
+        raise SystemExit(f"{args.pack}: packed with a {data.info['teacher']} teacher; this compares heatmaps")
+    maps = np.stack([s.extra[TEACHER_HEATMAPS] for s in people]).astype(np.float32)
+    kp, vis = np.stack([s.keypoints for s in people]), np.stack([s.visibility for s in people])
+    taught = people[0].extra[TEACHER_HEATMAP_WEIGHT] > 0
+    lspet = np.array([s.extra.get("dataset") == "lspet" for s in people])
+    groups = {"LSPET (crowd-sourced)": lspet, "PARSE 1-100 + BUFFY + coco_mini": ~lspet}
+    results = {"pack": str(args.pack), "input_size": data.info["input_size"], "groups": {}}
     for name, sel in groups.items():
-        rows = agreement(d["hm_pp256"][sel], d["hm_pp256_scale"][sel], d["kp"][sel], d["vis"][sel],
-                         tuple(int(v) for v in d["input_size"]))
+        rows = agreement(maps[sel], kp[sel], vis[sel], tuple(data.info["region_size"]), tuple(data.info["input_size"]))
         results["groups"][name] = {LSP14.names[j]: r for j, r in enumerate(rows) if taught[j]}
     h, w = results["input_size"]
+    gh, gw = maps.shape[1:3]
     lines = ["# PP-TinyPose 256x192's heatmap peaks vs the training labels", "",
-             f"Training crops of `gpu_pack.py` ({h}x{w}, LSP-14), teacher heatmaps on the student's {h // 4}x{w // 4} "
-             "grid. Offsets in input pixels (teacher minus label; +dy = teacher lower in the image); "
-             "far = share more than 2 heatmap pixels (8 input pixels) apart.", ""]
+             f"Training people of a pack (`kdpose distill --save-pack`; {h}x{w} crops, LSP-14), teacher heatmaps "
+             f"as packed ({gh}x{gw} over each person's region). Offsets in input pixels (teacher minus label; +dy = "
+             "teacher lower in the image); far = share more than 2 student heatmap pixels (8 input pixels) apart.", ""]
     names = list(groups)
     lines += ["| joint | " + " | ".join(f"{g}: n / median / mean dx, dy / far %" for g in names) + " |",
               "|---|" + "---|" * len(names)]
