@@ -23,6 +23,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.runtimes.model_config",
     "kdpose_tf.runtimes.pretrained_models",
     "kdpose_tf.export.equalization",
+    "kdpose_tf.export.targets",
     "kdpose_tf.export.bn_folding",
     "kdpose_tf.export.qat_layers",
     "kdpose_tf.models.imported.graph_backbone",

@@ -52,17 +52,14 @@ from pathlib import Path
 import numpy as np
 
 from kdpose_tf.export.bn_folding import find_kernel_sums, fold_kernel_sum_batchnorm
-from kdpose_tf.export.edgetpu import check_edgetpu, validate_edgetpu_model
 from kdpose_tf.export.equalization import equalize_activations
 from kdpose_tf.export.sidecar import make_sidecar
+from kdpose_tf.export.targets import IO_DTYPES, QUANTIZE_MODES, TARGETS, get_target
 from kdpose_tf.export.xnnpack_compat import fix_requantization_scales
 from kdpose_tf.runtimes.flatbuffer import model_io, model_ops, model_tensors
 from kdpose_tf.utils.io import atomic_path, write_json
 from kdpose_tf.utils.native_logs import drops_native_info
 
-QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
-IO_DTYPES = ("int8", "uint8", "float32")
-TARGETS = ("cpu", "edgetpu")
 # ops `float_ops` may keep in float32 in an "int8" export; RSQRT's input ADD (the eps add) goes with it
 FLOAT_OPS = ("SOFTMAX", "RSQRT")
 
@@ -75,15 +72,14 @@ def check_float_ops(float_ops, quantize="int8", target="cpu") -> tuple:
     unknown = [op for op in ops if op not in FLOAT_OPS]
     if unknown or len(set(ops)) != len(ops):
         raise ValueError(f"float_ops must be distinct op names from {FLOAT_OPS}, got {float_ops!r}")
-    if ops and target == "edgetpu":
-        raise ValueError(f"float_ops {list(ops)} keeps float32 ops in the model, and the Edge TPU runs integer ops "
-                         "only: export target='edgetpu' without float_ops (float islands are for CPU / XNNPACK)")
+    spec = TARGETS.get(target) if isinstance(target, str) else None  # an unknown target: export_tflite says so
+    if ops and spec is not None and not spec.float_islands:
+        raise ValueError(f"float_ops {list(ops)} keeps float32 ops in the model, and {spec.integer_only}: export "
+                         f"target={target!r} without float_ops (float islands are for CPU / XNNPACK)")
     if ops and quantize != "int8":
         raise ValueError(f"float_ops needs quantize='int8' (float islands in a post-training int8 model), "
                          f"got quantize={quantize!r}")
     return ops
-
-
 
 
 def single_output_model(model):
@@ -358,9 +354,11 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         num_calibration: at most this many calibration images are used (default 300).
         io_dtype: input/output type of the int8 variants, "uint8" (default), "int8" or "float32";
             ignored by the float variants (float32 I/O).
-        target: "cpu" (default) or "edgetpu": needs an integer variant with int8/uint8 I/O, rejects
-            transposed convolutions before converting (switch the head to upsample="resize_conv"),
-            and checks the converted ops against the Edge TPU compiler 16.0 table before writing.
+        target: a `kdpose_tf.export.targets.TARGETS` name: "cpu" (default; the converted file gets the
+            static XNNPACK check, a warning when XNNPACK would refuse an op) or "edgetpu": needs an
+            integer variant with int8/uint8 I/O, rejects transposed convolutions before converting
+            (switch the head to upsample="resize_conv"), and checks the converted ops against the Edge
+            TPU compiler 16.0 table before writing.
         sidecar: True (default), a dict of extra fields, or False: writes `<path stem>.json` next to the model
             (see `kdpose_tf.export.sidecar`), with `keypoint_set` names, skeleton and flip pairs.
         keypoint_set: `KeypointSet` of the heatmap channels (for the sidecar).
@@ -386,8 +384,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     Returns:
         Path of the written model. `export_info(path)` gives ops, versions and tensor types.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    spec = get_target(target)
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if io_dtype not in IO_DTYPES:
@@ -395,18 +392,12 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
     path = Path(path)
     if path.suffix != ".tflite":
         raise ValueError(f"path must end with .tflite, got {path}")
-    if target == "edgetpu":
-        if quantize not in ("int8", "int8-qat") or io_dtype not in ("int8", "uint8"):
-            raise ValueError(
-                "target='edgetpu' needs a full-integer model: quantize 'int8' or 'int8-qat' with io_dtype "
-                f"'int8' or 'uint8', got quantize={quantize!r}, io_dtype={io_dtype!r}"
-            )
+    spec.check_variant(quantize, io_dtype)
     if equalize not in (True, False, "all"):
         raise ValueError(f"equalize must be True, False or 'all', got {equalize!r}")
     float_ops = check_float_ops(float_ops, quantize, target)
     flat = single_output_model(model)  # shares the layers (and weights) of `model`
-    if target == "edgetpu":
-        validate_edgetpu_model(flat)
+    spec.check_model(flat)  # layers the target cannot run, before anything is converted
     sums = find_kernel_sums(flat) if quantize != "int8-qat" else []  # QAT weights sit on their grid already
     equalizing = equalize and quantize == "int8" and representative_data is not None
     saved = model.get_weights() if sums or equalizing else None  # the caller's weights, restored below
@@ -430,10 +421,7 @@ def export_tflite(model, path, quantize="none", representative_data=None, num_ca
         # XNNPACK refuses ops whose requantisation scale a dead-on-calibration ReLU pushed past 256
         # (LiteRT 2.2/2.3 abort the process): raise those output scales, see xnnpack_compat.
         data, fixes = fix_requantization_scales(data)
-    if target == "edgetpu":
-        report = check_edgetpu(data)
-        if not report.ok:
-            raise ValueError(f"model is not Edge TPU compatible:\n{report.summary()}")
+    spec.check_file(data)  # the target's checker: raises (Edge TPU) or warns (CPU) when the file fails it
     # The pair is committed sidecar first, then the model: a kill between the two renames leaves the
     # old model beside a sidecar whose model_sha256 names the new bytes (`read_sidecar` refuses the
     # pair), never a new model beside an old sidecar that cannot know it is stale. The sidecar is built
