@@ -30,12 +30,23 @@ import sys
 from kdpose_tf.cli import demo, evaluate, export, graft, info, recipe, train
 from kdpose_tf.cli import predict
 from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
+from kdpose_tf.export.targets import QUANTIZE_MODES, TARGETS
 from kdpose_tf.training import STRATEGIES
 from kdpose_tf.utils import native_logs
 from kdpose_tf.version import __version__
 
 
 _VERBOSE_HELP = "show TensorFlow's native log lines (start-up, converter), which are hidden by default"
+
+
+def _scales(text):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 0.9,1,1.1, got {text!r}")
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 0.9,1,1.1, got {text!r}")
+    return values
 
 
 def _add_data(p, required=True, name="--data"):
@@ -95,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-fraction", type=float, default=0.2, help="dwpose: stage-2 epochs / stage-1 epochs")
     p.add_argument("--teacher-feature", default=None, help="feature distillation: teacher layer name")
     p.add_argument("--student-feature", default=None, help="feature distillation: student layer name")
+    p.add_argument("--teacher-scales", type=_scales, default=(1.0,), metavar="S,S,...",
+                   help="pretrained teachers: also run each crop zoomed by these factors and average the heatmaps "
+                        "(multi-scale test, computed once; e.g. 0.9,1,1.1; default 1: none)")
     p.add_argument("--teacher-flip-test", action="store_true",
                    help="pretrained teachers: average each crop's heatmaps with its mirror image's (computed once)")
     p.add_argument("--resize-teacher", action="store_true",
@@ -126,10 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="convert a model to TFLite")
     p.add_argument("--model", required=True, help=".keras file or preset directory")
     p.add_argument("--output", required=True, help="the .tflite file to write (a .json sidecar goes beside it)")
-    p.add_argument("--quantize", choices=("none", "float16", "dynamic", "int8", "int8-qat"), default="int8")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default="int8")
     p.add_argument("--io-dtype", choices=("uint8", "int8", "float32"), default="uint8",
                    help="input/output type of int8 models (default uint8: camera pixels)")
-    p.add_argument("--target", choices=("cpu", "edgetpu"), default="cpu")
+    p.add_argument("--target", choices=tuple(TARGETS), default="cpu")
     p.add_argument("--float-ops", nargs="+", choices=("SOFTMAX", "RSQRT"), default=None, metavar="OP",
                    help="int8, CPU only: keep these ops (SOFTMAX, RSQRT) in float32 so XNNPACK takes every op of "
                         "a model with PSA / LayerNorm (not with --target edgetpu)")

@@ -166,7 +166,7 @@ def run_distill(args):
                        "(kdpose distill --teacher ... --save-pack DIR)")
     strategy = _strategy(args.distribute)
     steps = max(1, len(samples) // args.batch_size)
-    pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test) if args.teacher else None
+    pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test, scales=args.teacher_scales) if args.teacher else None
     if packed and args.teacher_feature:
         raise CLIError("--teacher-feature needs a Keras teacher; a pack carries its teacher's heatmaps, not features")
     if args.save_pack and not (pretrained or packed):
@@ -230,6 +230,7 @@ def _save_pack(args, samples, codec):
                           jpeg_quality=args.pack_jpeg_quality, heatmap_stride=args.pack_heatmap_stride,
                           info={"teacher": args.teacher, "data": args.data, "unlabeled": args.unlabeled,
                                 "teacher_flip_test": args.teacher_flip_test,
+                                "teacher_scales": list(args.teacher_scales),
                                 "teacher_min_score": args.teacher_min_score})
     except ValueError as e:
         if isinstance(e, KdposeError):
