@@ -3,9 +3,10 @@
 For every model given (a shipped preset name, a preset directory, a .keras or a .tflite file), and for
 MoveNet Lightning int8 (../shared) in the same process:
 - float PCK@0.2 on LSP test 1001-2000 under the literature's protocol (`kdpose_tf.metrics.pck.LSP_PROTOCOL`:
-  box = whole image, torso = left shoulder to right hip, every joint counted), all-14 and body-12;
+  box = the image's central 70 %, torso = left shoulder to right hip, every joint counted), all-14 and body-12;
 - float PCK@0.2 on PARSE 101-305 (the package's PCK: labelled joints, torso right shoulder to left hip);
-- the int8 export (`export_tflite`, uint8 I/O, 300 calibration crops of LSP train) scored the same way;
+- the int8 export (`export_tflite`, uint8 I/O, 300 calibration crops of LSP train) scored the same way,
+  or the int8 file given with `--int8-file LABEL=FILE` (a quantization-aware export);
 - int8 latency, LiteRT XNNPACK, 1 thread, interleaved with MoveNet (`tflite_profile.interleaved_ms`);
 - the paired bootstrap of the int8 student against MoveNet, body-12, over the test people (95 % interval).
 Models with COCO-17 joints are mapped by name onto LSP-14 (neck and head top count as misses in all-14,
@@ -130,10 +131,14 @@ def main(argv=None):
     p.add_argument("--cards", action="store_true", help="write each shipped preset's figures into its model card")
     p.add_argument("--install", action="append", default=[], help="WORK/NAME: a recipe's preset to ship")
     p.add_argument("--limit", type=int, default=None, help="score only the first N people of each test set (smoke run)")
+    p.add_argument("--int8-file", action="append", default=[],
+                   help="LABEL=FILE.tflite: score this int8 file as LABEL's int8 export instead of exporting one "
+                        "(e.g. a quantization-aware export, kdpose export --quantize int8-qat)")
     args = p.parse_args(argv)
     for built in args.install:
         install(Path(built))
     models = dict(m.split("=", 1) for m in args.model)
+    given_int8 = dict(m.split("=", 1) for m in args.int8_file)
     data = shared_dir() / "data"
     tests = {"lsp_test": load_samples(f"lsp:{data / 'lsp'}:test"), "parse_test": load_samples(f"parse:{data / 'parse'}:test")}
     if args.limit:
@@ -141,7 +146,7 @@ def main(argv=None):
     calibration = calibration_crops(read_lsp(data / "lsp", "train"), (128, 96), 300)
     body = [LSP14.names.index(n) for n in BODY12]
     results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-               "protocols": {"lsp_test": "LSP protocol (box = whole image, torso = left shoulder to right hip, "
+               "protocols": {"lsp_test": "LSP protocol (box = the image's central 70 %, torso = left shoulder to right hip, "
                              "all joints counted)", "parse_test": "package PCK@0.2 (labelled joints, torso right "
                              "shoulder to left hip)"}, "rows": {}}
     hit_cache = {}
@@ -161,7 +166,13 @@ def main(argv=None):
             hit_cache[(label, name)] = (correct, counted)
             row[name] = scores(correct, counted)
         if spec != "movenet" and not flip and label not in args.float_only and not str(spec).endswith(".tflite"):
-            path, params = int8_export(spec, calibration, work)
+            if label in given_int8:
+                from kdpose_tf.cli.common import load_model
+
+                path, params = Path(given_int8[label]), int(load_model(spec).count_params())
+                row["int8_file"] = str(path)
+            else:
+                path, params = int8_export(spec, calibration, work)
             int8_files[label] = path
             row["params"] = params
             for name, samples in tests.items():
@@ -194,13 +205,15 @@ def _cell(row, key, metric):
 def markdown(results):
     lines = [f"# Shipped students against MoveNet Lightning ({results['machine']})", "",
              f"LSP test 1001-2000: {results['protocols']['lsp_test']}. PARSE test 101-305: "
-             f"{results['protocols']['parse_test']}. int8: uint8 I/O, 300 LSP-train calibration crops; latency "
-             "LiteRT XNNPACK, 1 thread, interleaved with MoveNet in the same run. Paired bootstrap: int8 student "
+             f"{results['protocols']['parse_test']}. int8: uint8 I/O, 300 LSP-train calibration crops (post-training), "
+             "or the file named in the row's int8 column (quantization-aware); latency LiteRT XNNPACK, 1 thread, interleaved with MoveNet in the same run. Paired bootstrap: int8 student "
              "minus MoveNet, body-12, 95 % interval over the test people.", "",
              "| model | params | LSP all-14 | LSP body-12 | PARSE all-14 | PARSE body-12 | int8 LSP all-14 | "
              "int8 LSP body-12 | int8 PARSE body-12 | int8 ms | vs MoveNet | int8 - MoveNet body-12 LSP [95 %] | "
              "PARSE [95 %] |", "|" + "---|" * 13]
     for label, r in results["rows"].items():
+        if r.get("int8_file"):
+            label = f"{label} (int8: {Path(r['int8_file']).name})"
         boot = []
         for name in ("lsp_test", "parse_test"):
             b = r.get(f"{name}_int8_vs_movenet_body12")

@@ -187,10 +187,11 @@ class PCKProtocol:
 
 # The literature's LSP protocol (the one that reproduces the published means of Tompson, Yang, DeepCut,
 # DeeperCut, CPM and Bulat & Tzimiropoulos on the person-centric labels): test images 1001-2000, the
-# box is the whole image, torso = left shoulder to right hip, all 14 joints of all images counted.
+# box comes from the whole image (never from the labels), torso = left shoulder to right hip, all 14
+# joints of all images counted.
 LSP_PROTOCOL = PCKProtocol(
     name="lsp", torso=("left_shoulder", "right_hip"), count_all=True,
-    description="LSP protocol: torso = left shoulder to right hip, all joints counted, box = whole image",
+    description="LSP protocol: torso = left shoulder to right hip, all joints counted, box = the image's central 70 %",
 )
 PROTOCOLS = {LSP_PROTOCOL.name: LSP_PROTOCOL}
 
