@@ -80,10 +80,10 @@ def _restore(model, path, train, codec, ks):
     """Load a fit_resumable checkpoint (weights + optimizer variables) into `model`."""
     from kdpose_tf.training import make_optimizer
     from kdpose_tf.data.pipeline import make_dataset
-    from kdpose_tf.training import _build_for_restore
+    from kdpose_tf.training import _build_variables
 
     model.compile(optimizer=make_optimizer(1e-3, 100))
-    _build_for_restore(model, train[:1], codec, ks, make_dataset)
+    _build_variables(model, train[:1], codec, ks, make_dataset)
     model.load_weights(str(path))
 
 

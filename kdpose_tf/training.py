@@ -258,7 +258,7 @@ def fit_resumable(
             check_run_identity(run_dir, saved, {k: identity[k] for k in saved})
         else:
             check_run_identity(run_dir, saved, identity)
-        _build_for_restore(model, train_samples[:1], codec, keypoint_set, dataset_fn)
+        _build_variables(model, train_samples[:1], codec, keypoint_set, dataset_fn)
         try:
             model.load_weights(str(run_dir / CHECKPOINT_NAME))
         except (OSError, ValueError, KeyError) as e:
@@ -276,6 +276,9 @@ def fit_resumable(
     val_ds = None
     if val_samples:
         val_ds = dataset_fn(val_samples, codec, keypoint_set, batch_size=batch_size, training=False, shuffle=False)
+    # Optimizer variables created inside the first traced train step make TensorFlow trace it a second
+    # time (a tf.function may create variables only on its first trace); built here, it is traced once.
+    _build_variables(model, train_samples[:1], codec, keypoint_set, dataset_fn)
     checkpoint = ResumableCheckpoint(
         run_dir, history,
         extra_state={"seed": seed, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "identity": identity},
@@ -293,14 +296,19 @@ def fit_resumable(
     return checkpoint.history
 
 
-def _build_for_restore(model, samples, codec, keypoint_set, dataset_fn):
-    """Create model and optimizer variables so saved weights can be loaded into them."""
+def _build_variables(model, samples, codec, keypoint_set, dataset_fn):
+    """Create model and optimizer variables: saved weights can be loaded into them, and the train step
+    traced once."""
+    if model.built and (model.optimizer is None or model.optimizer.built):
+        return
     batch = next(iter(dataset_fn(samples, codec, keypoint_set, batch_size=1, training=False, shuffle=False)))
     images, _ = batch
-    if not model.built:
-        model(images, training=False)
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow only: mirrored variables need its scope
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if not model.built:
+            model(images, training=False)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
 
 
 def average_weights(models, into=None):
