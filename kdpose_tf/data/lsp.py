@@ -17,8 +17,8 @@ in the literature's protocol (`kdpose_tf.metrics.pck.LSP_PROTOCOL`): it is the i
 `LSP_BOX_FRACTION` in each dimension, so that a top-down crop (box padded 1.25 and widened to the
 model's aspect ratio) covers about the image itself rather than a frame of black around it. The
 fraction was chosen on LSP val (901-1000) and holds for every model tried: at 0.7 instead of 1.0 the
-shipped LSP-14 student gains 4.9 body-12 points on val and MoveNet Lightning 5.4, both peaking there
-(`benchmarks/results/lsp_box.md`). `PoseSample.extra["protocol"]` names the protocol so the evaluator
+shipped LSP-14 student gains 4.9 body-12 points on val (its best) and MoveNet Lightning 5.4 (level
+with its best, 0.6), `benchmarks/results/lsp_box.md`. `PoseSample.extra["protocol"]` names the protocol so the evaluator
 scores this set the published way by default.
 
 Example:

@@ -1,6 +1,6 @@
 """The trained presets that ship inside the package: each loads offline by name, scores within one point
 of its model card on PARSE 101-305 (real photos), carries a complete card and recipe, and its int8 export
-loads and runs under LiteRT's XNNPACK delegate."""
+file (shipped beside the weights) runs under LiteRT's XNNPACK delegate and scores as its card says."""
 
 import json
 
@@ -8,12 +8,10 @@ import numpy as np
 import pytest
 
 from kdpose_tf.cli.recipe import load_recipe
-from kdpose_tf.data.datasets import calibration_crops
+from kdpose_tf.data.datasets import load_samples, to_keypoint_set
 from kdpose_tf.data.lsp import read_lsp
-from kdpose_tf.data.datasets import load_samples
-from kdpose_tf.evaluation import BODY12, evaluate, keras_predict_fn
+from kdpose_tf.evaluation import BODY12, evaluate, keras_predict_fn, predict_samples
 from kdpose_tf.runtimes.litert import TFLiteRunner
-from kdpose_tf.export.tflite import export_tflite
 from kdpose_tf.keypoints import LSP14, joint_mapping
 from kdpose_tf.metrics.pck import pck, torso_normalizer
 from kdpose_tf.models.pose_estimator import PoseEstimator
@@ -45,12 +43,13 @@ def _body12_on_parse(model, parse_test):
         if ks.name == LSP14.name else None
     if report is not None:
         return 100 * report["pck"]["body12"]
-    from kdpose_tf.evaluation import predict_samples
-
-    from kdpose_tf.data.datasets import to_keypoint_set
-
     people = to_keypoint_set(parse_test, ks)  # the same boxes, the model's joints
     pred, _ = predict_samples(keras_predict_fn(model), people, model.input_size, model.codec, ks, progress=False)
+    return _body12_from_predictions(pred, ks, parse_test)
+
+
+def _body12_from_predictions(pred, ks, parse_test):
+    """Body-12 PCK@0.2 on PARSE test of (N, K, 2) predictions in keypoint set `ks`, mapped onto LSP-14 by name."""
     lsp = np.full((len(parse_test), 14, 2), np.nan)
     for src, dst in joint_mapping(ks, LSP14).items():
         lsp[:, dst] = pred[:, src]
@@ -76,17 +75,25 @@ def test_loads_offline_and_scores_as_its_card_says(name, parse_test, monkeypatch
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_int8_export_runs_under_xnnpack(name, data_dir, tmp_path, parse_test):
+def test_shipped_int8_file_runs_under_xnnpack_and_scores_as_its_card_says(name, parse_test):
+    """The preset's int8 file (its quantization-aware export, `model_int8.tflite` + sidecar) is checked
+    against its weights, runs on XNNPACK and scores within one point of the card on PARSE test."""
+    from kdpose_tf.cli.evaluate import load_predictor
+    from kdpose_tf.runtimes.litert import read_sidecar
+
+    path = shipped_presets()[name] / "model_int8.tflite"
+    sidecar = read_sidecar(path)  # checks the file's sha256 against the sidecar
     model = PoseEstimator.from_preset(name)
-    crops = calibration_crops(read_lsp(data_dir / "lsp", "train", limit=64), model.input_size, 32)
-    path = export_tflite(model, tmp_path / f"{name}.tflite", quantize="int8", representative_data=crops,
-                         keypoint_set=model.keypoint_set.name)
+    assert sidecar["variant"] == "int8-qat" and sidecar["keypoints"]["set"] == model.keypoint_set.name
     runner = TFLiteRunner(path, num_threads=1, xnnpack=True)
-    sidecar = json.loads(path.with_suffix(".json").read_text())
-    assert sidecar["keypoints"]["set"] == model.keypoint_set.name
-    heatmaps = np.asarray(runner(crops[:2]))
-    assert heatmaps.shape[-1] == model.keypoint_set.num_keypoints and np.isfinite(heatmaps).all()
     assert runner.delegate == "xnnpack"
+    assert tuple(runner.input_size) == tuple(model.input_size)
+    fn, size, codec, _ = load_predictor(str(path))
+    pred, _ = predict_samples(fn, to_keypoint_set(parse_test, model.keypoint_set), size, codec, model.keypoint_set,
+                              progress=False)
+    measured = _body12_from_predictions(pred, model.keypoint_set, parse_test)
+    assert abs(measured - shipped_card(name)["metrics"]["parse_test_int8"]["body12"]) <= 1.0
+    assert measured > 60
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -94,7 +101,7 @@ def test_predict_by_name_on_a_photo(name, data_dir, tmp_path, capsys):
     """`kdpose predict --model NAME --image photo.jpg` right after install: the joints land on the person."""
     from kdpose_tf.cli.main import main
 
-    photo = data_dir / "lsp" / "images" / "im1001.jpg"  # one person, the whole image is the box
+    photo = data_dir / "lsp" / "images" / "im1001.jpg"  # one person; no --box: the whole image is the box
     out = tmp_path / "pose.png"
     assert main(["predict", "--model", name, "--image", str(photo), "--output", str(out)]) == 0
     assert out.stat().st_size > 1000
