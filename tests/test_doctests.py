@@ -14,6 +14,7 @@ import pytest
 
 DOCTEST_MODULES = [
     "kdpose_tf.codecs.heatmap_codec",
+    "kdpose_tf.data.lsp",
     "kdpose_tf.data.pipeline",
     "kdpose_tf.data.transforms",
     "kdpose_tf.data.validation",

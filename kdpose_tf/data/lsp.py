@@ -55,7 +55,8 @@ def image_box(size, fraction=LSP_BOX_FRACTION):
     [15.0, 30.0, 70.0, 140.0]
     """
     w, h = float(size[0]), float(size[1])
-    return [w * (1 - fraction) / 2, h * (1 - fraction) / 2, w * fraction, h * fraction]
+    bw, bh = w * fraction, h * fraction
+    return [(w - bw) / 2, (h - bh) / 2, bw, bh]
 
 
 def read_lsp(root, split="all", on_bad_sample="raise", limit=None):
