@@ -308,7 +308,7 @@ def render(rows, meta):
         "`softmax_length_scale` in float_islands.json.",
         "- psa_head: the reference `PolarizedSelfAttention` once before the head's final conv instead of after "
         "every backbone block: the same layer and maths, fewer placements (its accuracy cost needs training, "
-        "issue 26 item 1).", "",
+        "the grafting ablation, ablation_graft.md).", "",
         *notes, shipped, "",
     ])
 

@@ -40,13 +40,12 @@ _VERBOSE_HELP = "show TensorFlow's native log lines (start-up, converter), which
 
 
 def _scales(text):
+    from kdpose_tf.distillation.heatmap_teacher import check_scales
+
     try:
-        values = tuple(float(v) for v in text.split(","))
+        return check_scales(text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 0.9,1,1.1, got {text!r}")
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers such as 0.9,1,1.1, got {text!r}")
-    return values
 
 
 def _add_data(p, required=True, name="--data"):

@@ -79,7 +79,7 @@ class HeatmapTeacher:
             raise TypeError(f"config must be a TeacherConfig, got {type(config).__name__}")
         if not isinstance(flip_test, bool):
             raise ValueError(f"flip_test must be True or False, got {flip_test!r}")
-        self.scales = _check_scales(scales)
+        self.scales = check_scales(scales)
         self.model = HeatmapModel(config, num_threads=num_threads, batch_size=batch_size)  # the runtime side
         self.config = self.model.config
         self.keypoint_set = get_keypoint_set(config.keypoint_set)
@@ -131,7 +131,8 @@ class HeatmapTeacher:
         return _predict_fn([self], codec, keypoint_set)
 
 
-def _check_scales(scales):
+def check_scales(scales):
+    """`scales` as a tuple of floats, or one ValueError saying what was received."""
     try:
         values = tuple(float(v) for v in scales)
     except (TypeError, ValueError):
