@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kdpose_tf.cli.main import build_parser, main
+from kdpose_tf.data.datasets import load_samples
 
 COMMANDS = ["train", "distill", "evaluate", "export", "import", "graft", "predict", "demo", "summary", "presets",
             "check-edgetpu", "check-xnnpack", "soup"]
@@ -211,15 +212,23 @@ def test_evaluate_scores_a_pretrained_openvino_teacher_and_its_keras_import(data
     assert "must be a multiple of 32" in capsys.readouterr().err
 
 
-def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, coco_spec, data_dir, capsys):
+def test_distill_from_pp_tinypose_with_unlabelled_people(tmp_path, tiny_model, coco_spec, data_dir, capsys,
+                                                        monkeypatch):
+    import kdpose_tf.training
+
+    decay = []  # the learning-rate schedule must span the unlabelled people's steps too
+    make = kdpose_tf.training.make_optimizer
+    monkeypatch.setattr(kdpose_tf.training, "make_optimizer", lambda lr, n: decay.append(n) or make(lr, n))
     out = tmp_path / "student.keras"
     ann = data_dir / "coco_mini" / "annotations" / "person_keypoints_train2017.json"
     args = ["distill", "--teacher", "pp_tinypose_128x96", "--student", str(tiny_model), "--data", coco_spec,
             "--unlabeled", f"coco:{ann}:{data_dir / 'coco_mini' / 'train2017'}", "--epochs", "1",
             "--batch-size", "16", "--run-dir", str(tmp_path / "run"), "--output", str(out)]
     assert main(args) == 0, capsys.readouterr().err
-    history = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
-    assert history["kd_loss"][0] > 0 and history["gt_loss"][0] > 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["history"]["kd_loss"][0] > 0 and state["history"]["gt_loss"][0] > 0
+    labelled = len(load_samples(coco_spec))
+    assert state["steps_per_epoch"] > labelled // 16 and decay == [state["steps_per_epoch"]]
     assert main(["distill", "--teacher", str(tiny_model), "--student", str(tiny_model), "--data", coco_spec,
                  "--unlabeled", str(ann), "--output", str(out)]) == 2
     assert "--unlabeled needs a pretrained teacher" in capsys.readouterr().err

@@ -38,6 +38,7 @@ PLACEMENT = {
     "kdpose_tf.export": "export",
     "kdpose_tf.distillation": "distillation",
     "kdpose_tf.training": "training",
+    "kdpose_tf.training_probe": "training",  # the linear probe of new joints before fine-tuning
     "kdpose_tf.training_dwpose": "training",  # DWPose's two stages as fit_resumable runs
     "kdpose_tf.cli": "cli",
     "kdpose_tf": "cli",                       # the package facade (kdpose_tf/__init__.py) re-exports the top

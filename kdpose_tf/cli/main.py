@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-min-score", type=float, default=0.3,
                    help="keypoint teachers (MoveNet .tflite): joints they score lower give no KD (default 0.3)")
     p.add_argument("--unlabeled", default=None,
-                   help="COCO keypoints JSON (coco:JSON[:IMAGES]) whose person boxes without keypoints train on "
-                        "the pretrained teacher alone")
+                   help="people who train on the pretrained teacher alone: a COCO keypoints JSON "
+                        "(coco:JSON[:IMAGES]: its person boxes without keypoints) or any --data spec whose labels "
+                        "are set aside (e.g. lspet:DIR, whose crowd-sourced labels follow other conventions than "
+                        "LSP's)")
     p.add_argument("--student", required=True,
                    help="student: preset name, preset directory, .keras file, or a pretrained model to start from "
                         "(pp_tinypose_128x96, .xml/.onnx: imported with its weights, joints mapped by name)")
@@ -179,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "after its channel shuffle")
     p.add_argument("--csp-pan", action="store_true",
                    help="depthwise CSP-PAN over the branch outputs, added to the head's input (zero-initialised)")
+    p.add_argument("--step-scale", type=float, default=1.0,
+                   help="step multiplier of the grafted gates and projections (they start at 0): under Adam they "
+                        "learn as with a learning rate this many times the rest's (default 1; e.g. 50)")
     p.add_argument("--output", default=None, help="the .keras file to write")
     p.add_argument("--variants", default=None, metavar="DIR",
                    help="write the ablation's variants instead: DIR/base.keras, psa_head, psa_blocks, csp_pan, "

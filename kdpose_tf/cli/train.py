@@ -100,6 +100,7 @@ def run_train(args):
         overrides.setdefault("input_size", tuple(info["input_size"]))
     with strategy.scope():
         model = load_model(args.model, **overrides)
+        _probe_new_joints(model, samples, args.run_dir)
         model.compile(optimizer=make_optimizer(args.lr, steps * args.epochs))
     codec = _codec_for(model, model_input_size(model))
     history = fit_resumable(
@@ -107,6 +108,20 @@ def run_train(args):
         val_samples=val, augment=_augment(args), seed=args.seed, run_identity=run_identity(args),
     )
     _finish(args, model, history, {"training_data": args.data, "epochs": args.epochs})
+
+
+def _probe_new_joints(model, samples, run_dir):
+    """An imported model's joints its source lacked (LSP's neck and head top on a COCO network): their head
+    channels fitted by the linear probe before fine-tuning (`kdpose_tf.training_probe`); a run that resumes
+    loads its checkpoint over them."""
+    from kdpose_tf.training_probe import probe_new_joints
+
+    joints = getattr(model, "new_joints", ())
+    if not joints or (Path(run_dir) / "state.json").is_file():
+        return
+    seen = probe_new_joints(model, samples, joints)
+    print("linear probe of the joints the imported model lacked: "
+          + ", ".join(f"{name} ({n} people)" for name, n in seen.items()), flush=True)
 
 
 def _without_teacher(samples):
@@ -165,7 +180,6 @@ def run_distill(args):
         raise CLIError("distill needs --teacher, or --data pack:DIR of a pack written with one "
                        "(kdpose distill --teacher ... --save-pack DIR)")
     strategy = _strategy(args.distribute)
-    steps = max(1, len(samples) // args.batch_size)
     pretrained = pretrained_teachers(args.teacher, flip_test=args.teacher_flip_test, scales=args.teacher_scales) if args.teacher else None
     if packed and args.teacher_feature:
         raise CLIError("--teacher-feature needs a Keras teacher; a pack carries its teacher's heatmaps, not features")
@@ -186,6 +200,7 @@ def run_distill(args):
     elif args.unlabeled:
         raise CLIError("--unlabeled needs a pretrained teacher (e.g. --teacher pp_tinypose_256x192): unlabelled "
                        "people learn from the teacher's cached heatmaps")
+    steps = max(1, len(samples) // args.batch_size)  # after --unlabeled: the schedules span every person
     with strategy.scope():
         teacher = None if pretrained is not None or packed else load_teacher(args.teacher)
         overrides = _model_overrides(args, keypoint_set)
@@ -194,6 +209,8 @@ def run_distill(args):
         if info and info.get("input_size"):  # a pack's people are cut at its input size
             overrides.setdefault("input_size", tuple(info["input_size"]))
         student = load_model(args.student, **overrides)
+        if not args.save_pack:
+            _probe_new_joints(student, samples, args.run_dir)
     codec = _codec_for(student, model_input_size(student))
     if args.save_pack:
         return _save_pack(args, samples, codec)

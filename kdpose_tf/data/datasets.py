@@ -258,10 +258,21 @@ def calibration_crops(samples, input_size, count, seed=0):
     return np.asarray(images, np.float32)
 
 
+def without_labels(samples):
+    """`samples` with image and box kept and every joint label set aside (visibility 0, keypoints 0,
+    ``extra["labels_hidden"]``): people a teacher alone supervises (`hide_labels`, `load_unlabelled`)."""
+    return [PoseSample(
+        image_path=s.image_path, bbox=s.bbox.copy(), keypoints=np.zeros_like(s.keypoints),
+        visibility=np.zeros_like(s.visibility), keypoint_set=s.keypoint_set, image_id=s.image_id,
+        annotation_id=s.annotation_id, image_size=s.image_size, area=s.area, head_size=s.head_size,
+        extra={**s.extra, "labels_hidden": True},
+    ) for s in samples]
+
+
 def hide_labels(samples, keep_fraction, seed=0):
     """Keep the joint labels of a seeded random `keep_fraction` of `samples`; the others keep image
-    and box but no labelled joint (visibility 0, keypoints 0): the semi-supervised setting where a
-    teacher labels what people did not.
+    and box but no labelled joint (`without_labels`): the semi-supervised setting where a teacher
+    labels what people did not.
 
     Returns:
         (all samples, partly unlabelled; the labelled ones alone), both in the input order.
@@ -270,16 +281,8 @@ def hide_labels(samples, keep_fraction, seed=0):
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction!r}")
     n_keep = max(1, int(round(keep_fraction * len(samples))))
     keep = set(np.random.default_rng(seed).permutation(len(samples))[:n_keep].tolist())
-    out = []
-    for i, s in enumerate(samples):
-        if i not in keep:
-            s = PoseSample(
-                image_path=s.image_path, bbox=s.bbox.copy(), keypoints=np.zeros_like(s.keypoints),
-                visibility=np.zeros_like(s.visibility), keypoint_set=s.keypoint_set, image_id=s.image_id,
-                annotation_id=s.annotation_id, image_size=s.image_size, area=s.area, head_size=s.head_size,
-                extra={**s.extra, "labels_hidden": True},
-            )
-        out.append(s)
+    hidden = iter(without_labels([s for i, s in enumerate(samples) if i not in keep]))
+    out = [s if i in keep else next(hidden) for i, s in enumerate(samples)]
     return out, [s for i, s in enumerate(samples) if i in keep]
 
 
@@ -328,13 +331,24 @@ def real_benchmark_split(shared_root, keypoint_set=LSP14, min_joints=4, on_bad_s
 
 
 def load_unlabelled(spec, keypoint_set, on_bad_sample="skip"):
-    """The person boxes without keypoint labels of a COCO-format set (``coco:JSON[:IMAGES]`` or a bare
-    JSON path), in `keypoint_set` (all visibility 0), for training on a pretrained teacher alone."""
+    """People who train on a pretrained teacher alone, in `keypoint_set` (every joint visibility 0).
+
+    Two kinds of spec:
+    - ``coco:JSON[:IMAGES]`` (or a bare COCO JSON path): the set's person boxes *without* keypoint
+      labels (`unlabelled_people`);
+    - any other `load_dataset` spec (``lspet:DIR``, ``lsp:DIR:train``, ``SPEC+SPEC``): its people with
+      their labels set aside (`without_labels`), for labels that follow other conventions than the
+      benchmark's (LSPET's crowd-sourced neck, hips and ankles against LSP's) or that are too noisy
+      to trust; the box the reader made from them stays.
+    """
     spec = str(spec)
     rest = spec[len("coco:"):] if spec.startswith("coco:") else spec
-    path, _, images = rest.partition(":") if not Path(rest).is_file() else (rest, "", "")
-    if not Path(path).is_file():
-        raise DataError("unlabelled people come from a COCO keypoints JSON (coco:JSON[:IMAGES]); file not found",
-                        path=path)
-    people = unlabelled_people(path, images or None, coco_keypoint_set(path), on_bad_sample=on_bad_sample)
-    return to_keypoint_set(people, keypoint_set)
+    if spec.startswith("coco:") or Path(spec).is_file():
+        path, _, images = rest.partition(":") if not Path(rest).is_file() else (rest, "", "")
+        if not Path(path).is_file():
+            raise DataError("unlabelled people come from a COCO keypoints JSON (coco:JSON[:IMAGES]); file not "
+                            "found", path=path)
+        people = unlabelled_people(path, images or None, coco_keypoint_set(path), on_bad_sample=on_bad_sample)
+        return to_keypoint_set(people, keypoint_set)
+    people = load_samples(spec, on_bad_sample)
+    return SampleList(without_labels(to_keypoint_set(people, keypoint_set)), people.report)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from kdpose_tf.data.datasets import load_dataset
+from kdpose_tf.data.datasets import load_dataset, load_unlabelled
 from kdpose_tf.data.lsp import load_lsp_predictions, read_lsp
 from kdpose_tf.errors import DataError
 from kdpose_tf.evaluation import score_predictions
@@ -85,6 +85,19 @@ def test_combined_spec_maps_every_part_onto_the_first_keypoint_set(data_dir):
     assert {s.keypoint_set for s in data.samples} == {"lsp14"}
     coco_people = [s for s in data.samples if s.extra.get("source_keypoint_set") == "coco17"]
     assert len(coco_people) == 86 and all(s.visibility[12] == 0 for s in coco_people)  # COCO has no neck
+
+
+def test_unlabelled_spec_sets_the_labels_aside_and_keeps_the_people(data_dir):
+    """`--unlabeled lsp:...`: LSP people trained on the teacher alone keep image and box, lose every joint."""
+    spec = f"lsp:{data_dir / 'lsp'}:val"
+    labelled = load_dataset(spec).samples
+    people = load_unlabelled(spec, "coco17")
+    assert len(people) == len(labelled) == 100 and people.report.kept == 100
+    assert all(p.keypoint_set == "coco17" and p.extra["labels_hidden"] for p in people)
+    assert all(not p.visibility.any() and not p.keypoints.any() for p in people)
+    np.testing.assert_array_equal([p.bbox for p in people], [s.bbox for s in labelled])
+    assert [p.image_path for p in people] == [s.image_path for s in labelled]
+    assert labelled[0].visibility.all()  # the labelled samples themselves are untouched
 
 
 def test_bad_files_name_the_file_and_field(tmp_path):

@@ -386,7 +386,8 @@ def retarget_keypoints(model, keypoint_set, name=None):
 
     Joints the model already predicts keep their final-conv weights (e.g. COCO-17 -> LSP-14 keeps the
     12 limb joints); the others (LSP's neck and head_top) start from the head's usual initialisation
-    and must be learnt. The backbone is shared, not copied.
+    and must be learnt (`new_joints` on the returned model names them, for
+    `kdpose_tf.training_probe.probe_new_joints`). The backbone is shared, not copied.
     """
     target = get_keypoint_set(keypoint_set)
     if model.head.final_kernel != 1 or model.head.tail_layers:
@@ -399,6 +400,8 @@ def retarget_keypoints(model, keypoint_set, name=None):
     for src, dst in joint_mapping(model.keypoint_set, target).items():
         kernel[..., dst], bias[dst] = old_k[..., src], old_b[src]
     head.final_conv.set_weights([kernel, bias])
+    mapped = set(joint_mapping(model.keypoint_set, target).values())
+    new.new_joints = tuple(n for i, n in enumerate(target.names) if i not in mapped)
     return new
 
 
