@@ -43,7 +43,7 @@ def run_graft(args):
         Path(args.variants).mkdir(parents=True, exist_ok=True)
     for path, kwargs in jobs:
         try:
-            model = graft(base, block_site=args.block_site, **kwargs) if kwargs else base
+            model = graft(base, block_site=args.block_site, step_scale=args.step_scale, **kwargs) if kwargs else base
         except ValueError as e:
             raise CLIError(str(e)) from None
         save_model(model, path)

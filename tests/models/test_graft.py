@@ -185,3 +185,68 @@ def test_cli_graft_needs_an_output_and_a_part(capsys):
     assert "nothing to graft" in capsys.readouterr().err
     assert main(["graft", "--base", "pp_tinypose_128x96", "--variants", "d", "--csp-pan"]) == 2
     assert "--variants DIR writes every variant" in capsys.readouterr().err
+
+
+def _one_adam_step(layer, inputs, lr=1e-3):
+    """Run one Adam step on mean(layer(inputs)) and return the layer (Adam's first step is lr * sign(grad))."""
+    import tensorflow as tf
+    import keras
+
+    layer(inputs)
+    with tf.GradientTape() as tape:
+        out = layer(inputs)
+        loss = tf.reduce_mean(out["P2"] if isinstance(out, dict) else out)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    keras.optimizers.Adam(lr).apply_gradients(zip(grads, layer.trainable_variables))
+    return layer
+
+
+def test_step_scale_multiplies_the_gates_first_adam_step_and_keeps_the_maths():
+    """gate_scale s: the gate the maps use is s * the weight, so Adam's first step moves it by s * lr (not lr),
+    and a layer with gate g computes the same with any s."""
+    x = np.random.RandomState(0).normal(size=(2, 8, 6, 8)).astype("float32")
+    moved = {}
+    for s in (1.0, 50.0):
+        layer = _one_adam_step(GatedPSA(gate_scale=s, name=f"g{int(s)}"), x)
+        moved[s] = abs(float(np.asarray(layer.gate_value())))
+    np.testing.assert_allclose(moved[1.0], 1e-3, rtol=1e-2)
+    np.testing.assert_allclose(moved[50.0], 50e-3, rtol=1e-2)
+    plain, scaled = GatedPSA(gate=0.3, name="p"), GatedPSA(gate=0.3, gate_scale=50.0, name="s")
+    plain(x), scaled(x)
+    scaled.set_weights([w.numpy() / 50.0 if w is plain.gate else w.numpy() for w in plain.weights])
+    np.testing.assert_allclose(np.asarray(scaled(x)), np.asarray(plain(x)), atol=1e-5)
+    assert GatedPSA.from_config(scaled.get_config()).gate_scale == 50.0
+    with pytest.raises(ValueError, match="gate_scale` must be a finite number > 0, received 0"):
+        GatedPSA(gate_scale=0)
+
+
+def test_projection_scale_multiplies_the_projections_first_adam_step_and_keeps_the_maths():
+    rng = np.random.RandomState(0)
+    feats = {"P2": rng.normal(size=(1, 16, 12, 8)).astype("float32"),
+             "branch0": rng.normal(size=(1, 16, 12, 8)).astype("float32"),
+             "branch1": rng.normal(size=(1, 8, 6, 16)).astype("float32")}
+    biases = {}
+    for s in (1.0, 50.0):
+        neck = _one_adam_step(ResidualCSPPAN(branches=("branch0", "branch1"), projection_scale=s, name=f"n{int(s)}"),
+                              feats)
+        assert np.array_equal(np.asarray(ResidualCSPPAN(branches=("branch0", "branch1"), projection_scale=s)(feats)["P2"]),
+                              feats["P2"])  # the feature itself at init, whatever s
+        biases[s] = np.abs(neck.project[0].bias.numpy() * s)  # the bias the neck adds: s * the weight
+    np.testing.assert_allclose(biases[1.0], 1e-3, rtol=1e-2)
+    np.testing.assert_allclose(biases[50.0], 50e-3, rtol=1e-2)
+    plain = ResidualCSPPAN(branches=("branch0", "branch1"), name="p")
+    scaled = ResidualCSPPAN(branches=("branch0", "branch1"), projection_scale=50.0, name="s")
+    plain(feats), scaled(feats)
+    for layer in plain.project:
+        layer.kernel.assign(rng.normal(0, 0.1, layer.kernel.shape).astype("float32"))
+    scaled.set_weights([w / 50.0 if "project" in v.path else w for v, w in zip(plain.weights, plain.get_weights())])
+    np.testing.assert_allclose(np.asarray(scaled(feats)["P2"]), np.asarray(plain(feats)["P2"]), atol=1e-5)
+    assert ResidualCSPPAN.from_config(scaled.get_config()).projection_scale == 50.0
+
+
+def test_graft_step_scale_reaches_every_zero_initialised_part(base):
+    model = graft(base, psa_head=True, csp_pan=True, step_scale=20.0)
+    gates = [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, GatedPSA)]
+    assert gates and all(g.gate_scale == 20.0 for g in gates) and model.neck.projection_scale == 20.0
+    with pytest.raises(ValueError, match="step_scale` must be a finite number > 0, received -1"):
+        graft(base, psa_head=True, step_scale=-1)

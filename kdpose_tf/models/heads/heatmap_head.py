@@ -42,6 +42,7 @@ class HeatmapHead(keras.layers.Layer):
         psa: PolarizedSelfAttention (sequential) before the final conv (default False).
         psa_gated: with `psa`, the attention enters through a learnable gate initialised 0 (`GatedPSA`): the
             head starts as the same head without PSA, so PSA can be grafted onto a trained head (default False).
+        psa_gate_scale: with `psa_gated`, the gate's step multiplier (`GatedPSA` gate_scale, default 1.0).
         final_kernel: kernel of the final conv, 1 or 3 (default 1).
         **kwargs: `name` (default "heatmap_head"), `dtype`, ...
 
@@ -63,6 +64,7 @@ class HeatmapHead(keras.layers.Layer):
         psa=False,
         final_kernel=1,
         psa_gated=False,
+        psa_gate_scale=1.0,
         **kwargs,
     ):
         check_int("num_keypoints", num_keypoints, 1, owner="HeatmapHead")
@@ -79,6 +81,9 @@ class HeatmapHead(keras.layers.Layer):
         if not isinstance(psa_gated, bool) or (psa_gated and not psa):
             raise ValueError(f"HeatmapHead: `psa_gated` must be a bool and needs psa=True, received "
                              f"psa_gated={psa_gated!r}, psa={psa!r}")
+        if psa_gate_scale != 1.0 and not psa_gated:
+            raise ValueError(f"HeatmapHead: `psa_gate_scale` needs psa_gated=True, received "
+                             f"psa_gate_scale={psa_gate_scale!r}, psa_gated={psa_gated!r}")
         if final_kernel not in (1, 3):
             raise ValueError(f"HeatmapHead: `final_kernel` must be 1 or 3, received {final_kernel!r}")
         kwargs.setdefault("name", "heatmap_head")
@@ -93,6 +98,7 @@ class HeatmapHead(keras.layers.Layer):
         self.psa = psa
         self.final_kernel = final_kernel
         self.psa_gated = psa_gated
+        self.psa_gate_scale = psa_gate_scale
 
     def build(self, input_shape):
         n, dt = self.name, self.dtype_policy
@@ -130,7 +136,7 @@ class HeatmapHead(keras.layers.Layer):
                 ]
             )
         if self.psa:
-            stages.append([GatedPSA(name=f"{n}_psa") if self.psa_gated else _make_psa(f"{n}_psa")])
+            stages.append([GatedPSA(gate_scale=self.psa_gate_scale, name=f"{n}_psa") if self.psa_gated else _make_psa(f"{n}_psa")])
         self.tail_layers = [layer for layers in stages for layer in layers]
         for layer in self.tail_layers:
             layer.build(shape)
@@ -180,5 +186,6 @@ class HeatmapHead(keras.layers.Layer):
             psa=self.psa,
             final_kernel=self.final_kernel,
             psa_gated=self.psa_gated,
+            psa_gate_scale=self.psa_gate_scale,
         )
         return config

@@ -176,7 +176,7 @@ def _check_base(model):
 
 
 def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="depthwise", psa_reduction=2,
-          pan_kernel_size=5, name=None):
+          pan_kernel_size=5, step_scale=1.0, name=None):
     """A new `PoseEstimator`: `model` (an imported PP-TinyPose-style network) with the parts the flags name
     grafted on (module docstring), weights copied, heatmaps equal to `model`'s until the new parts train.
 
@@ -188,6 +188,9 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
         block_site: "depthwise" (default) or "output": where in each block (`psa_blocks`).
         psa_reduction: channel reduction of every grafted PSA (default 2).
         pan_kernel_size: depthwise kernel of the CSP-PAN, odd (default 5, PP-PicoDet's).
+        step_scale: step multiplier of every grafted zero-initialised part, the PSA gates (`GatedPSA`
+            gate_scale) and the CSP-PAN projections (`ResidualCSPPAN` projection_scale): under Adam they
+            learn as with a learning rate `step_scale` times the rest's (default 1.0).
         name: the new model's name (default "<model name>_<parts>", e.g. "..._psa_blocks_csp_pan").
 
     Returns:
@@ -202,6 +205,8 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
         raise ValueError(f"graft: `block_site` must be one of {BLOCK_SITES}, received {block_site!r}")
     check_int("psa_reduction", psa_reduction, 1, owner="graft")
     check_int("pan_kernel_size", pan_kernel_size, 1, owner="graft")
+    if isinstance(step_scale, bool) or not isinstance(step_scale, (int, float)) or not 0 < step_scale < float("inf"):
+        raise ValueError(f"graft: `step_scale` must be a finite number > 0, received {step_scale!r}")
     _check_base(model)
     source = model.backbone
     level = model.feature_level
@@ -214,7 +219,8 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
             raise ValueError(f"graft: psa_blocks found no ShuffleNet block (split -> ... -> concat with the split's "
                              f"first half -> shuffle) at the feature's size {size[0]}x{size[1]} in {source.name}")
         nodes = _insert_after(nodes, sites, lambda s: {"name": f"{s}_psa", "op": "gated_psa", "inputs": [s],
-                                                       "reduction": int(psa_reduction), "gate": 0.0})
+                                                       "reduction": int(psa_reduction), "gate": 0.0,
+                                                       "gate_scale": float(step_scale)})
     neck = None
     if csp_pan:
         branches = branch_outputs(nodes, outputs[level])
@@ -226,12 +232,14 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
         if taken:
             raise ValueError(f"graft: {source.name} already has outputs {taken}")
         outputs.update(zip(keys, branches))
-        neck = ResidualCSPPAN(feature=level, branches=keys, kernel_size=pan_kernel_size, name="csp_pan")
+        neck = ResidualCSPPAN(feature=level, branches=keys, kernel_size=pan_kernel_size,
+                              projection_scale=float(step_scale), name="csp_pan")
     backbone = GraphBackbone(nodes, outputs, source.image_shape, name=source.name)
     for layer in source.layers:
         if layer.weights:
             backbone.get_layer(layer.name).set_weights(layer.get_weights())
-    head = HeatmapHead(model.num_keypoints, psa=psa_head, psa_gated=psa_head, name=model.head.name)
+    head = HeatmapHead(model.num_keypoints, psa=psa_head, psa_gated=psa_head,
+                       psa_gate_scale=float(step_scale) if psa_head else 1.0, name=model.head.name)
     parts = "_".join(k for k, v in flags.items() if v)
     grafted = PoseEstimator(backbone, num_keypoints=model.num_keypoints, keypoint_set=model.keypoint_set, head=head,
                             neck=neck, feature_level=level, input_size=model.input_size, codec=model.codec,

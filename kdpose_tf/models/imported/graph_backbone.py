@@ -24,7 +24,7 @@ ops and their fields:
     shuffle    groups (ShuffleNet channel shuffle)
     upsample   size (fy, fx): nearest, integer factors (`Upsample`, delegate-friendly)
     resize     size (h, w), align_corners: bilinear (`ResizeBilinear`)
-    gated_psa  reduction (default 2), gate (initial value, default 0.0): `GatedPSA`, Polarized Self-Attention
+    gated_psa  reduction (default 2), gate (initial value, default 0.0), gate_scale (its step multiplier, default 1.0): `GatedPSA`, Polarized Self-Attention
                entering through a learnable gate, the identity at gate 0; no source graph has it: it is
                grafted into an imported graph (`kdpose_tf.models.imported.graft`)
 
@@ -108,7 +108,8 @@ def _apply(node, inputs):
         return ResizeBilinear(tuple(int(v) for v in node["size"]), align_corners=bool(node["align_corners"]),
                               name=name)(x)
     if op == "gated_psa":
-        return GatedPSA(gate=node.get("gate", 0.0), reduction=node.get("reduction", 2), name=name)(x)
+        return GatedPSA(gate=node.get("gate", 0.0), reduction=node.get("reduction", 2),
+                        gate_scale=node.get("gate_scale", 1.0), name=name)(x)
     raise AssertionError(op)  # checked in _check_nodes
 
 

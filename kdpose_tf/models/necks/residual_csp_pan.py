@@ -14,12 +14,20 @@ zero, so they learn at the first step), and `Up_l` nearest upsampling by 2^l (`U
 the Edge TPU) to the feature's size. Every PAN output level is merged, not only the highest-resolution
 one: with one level the PAN's bottom-up path would be computed (and counted) for nothing.
 
+`projection_scale` s is the projections' step multiplier: each P_l's kernel and bias are stored divided
+by s and used times s, so Adam (whose step is about the learning rate) moves the zero-initialised
+projections s times faster, as a learning rate s times larger for them alone would; the exported
+graph is the same one CONV_2D per level (s times the kernel is a constant).
+
 Returns ``{feature: y}``, which `PoseEstimator(..., neck=ResidualCSPPAN(...))` passes to its head.
 """
 
 from __future__ import annotations
 
+import math
+
 import keras
+from keras import ops
 
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
@@ -35,6 +43,8 @@ class ResidualCSPPAN(keras.layers.Layer):
             the first at the feature's size (default ("branch0", "branch1", "branch2", "branch3")).
         out_channels, kernel_size, num_csp_blocks, activation: of the `DepthwiseCSPPAN` (defaults None =
             the smallest branch width, 5, 1, "relu").
+        projection_scale: the zero-initialised projections' step multiplier, a finite number > 0 (default
+            1.0; module docstring).
         **kwargs: layer arguments (`name`, default "csp_pan"; `dtype`). Sub-layers: "<name>_pan_..."
             (the PAN), "<name>_project<l>", "<name>_up<l>", "<name>_merge".
 
@@ -49,7 +59,7 @@ class ResidualCSPPAN(keras.layers.Layer):
     """
 
     def __init__(self, feature="P2", branches=("branch0", "branch1", "branch2", "branch3"), out_channels=None,
-                 kernel_size=5, num_csp_blocks=1, activation="relu", **kwargs):
+                 kernel_size=5, num_csp_blocks=1, activation="relu", projection_scale=1.0, **kwargs):
         if not isinstance(feature, str) or not feature:
             raise ValueError(f"ResidualCSPPAN: `feature` must be a feature name (str), received {feature!r}")
         if isinstance(branches, str) or not isinstance(branches, (list, tuple)) or len(branches) < 2 or not all(
@@ -58,12 +68,17 @@ class ResidualCSPPAN(keras.layers.Layer):
                              f"first, received {branches!r}")
         if feature in branches:
             raise ValueError(f"ResidualCSPPAN: `feature` {feature!r} must not be one of the branches {list(branches)}")
+        if (isinstance(projection_scale, bool) or not isinstance(projection_scale, (int, float))
+                or not math.isfinite(projection_scale) or projection_scale <= 0):
+            raise ValueError(f"ResidualCSPPAN: `projection_scale` must be a finite number > 0, received "
+                             f"{projection_scale!r}")
         kwargs.setdefault("name", "csp_pan")
         super().__init__(**kwargs)
         self.feature = feature
         self.branches = tuple(branches)
         self.out_channels, self.kernel_size = out_channels, kernel_size
         self.num_csp_blocks, self.activation = num_csp_blocks, activation
+        self.projection_scale = float(projection_scale)
         DepthwiseCSPPAN(**self._pan_kwargs())  # checks the PAN's arguments now; its layers are made in build
 
     def _pan_kwargs(self):
@@ -109,9 +124,16 @@ class ResidualCSPPAN(keras.layers.Layer):
         outs = self.pan({lvl: inputs[b] for lvl, b in zip(self._levels(), self.branches)})
         terms = [inputs[self.feature]]
         for i, lvl in enumerate(self._levels()):
-            t = self.project[i](outs[lvl])
+            t = self._projection(i, outs[lvl])
             terms.append(t if self.up[i] is None else self.up[i](t))
         return {self.feature: self.merge(terms)}
+
+    def _projection(self, i, x):
+        conv = self.project[i]
+        if self.projection_scale == 1.0:
+            return conv(x)
+        s = self.projection_scale
+        return ops.conv(x, conv.kernel * s, strides=1, padding="valid") + conv.bias * s
 
     def compute_output_shape(self, input_shape):
         return {self.feature: self._check_shapes(input_shape)}
@@ -120,5 +142,5 @@ class ResidualCSPPAN(keras.layers.Layer):
         config = super().get_config()
         config.update({"feature": self.feature, "branches": list(self.branches), "out_channels": self.out_channels,
                        "kernel_size": self.kernel_size, "num_csp_blocks": self.num_csp_blocks,
-                       "activation": self.activation})
+                       "activation": self.activation, "projection_scale": self.projection_scale})
         return config
