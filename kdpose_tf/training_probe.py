@@ -81,8 +81,8 @@ def probe_new_joints(model, samples, joints, count=512, ridge=1e-2, batch_size=1
         return {n: 0 for n in names}
     features = _feature_model(model)
     batches = PoseBatches(chosen, model.codec, ks, batch_size=batch_size, training=False, shuffle=False)
-    gram = np.zeros((len(index),), dtype=object)  # per joint: (C+1)^2 normal matrix and (C+1) right side
-    seen = np.zeros(len(index), np.int64)
+    # per joint: the (C+1)^2 normal matrix, its (C+1) right side and the crops that labelled it
+    normal, right, seen = [0.0] * len(index), [0.0] * len(index), [0] * len(index)
     bar = tqdm(total=len(chosen), desc="probe new joints", unit="person", disable=not progress, leave=False)
     try:
         for b in range(len(batches)):
@@ -99,8 +99,8 @@ def probe_new_joints(model, samples, joints, count=512, ridge=1e-2, batch_size=1
                     continue
                 xs = x[keep].reshape(-1, x.shape[-1])
                 ys = heatmaps[keep][..., j].reshape(-1).astype(np.float64)
-                a, r = xs.T @ xs, xs.T @ ys
-                gram[i] = (a, r) if seen[i] == 0 else (gram[i][0] + a, gram[i][1] + r)
+                normal[i] = normal[i] + xs.T @ xs
+                right[i] = right[i] + xs.T @ ys
                 seen[i] += int(keep.sum())
             bar.update(len(images))
     finally:
@@ -109,10 +109,10 @@ def probe_new_joints(model, samples, joints, count=512, ridge=1e-2, batch_size=1
     for i, j in enumerate(index):
         if seen[i] == 0:
             continue
-        a, r = gram[i]
+        a = normal[i]
         c = a.shape[0] - 1
         penalty = ridge * np.trace(a[:c, :c]) / c
-        solution = np.linalg.solve(a + np.diag([penalty] * c + [0.0]), r)
+        solution = np.linalg.solve(a + np.diag([penalty] * c + [0.0]), right[i])
         kernel[0, 0, :, j], bias[j] = solution[:c], solution[c]
     model.head.final_conv.set_weights([kernel, bias])
-    return {n: int(seen[i]) for i, n in enumerate(names)}
+    return dict(zip(names, seen))

@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "after its channel shuffle")
     p.add_argument("--csp-pan", action="store_true",
                    help="depthwise CSP-PAN over the branch outputs, added to the head's input (zero-initialised)")
-    p.add_argument("--step-scale", type=float, default=1.0,
+    p.add_argument("--step-scale", type=positive_float, default=1.0,
                    help="step multiplier of the grafted gates and projections (they start at 0): under Adam they "
                         "learn as with a learning rate this many times the rest's (default 1; e.g. 50)")
     p.add_argument("--output", default=None, help="the .keras file to write")

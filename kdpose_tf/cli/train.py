@@ -114,10 +114,11 @@ def _probe_new_joints(model, samples, run_dir):
     """An imported model's joints its source lacked (LSP's neck and head top on a COCO network): their head
     channels fitted by the linear probe before fine-tuning (`kdpose_tf.training_probe`); a run that resumes
     loads its checkpoint over them."""
+    from kdpose_tf.training import read_run_state
     from kdpose_tf.training_probe import probe_new_joints
 
     joints = getattr(model, "new_joints", ())
-    if not joints or (Path(run_dir) / "state.json").is_file():
+    if not joints or read_run_state(run_dir) is not None:
         return
     seen = probe_new_joints(model, samples, joints)
     print("linear probe of the joints the imported model lacked: "

@@ -56,6 +56,13 @@ def check_bool(arg, value, owner=None) -> bool:
     return value
 
 
+def check_positive(arg, value, owner=None) -> float:
+    """`value` as a float, finite and > 0 (a scale, a step multiplier); bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
+        raise ValueError(f"{_prefix(owner)}`{arg}` must be a finite number > 0, received {value!r}")
+    return float(value)
+
+
 def check_number(arg, value, low=None, high=None, owner=None) -> float:
     """`value` as a float in [`low`, `high`] (either bound optional); bools are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

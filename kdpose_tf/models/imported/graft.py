@@ -45,7 +45,7 @@ from kdpose_tf.models.heads.heatmap_head import HeatmapHead
 from kdpose_tf.models.imported.graph_backbone import GraphBackbone
 from kdpose_tf.models.necks.residual_csp_pan import ResidualCSPPAN
 from kdpose_tf.models.pose_estimator import PoseEstimator
-from kdpose_tf.utils.args import check_bool, check_int
+from kdpose_tf.utils.args import check_bool, check_int, check_positive
 
 BLOCK_SITES = ("depthwise", "output")
 
@@ -205,8 +205,7 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
         raise ValueError(f"graft: `block_site` must be one of {BLOCK_SITES}, received {block_site!r}")
     check_int("psa_reduction", psa_reduction, 1, owner="graft")
     check_int("pan_kernel_size", pan_kernel_size, 1, owner="graft")
-    if isinstance(step_scale, bool) or not isinstance(step_scale, (int, float)) or not 0 < step_scale < float("inf"):
-        raise ValueError(f"graft: `step_scale` must be a finite number > 0, received {step_scale!r}")
+    step_scale = check_positive("step_scale", step_scale, owner="graft")
     _check_base(model)
     source = model.backbone
     level = model.feature_level
@@ -220,7 +219,7 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
                              f"first half -> shuffle) at the feature's size {size[0]}x{size[1]} in {source.name}")
         nodes = _insert_after(nodes, sites, lambda s: {"name": f"{s}_psa", "op": "gated_psa", "inputs": [s],
                                                        "reduction": int(psa_reduction), "gate": 0.0,
-                                                       "gate_scale": float(step_scale)})
+                                                       "gate_scale": step_scale})
     neck = None
     if csp_pan:
         branches = branch_outputs(nodes, outputs[level])
@@ -233,13 +232,13 @@ def graft(model, psa_head=False, psa_blocks=False, csp_pan=False, block_site="de
             raise ValueError(f"graft: {source.name} already has outputs {taken}")
         outputs.update(zip(keys, branches))
         neck = ResidualCSPPAN(feature=level, branches=keys, kernel_size=pan_kernel_size,
-                              projection_scale=float(step_scale), name="csp_pan")
+                              projection_scale=step_scale, name="csp_pan")
     backbone = GraphBackbone(nodes, outputs, source.image_shape, name=source.name)
     for layer in source.layers:
         if layer.weights:
             backbone.get_layer(layer.name).set_weights(layer.get_weights())
     head = HeatmapHead(model.num_keypoints, psa=psa_head, psa_gated=psa_head,
-                       psa_gate_scale=float(step_scale) if psa_head else 1.0, name=model.head.name)
+                       psa_gate_scale=step_scale if psa_head else 1.0, name=model.head.name)
     parts = "_".join(k for k, v in flags.items() if v)
     grafted = PoseEstimator(backbone, num_keypoints=model.num_keypoints, keypoint_set=model.keypoint_set, head=head,
                             neck=neck, feature_level=level, input_size=model.input_size, codec=model.codec,

@@ -37,6 +37,7 @@ import keras
 from keras import ops
 
 from kdpose_tf.models.layers.psa import PolarizedSelfAttention
+from kdpose_tf.utils.args import check_positive
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -66,13 +67,11 @@ class GatedPSA(PolarizedSelfAttention):
                  name=None, **kwargs):
         if isinstance(gate, bool) or not isinstance(gate, (int, float)) or not math.isfinite(gate):
             raise ValueError(f"GatedPSA: `gate` must be a finite number, received {gate!r}")
-        if (isinstance(gate_scale, bool) or not isinstance(gate_scale, (int, float)) or not math.isfinite(gate_scale)
-                or gate_scale <= 0):
-            raise ValueError(f"GatedPSA: `gate_scale` must be a finite number > 0, received {gate_scale!r}")
+        gate_scale = check_positive("gate_scale", gate_scale, owner="GatedPSA")
         super().__init__(layout=layout, mode=mode, reduction=reduction, use_layer_norm=use_layer_norm, name=name,
                          **kwargs)
         self.gate_init = float(gate)
-        self.gate_scale = float(gate_scale)
+        self.gate_scale = gate_scale
 
     def build(self, input_shape):
         self.gate = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.gate_init / self.gate_scale),

@@ -24,13 +24,12 @@ Returns ``{feature: y}``, which `PoseEstimator(..., neck=ResidualCSPPAN(...))` p
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
 from kdpose_tf.models.layers.upsample import Upsample
 from kdpose_tf.models.necks.csp_pan import DepthwiseCSPPAN
+from kdpose_tf.utils.args import check_positive
 
 
 @keras.saving.register_keras_serializable(package="kdpose_tf")
@@ -68,17 +67,14 @@ class ResidualCSPPAN(keras.layers.Layer):
                              f"first, received {branches!r}")
         if feature in branches:
             raise ValueError(f"ResidualCSPPAN: `feature` {feature!r} must not be one of the branches {list(branches)}")
-        if (isinstance(projection_scale, bool) or not isinstance(projection_scale, (int, float))
-                or not math.isfinite(projection_scale) or projection_scale <= 0):
-            raise ValueError(f"ResidualCSPPAN: `projection_scale` must be a finite number > 0, received "
-                             f"{projection_scale!r}")
+        projection_scale = check_positive("projection_scale", projection_scale, owner="ResidualCSPPAN")
         kwargs.setdefault("name", "csp_pan")
         super().__init__(**kwargs)
         self.feature = feature
         self.branches = tuple(branches)
         self.out_channels, self.kernel_size = out_channels, kernel_size
         self.num_csp_blocks, self.activation = num_csp_blocks, activation
-        self.projection_scale = float(projection_scale)
+        self.projection_scale = projection_scale
         DepthwiseCSPPAN(**self._pan_kwargs())  # checks the PAN's arguments now; its layers are made in build
 
     def _pan_kwargs(self):
