@@ -31,7 +31,10 @@ def test_card_recipe_and_size(name):
     missing = [f for f in CARD_FIELDS if not card.get(f)]
     assert not missing, f"{name}: model card lacks {missing}"
     assert "research" in card["data_terms"].lower()  # LSP / LSPET are research-only
-    assert (shipped_presets()[name] / WEIGHTS_FILE).stat().st_size <= 6 * 2**20
+    folder = shipped_presets()[name]
+    assert (folder / WEIGHTS_FILE).is_file()
+    size = sum(f.stat().st_size for f in folder.iterdir())  # weights, int8 file, config, card, recipe
+    assert size <= 6_000_000, f"{name}: {size / 1e6:.2f} MB shipped, over 6 MB"
     recipe = load_recipe(name)
     assert recipe["name"] == name and any(s["name"] == "student" for s in recipe["steps"])
 
