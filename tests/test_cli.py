@@ -96,6 +96,20 @@ def test_int8_export_without_calibration_data_is_refused(tmp_path, tiny_model, c
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_int8_qat_export_records_its_ranges(tmp_path, tiny_model, coco_spec, capsys):
+    """`--quantize int8-qat`: equalized, "mse" ranges by default, fine-tuned, a full-integer file that evaluates."""
+    tflite = tmp_path / "tiny_qat.tflite"
+    assert main(["export", "--model", str(tiny_model), "--output", str(tflite), "--quantize", "int8-qat",
+                 "--calibration-data", coco_spec, "--num-calibration", "16", "--qat-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "mse activation ranges, equalization depthwise" in out
+    sidecar = json.loads(tflite.with_suffix(".json").read_text())
+    assert sidecar["qat"] == {"epochs": 1, "activation_ranges": "mse", "activation_equalization": "depthwise"}
+    assert sidecar["input"]["dtype"] == "uint8"
+    assert main(["evaluate", "--model", str(tflite), "--data", coco_spec, "--metrics", "pck"]) == 0
+    assert "PCK@0.2" in capsys.readouterr().out
+
+
 def test_presets_and_summary(tiny_model, capsys):
     assert main(["presets"]) == 0
     listing = capsys.readouterr().out

@@ -27,6 +27,7 @@ DOCTEST_MODULES = [
     "kdpose_tf.export.targets",
     "kdpose_tf.export.bn_folding",
     "kdpose_tf.export.qat_layers",
+    "kdpose_tf.export.qat",
     "kdpose_tf.models.imported.graph_backbone",
     "kdpose_tf.models.imported.openvino_import",
     "kdpose_tf.distillation.pretrained",

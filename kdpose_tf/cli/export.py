@@ -26,13 +26,19 @@ def run_export(args):
         data = load_data(args.calibration_data, args.on_bad_sample, "--calibration-data")
         representative = calibration_crops(data.samples, size, args.num_calibration)
     export_model = model
+    equalize = {"depthwise": True, "all": "all", "none": False}[args.equalize]
+    sidecar = True
     if args.quantize == "int8-qat":
-        print(f"quantization-aware fine-tuning: {args.qat_epochs} epoch(s) on {len(data.samples)} people")
+        print(f"quantization-aware fine-tuning: {args.qat_epochs} epoch(s) on {len(data.samples)} people "
+              f"({args.activation_ranges} activation ranges, equalization {args.equalize})")
         export_model = quantization_aware_finetune(model, data.samples, data.keypoint_set, args.qat_epochs,
-                                                   representative)
+                                                   representative, equalize=equalize,
+                                                   range_method=args.activation_ranges)
+        sidecar = {"qat": {"epochs": args.qat_epochs, "activation_ranges": args.activation_ranges,
+                           "activation_equalization": args.equalize}}
     path = export_tflite(export_model, args.output, quantize=args.quantize, representative_data=representative,
                          num_calibration=args.num_calibration, io_dtype=args.io_dtype, target=args.target,
-                         equalize={"depthwise": True, "all": "all", "none": False}[args.equalize],
+                         equalize=equalize, sidecar=sidecar,
                          keypoint_set=getattr(model, "keypoint_set", None), float_ops=float_ops)
     io_dtype = args.io_dtype if args.quantize in ("int8", "int8-qat") else "float32"
     islands = f", {'/'.join(float_ops)} in float32 (CPU only)" if float_ops else ""

@@ -30,7 +30,7 @@ import sys
 from kdpose_tf.cli import demo, evaluate, export, graft, info, recipe, train
 from kdpose_tf.cli import predict
 from kdpose_tf.cli.common import parse_size, positive_float, positive_int, run_command
-from kdpose_tf.export.targets import QUANTIZE_MODES, TARGETS
+from kdpose_tf.export.targets import QUANTIZE_MODES, RANGE_METHODS, TARGETS
 from kdpose_tf.training import STRATEGIES
 from kdpose_tf.utils import native_logs
 from kdpose_tf.version import __version__
@@ -151,9 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, required=False, name="--calibration-data")
     p.add_argument("--num-calibration", type=positive_int, default=300, help="representative crops for int8")
     p.add_argument("--equalize", choices=("depthwise", "all", "none"), default="depthwise",
-                   help="int8: per-channel rescaling between convolutions before calibration, exact in float "
-                        "(default depthwise: pairs feeding a depthwise conv; all: every conv pair)")
+                   help="int8 / int8-qat: per-channel rescaling between convolutions before calibration, exact in "
+                        "float (default depthwise: pairs feeding a depthwise conv; all: every conv pair)")
     p.add_argument("--qat-epochs", type=positive_int, default=1, help="int8-qat: fine-tuning epochs (needs --calibration-data)")
+    p.add_argument("--activation-ranges", choices=RANGE_METHODS, default="mse",
+                   help="int8-qat: activation ranges of the fake-quant model (default mse: the clip of each tensor's "
+                        "calibrated min / max with the least 8-bit error, frozen in training; minmax: min / max, then "
+                        "their moving average in training, as TFMOT)")
 
     p = sub.add_parser("import", help="a pretrained OpenVINO / ONNX pose model as a trainable Keras model")
     p.add_argument("model", help="pp_tinypose_128x96 | pp_tinypose_256x192 (presets), a folder with teacher.json, "

@@ -9,7 +9,9 @@ default 8-bit config implements):
   channel (in * multiplier) for DepthwiseConv2D, range = max |w| of the channel (TFMOT's
   LastValueQuantizer); `tf.quantization.fake_quant_with_min_max_vars_per_channel`.
 * activations: per tensor, asymmetric 8 bit, range = exponential moving average of the batch
-  min / max (TFMOT's MovingAverageQuantizer, decay 0.999), `fake_quant_with_min_max_vars`.
+  min / max (TFMOT's MovingAverageQuantizer, decay 0.999), `fake_quant_with_min_max_vars`; or, with
+  `range_method="mse"`, the clip of the calibrated min / max with the least 8-bit squared error
+  (the "mse" calibrator of NVIDIA's pytorch-quantization does the same search), frozen in training.
   Inserted on the model input, after the in-graph normalisation and after every layer output,
   except where the output feeds a single ReLU / ReLU6 (TFLite fuses conv + ReLU, so only the
   post-activation tensor has its own scale). A conv with an activation TFLite does not fuse
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from kdpose_tf.export.bn_folding import batchnorm_affine
 from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the public QAT names live here)
@@ -54,6 +57,7 @@ from kdpose_tf.export.qat_layers import (  # noqa: F401  (re-exported: the publi
     QuantRescaling,
     _WeightQuantMixin,
 )
+from kdpose_tf.export.targets import RANGE_METHODS
 from kdpose_tf.models.graph import flatten_functional, graph_nodes, layer_consumers, node_inputs
 from kdpose_tf.models.layers.norm import GatedBatchNormalization
 
@@ -80,6 +84,8 @@ _ACTIVATION_LAYERS = (keras.layers.ReLU, keras.layers.Activation, keras.layers.L
 # that only moves channels says so with a `channel_routes` method (ChannelSplit, ChannelShuffle).
 _PASSTHROUGH = (keras.layers.Reshape, keras.layers.Flatten, keras.layers.MaxPooling2D, keras.layers.Dropout,
                 keras.layers.InputLayer, keras.layers.Identity, keras.layers.ZeroPadding2D)
+
+CLIP_GRID = np.linspace(0.02, 1.0, 50)  # shrink factors of the calibrated [min, max] that "mse" tries
 
 
 def _passthrough(layer):
@@ -125,7 +131,7 @@ def _standalone_bn(model, layer, nodes):
     return len(shape) == 4 and layer.axis in (-1, 3)
 
 
-def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm=True):
+def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm=True, range_method="minmax"):
     """Clone a functional model with fake quantisation for QAT (see the module docstring).
 
     Args:
@@ -137,6 +143,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         ema_decay: moving-average decay of the activation ranges (default 0.999).
         fold_batchnorm: fold BatchNormalization into the preceding conv (default True). With False
             BN layers stay (the converter folds them at export; training then sees unfolded weights).
+        range_method: how `calibration_data` sets the ranges, "minmax" (default) or "mse" (clipped
+            ranges, frozen in training; see `calibrate`).
 
     Returns:
         a new functional keras.Model named `<name>_qat` (original layer names kept for convs).
@@ -145,6 +153,8 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
         model = model.inference_model()
     if not isinstance(model, keras.Model) or not getattr(model, "outputs", None):
         raise ValueError(f"quantize_model needs a functional keras.Model, got {type(model).__name__}")
+    if range_method not in RANGE_METHODS:
+        raise ValueError(f"range_method must be one of {RANGE_METHODS}, got {range_method!r}")
     if any(isinstance(layer, keras.Model) for layer in model.layers):
         # A PoseEstimator holds its backbone as a nested functional model: expand it in place.
         model = flatten_functional(model)
@@ -277,7 +287,7 @@ def quantize_model(model, calibration_data=None, ema_decay=0.999, fold_batchnorm
             new.set_weights(old.get_weights() + ([new.kernel_range.numpy()] if hasattr(new, "kernel_range") else []))
     refresh_weight_ranges(qat)
     if calibration_data is not None:
-        calibrate(qat, calibration_data)
+        calibrate(qat, calibration_data, method=range_method)
     return qat
 
 
@@ -349,13 +359,30 @@ def refresh_weight_ranges(qat_model):
     return qat_model
 
 
-def calibrate(qat_model, data, batch_size=8):
-    """Set the activation ranges of a QAT model to the min / max seen on `data` (eager passes)."""
+def calibrate(qat_model, data, batch_size=8, method="minmax", samples_per_batch=20000, seed=0):
+    """Set the activation ranges of a QAT model from `data` (eager passes).
+
+    Args:
+        qat_model: a model from `quantize_model`.
+        data: images (N, H, W, 3) float32 in [0, 255], or an iterable of such batches.
+        batch_size: images per pass when `data` is an array (default 8).
+        method: "minmax" (default): the min / max seen, what TFMOT and the TFLite converter use.
+            "mse": then, per range, the clip [f·min, f·max] (f on `CLIP_GRID`) whose 8-bit fake
+            quantization of the values seen has the least squared error (`mse_clip_range`), and the
+            ranges are frozen for training (`ActivationFakeQuant.frozen`). Min / max spends the 256
+            steps of a tensor whose bulk lies in 0..40 on rare values near 1000 (a distilled
+            PP-TinyPose student has several such adds and concats); clipping those few costs less
+            than the rounding of all the others.
+        samples_per_batch: "mse": values drawn per range and batch (default 20000).
+        seed: "mse": seed of that draw.
+    """
+    if method not in RANGE_METHODS:
+        raise ValueError(f"method must be one of {RANGE_METHODS}, got {method!r}")
     quant_layers = _activation_quantizers(qat_model)
     if isinstance(data, np.ndarray):
         batches = [data[i : i + batch_size] for i in range(0, len(data), batch_size)]
     else:
-        batches = data
+        batches = list(data) if method == "mse" else data  # "mse" passes over the data twice
     for layer in quant_layers:
         layer.min_var.assign(0.0)
         layer.max_var.assign(0.0)
@@ -370,4 +397,64 @@ def calibrate(qat_model, data, batch_size=8):
     finally:
         for layer in quant_layers:
             layer.calibrating = False
+    if method == "mse":
+        _mse_ranges(qat_model, quant_layers, batches, samples_per_batch, np.random.default_rng(seed))
     return qat_model
+
+
+def _mse_ranges(qat_model, quant_layers, batches, samples_per_batch, rng):
+    """Second pass of `calibrate(method="mse")`: sample each range's inputs, clip, freeze."""
+    seen = {id(layer): [] for layer in quant_layers}
+
+    def sampler(key):
+        def take(x):
+            flat = np.ravel(keras.ops.convert_to_numpy(x))
+            if flat.size > samples_per_batch:
+                flat = flat[rng.choice(flat.size, samples_per_batch, replace=False)]
+            seen[key].append(flat.astype(np.float32))
+        return take
+
+    for layer in quant_layers:
+        layer.sampler = sampler(id(layer))
+    try:
+        for x in batches:
+            qat_model(np.asarray(x, np.float32), training=False)
+    finally:
+        for layer in quant_layers:
+            layer.sampler = None
+    for layer in quant_layers:
+        lo, hi = float(layer.min_var.numpy()), float(layer.max_var.numpy())
+        if seen[id(layer)] and hi > lo:
+            lo, hi = mse_clip_range(np.concatenate(seen[id(layer)]), lo, hi)
+            layer.min_var.assign(lo)
+            layer.max_var.assign(hi)
+        layer.frozen = True
+
+
+def mse_clip_range(values, lo, hi, grid=CLIP_GRID, num_bits=8):
+    """(f·lo, f·hi) for the f in `grid` whose fake quantization of `values` has the least squared error.
+
+    `lo <= 0 <= hi` is the calibrated range; the quantizer is TensorFlow's
+    `fake_quant_with_min_max_vars` (asymmetric, nudged zero point), the op QAT trains with and the
+    converter's int8 scale. Ties go to the widest range.
+
+    A heavy-tailed tensor (Laplace, b = 1, 100k values: max |v| ~ 12, the squared error's best clip
+    near 10 b) is clipped; a uniform one is not:
+
+    >>> v = np.random.default_rng(0).laplace(0.0, 1.0, 100_000).astype("float32")
+    >>> lo, hi = mse_clip_range(v, v.min(), v.max())
+    >>> bool(0.5 * v.max() < hi < 0.95 * v.max())
+    True
+    >>> mse_clip_range(np.linspace(0.0, 10.0, 1000, dtype="float32"), 0.0, 10.0)
+    (0.0, 10.0)
+    """
+    values = np.asarray(values, np.float32)
+    lo, hi = float(lo), float(hi)
+    best, best_err = 1.0, None
+    for f in sorted(np.asarray(grid, np.float64), reverse=True):
+        q = tf.quantization.fake_quant_with_min_max_vars(values, lo * f, hi * f, num_bits=num_bits,
+                                                          narrow_range=False).numpy()
+        err = np.mean(np.square(q.astype(np.float64) - values))  # float64: float32 rounding decides no tie
+        if best_err is None or err < best_err:
+            best, best_err = float(f), err
+    return lo * best, hi * best

@@ -32,11 +32,14 @@ class ActivationFakeQuant(keras.layers.Layer):
         num_bits: 8 (default).
         shared: one instance quantizes several tensors that int8 gives one scale (default False);
             its range is the union set by `calibrate` and stays fixed in training.
+        frozen: the range stays as `calibrate` set it in training (default False: EMA of the batch
+            min / max). `calibrate(method="mse")` freezes the clipped ranges it chooses, which the
+            moving average would otherwise widen back towards the batch extremes.
 
     Ranges start empty (min = max = 0): the first training batch (or `calibrate`) sets them.
     """
 
-    def __init__(self, ema_decay=0.999, num_bits=8, shared=False, **kwargs):
+    def __init__(self, ema_decay=0.999, num_bits=8, shared=False, frozen=False, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
@@ -45,7 +48,9 @@ class ActivationFakeQuant(keras.layers.Layer):
         self.ema_decay = float(ema_decay)
         self.num_bits = int(num_bits)
         self.shared = bool(shared)
+        self.frozen = bool(frozen)
         self.calibrating = False
+        self.sampler = None  # set by `calibrate(method="mse")`: a callable given each input it sees
 
     def build(self, input_shape):
         self.min_var = self.add_weight(name="min", shape=(), initializer="zeros", trainable=False)
@@ -58,7 +63,9 @@ class ActivationFakeQuant(keras.layers.Layer):
             # Eager pass over calibration data: running min / max (ranges always include 0).
             self.min_var.assign(tf.minimum(self.min_var, tf.reduce_min(x)))
             self.max_var.assign(tf.maximum(self.max_var, tf.reduce_max(x)))
-        elif training and not self.shared:  # a shared range (several tensors) keeps its calibrated union
+        if self.sampler is not None:
+            self.sampler(x)
+        if training and not self.calibrating and not (self.shared or self.frozen):  # shared: keeps its union
             bmin = tf.minimum(tf.reduce_min(x), 0.0)
             bmax = tf.maximum(tf.reduce_max(x), 0.0)
             empty = tf.equal(self.min_var, self.max_var)
@@ -76,7 +83,7 @@ class ActivationFakeQuant(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ema_decay": self.ema_decay, "num_bits": self.num_bits,
-                "shared": self.shared}
+                "shared": self.shared, "frozen": self.frozen}
 
 
 def _per_channel_abs_max(kernel2d):

@@ -32,6 +32,8 @@ from kdpose_tf.export.edgetpu import check_edgetpu, validate_edgetpu_model
 from kdpose_tf.runtimes.xnnpack import check_xnnpack_compat
 
 QUANTIZE_MODES = ("none", "float16", "dynamic", "int8", "int8-qat")
+# How int8-qat sets activation ranges (`kdpose_tf.export.qat.calibrate`); here so the CLI names them without TF.
+RANGE_METHODS = ("minmax", "mse")
 IO_DTYPES = ("int8", "uint8", "float32")
 
 

@@ -138,3 +138,74 @@ def test_int8_qat_converter_refusal_is_explained(monkeypatch, float_model_and_cr
     model, crops = float_model_and_crops
     with pytest.raises(ValueError, match=r"one int8 scale.*quantize='int8'.*same scale constraint"):
         export_tflite(quantize_model(model, calibration_data=crops[:8]), tmp_path / "x.tflite", quantize="int8-qat")
+
+
+def _numpy_fake_quant(x, lo, hi):
+    """TF's fake_quant_with_min_max_vars written out (8 bit, nudged zero point), the reference for "mse"."""
+    scale = (hi - lo) / 255.0
+    zero = min(max(round(-lo / scale), 0), 255)
+    nlo, nhi = -zero * scale, (255 - zero) * scale
+    return np.floor((np.clip(x, nlo, nhi) - nlo) / scale + 0.5) * scale + nlo
+
+
+def test_mse_clip_range_is_the_least_error_clip_of_the_grid(float_model_and_crops):
+    """On a real activation (the tiny model's first ReLU on COCO crops) and on a heavy-tailed sample, the
+    range `mse_clip_range` picks has the least squared error of every clip on the grid, by an
+    independent numpy quantizer; a min / max range is never beaten by clipping a uniform tensor."""
+    from kdpose_tf.export.qat import CLIP_GRID, mse_clip_range
+
+    model, crops = float_model_and_crops
+    relu = keras.Model(model.inputs[0], model.get_layer("stem_relu").output)(crops[:4]).numpy().ravel()
+    laplace = np.random.default_rng(0).laplace(0.0, 2.0, 100_000).astype(np.float32)  # max |v| ~ 23
+    for values in (relu, laplace):
+        lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+        errors = {f: np.mean((_numpy_fake_quant(values, lo * f, hi * f) - values) ** 2) for f in CLIP_GRID}
+        got_lo, got_hi = mse_clip_range(values, lo, hi)
+        got = np.mean((_numpy_fake_quant(values, got_lo, got_hi) - values) ** 2)
+        assert got <= min(errors.values()) * (1 + 1e-4) + 1e-12
+        assert got_lo / min(lo, -1e-12) == pytest.approx(got_hi / hi, rel=1e-6) or got_lo == lo == 0.0  # one f
+    assert mse_clip_range(laplace, float(laplace.min()), float(laplace.max()))[1] < 0.95 * laplace.max()
+    uniform = np.linspace(0.0, 6.0, 4096, dtype=np.float32)
+    assert mse_clip_range(uniform, 0.0, 6.0) == (0.0, 6.0)
+
+
+def test_mse_ranges_are_inside_min_max_frozen_and_saved(float_model_and_crops, tmp_path):
+    model, crops = float_model_and_crops
+    minmax = quantize_model(model, calibration_data=crops[:16])
+    mse = quantize_model(model, calibration_data=crops[:16], range_method="mse")
+    wide = {l.name: (l.min_var.numpy(), l.max_var.numpy()) for l in minmax.layers if isinstance(l, ActivationFakeQuant)}
+    quants = [l for l in mse.layers if isinstance(l, ActivationFakeQuant)]
+    assert all(l.frozen for l in quants) and not any(l.frozen for l in minmax.layers if isinstance(l, ActivationFakeQuant))
+    clipped = 0
+    for l in quants:
+        lo, hi = wide[l.name]
+        assert lo - 1e-6 <= l.min_var.numpy() <= 0.0 <= l.max_var.numpy() <= hi + 1e-6, l.name
+        clipped += int(l.max_var.numpy() < hi - 1e-6)
+    assert clipped > 0  # real crops: some tensor has a tail worth clipping
+    before = [l.max_var.numpy() for l in quants]
+    mse(crops[:4], training=True)  # a training pass: frozen ranges take no moving average
+    assert [l.max_var.numpy() for l in quants] == before
+    mse.save(tmp_path / "mse.keras")
+    back = keras.saving.load_model(tmp_path / "mse.keras")
+    assert all(l.frozen for l in back.layers if isinstance(l, ActivationFakeQuant))
+    with pytest.raises(ValueError, match="range_method must be one of .*got 'kl'"):
+        quantize_model(model, range_method="kl")
+
+
+def test_equalized_qat_clone_keeps_the_callers_weights(float_model_and_crops, tmp_path):
+    """`quantization_aware_finetune` equalizes before cloning: the clone holds rescaled weights, the float
+    model (the teacher, and the caller's) gets its own back, and the clone still computes the float function."""
+    from kdpose_tf.distillation.qat_finetune import quantization_aware_finetune
+
+    model, crops = float_model_and_crops
+    weights = [w.copy() for w in model.get_weights()]
+    plain = quantize_model(model, calibration_data=crops[:16], range_method="mse")
+    qat = quantization_aware_finetune(model, [], None, 0, crops[:16], equalize=True, range_method="mse")
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert not np.allclose(qat.get_layer("dw").kernel.numpy(), plain.get_layer("dw").kernel.numpy())  # rescaled
+    ref = model.predict(crops[16:], verbose=0)
+    got = qat.predict(crops[16:], verbose=0)
+    assert np.abs(got - ref).mean() < 0.01 * (ref.max() - ref.min())
+    path = export_tflite(qat, tmp_path / "eq_qat.tflite", quantize="int8-qat", sidecar=False)
+    step = TFLiteRunner(path).output_details["quantization"][0]
+    assert np.abs(TFLiteRunner(path)(crops[16:]) - got).mean() <= 0.5 * step  # the file computes the clone
